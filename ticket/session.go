@@ -93,7 +93,7 @@ func (k *SessionKey) Verify(tok []byte, nowUnix int64) (uint64, error) {
 	}
 	s := k.pool.get()
 	var got [32]byte
-	n, err := base64.RawURLEncoding.Decode(got[:], sigB)
+	n, err := tokenEncoding.Decode(got[:], sigB)
 	if err != nil || n != 32 {
 		k.pool.put(s)
 		return 0, ErrSessionMalformed

@@ -40,6 +40,10 @@ const (
 	TokenLen = (TokenRawLen*8 + 5) / 6
 )
 
+// tokenEncoding is strict: the unused low bits of the last character must be zero, so a
+// token has exactly one spelling and a flipped last character cannot still open.
+var tokenEncoding = base64.RawURLEncoding.Strict()
+
 // MaxShards is the largest number of edge shards a campaign can have (the key id is u16).
 const MaxShards = 1 << 16
 
@@ -122,7 +126,7 @@ func (s *Sealer) Seal(dst []byte, t *TicketToken) []byte {
 	binary.BigEndian.PutUint32(p[34:], t.IssuedAt)
 	binary.BigEndian.PutUint32(p[38:], t.ExpiresAt)
 	s.aead.Seal(p[:0], nonce, p[:tokenPlainLen], raw[:tokenHeaderLen])
-	base64.RawURLEncoding.Encode(buf[:TokenLen], raw)
+	tokenEncoding.Encode(buf[:TokenLen], raw)
 	return dst[:start+TokenLen]
 }
 
@@ -132,7 +136,7 @@ func TokenShard(tok []byte) (uint16, error) {
 		return 0, ErrInvalidToken
 	}
 	var head [4]byte // 4 chars decode to 3 bytes: version + shard
-	if _, err := base64.RawURLEncoding.Decode(head[:], tok[:4]); err != nil || head[0] != tokenVersion {
+	if _, err := tokenEncoding.Decode(head[:], tok[:4]); err != nil || head[0] != tokenVersion {
 		return 0, ErrInvalidToken
 	}
 	return binary.BigEndian.Uint16(head[1:]), nil
@@ -167,7 +171,7 @@ func (o *Opener) Open(t *TicketToken, tok []byte, scratch []byte) error {
 		return ErrInvalidToken
 	}
 	raw := scratch[:TokenRawLen]
-	n, err := base64.RawURLEncoding.Decode(raw, tok)
+	n, err := tokenEncoding.Decode(raw, tok)
 	if err != nil || n != TokenRawLen || raw[0] != tokenVersion {
 		return ErrInvalidToken
 	}
