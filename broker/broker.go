@@ -1,0 +1,127 @@
+// Package broker runs the embedded Kafka-protocol broker (franz-go's kfake) that tests,
+// the demo and `shake broker` use: one node on one listen address, the claims topic and
+// its dead-letter topic created up front, optionally persisted to disk with an fsync per
+// produced batch.
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// DefaultTopic is the claims topic SPEC.md names.
+const DefaultTopic = "shake.claims"
+
+// DefaultPartitions is the partition count of every seeded and auto-created topic.
+const DefaultPartitions = 8
+
+// DLQSuffix is appended to a topic name to name its dead-letter topic.
+const DLQSuffix = ".dlq"
+
+// ErrConfig wraps every configuration error Start reports.
+var ErrConfig = errors.New("bad broker configuration")
+
+// Config configures Start. Zero values take the defaults.
+type Config struct {
+	// Listen is host:port; port 0 picks a free port. Default 127.0.0.1:9092. The
+	// address is what the broker advertises in metadata, so clients must be able to
+	// reach it as written (use a concrete host, not 0.0.0.0, when clients are remote).
+	Listen string
+	// Partitions per topic, default 8.
+	Partitions int
+	// Topics to create at start, each with its "<topic>.dlq" twin. Default shake.claims.
+	Topics []string
+	// DataDir, when set, keeps topics and committed offsets on disk there, fsynced per
+	// produced batch, and reloads them on start.
+	DataDir string
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	c    *kfake.Cluster
+	addr string
+}
+
+// Start validates cfg, binds the listen address and starts the broker.
+func Start(cfg Config) (*Broker, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:9092"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Partitions < 1 || cfg.Partitions > 1<<14 {
+		return nil, fmt.Errorf("%w: partitions %d not in 1..16384", ErrConfig, cfg.Partitions)
+	}
+	if len(cfg.Topics) == 0 {
+		cfg.Topics = []string{DefaultTopic}
+	}
+	var topics []string
+	for _, t := range cfg.Topics {
+		if !validTopic(t) || len(t)+len(DLQSuffix) > 249 {
+			return nil, fmt.Errorf("%w: topic %q must be 1..245 characters of [a-zA-Z0-9._-]", ErrConfig, t)
+		}
+		topics = append(topics, t, t+DLQSuffix)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("%w: listen address %q: %v", ErrConfig, cfg.Listen, err)
+	}
+	// Bind ourselves so that the caller's host and port (including port 0) are honoured:
+	// kfake would otherwise listen on 127.0.0.1 with a port of its choosing.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	used := false
+	listenFn := func(string, string) (net.Listener, error) {
+		if used {
+			return nil, errors.New("BUG: kfake asked for a second listener")
+		}
+		used = true
+		return ln, nil
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ListenFn(listenFn),
+		kfake.SeedTopics(int32(cfg.Partitions), topics...),
+		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.AllowAutoTopicCreation(),
+		kfake.ClusterID("shake"),
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cannot create data directory %s: %w", cfg.DataDir, err)
+		}
+		opts = append(opts, kfake.DataDir(cfg.DataDir), kfake.SyncWrites())
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("cannot start broker: %w", err)
+	}
+	return &Broker{c: c, addr: ln.Addr().String()}, nil
+}
+
+// Addr returns the host:port the broker listens on and advertises.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker; with a DataDir it syncs its state to disk first.
+func (b *Broker) Close() { b.c.Close() }
+
+func validTopic(t string) bool {
+	if t == "" || t == "." || t == ".." {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,6 @@
+//go:build !race
+
+package verifier
+
+// raceEnabled: the race detector makes some calls allocate, so alloc guards skip.
+const raceEnabled = false

@@ -1,0 +1,396 @@
+// Package verifier is the server behind POST /v1/open: it opens a user's sealed ticket
+// by local computation alone (session, AEAD, uid binding, expiry, the generator's ticket
+// MAC, the shard's id range), remembers every opened ticket so that a retry gets the
+// same answer, and answers 200 only once the claim is durable: acknowledged by every
+// in-sync Kafka replica or, while Kafka is unreachable, fsynced to a local spool that is
+// replayed to Kafka later.
+package verifier
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"shake/internal/obs"
+	"shake/ticket"
+)
+
+// Config configures New. Zero values take the defaults noted.
+type Config struct {
+	Manifest   string   // path of manifest.json
+	Key        string   // path of campaign.key
+	SessionKey string   // path of session.key
+	Brokers    []string // Kafka bootstrap host:port list
+	Topic      string   // claims topic, default shake.claims
+	Spool      string   // spool directory
+	Listen     string   // default 127.0.0.1:8081
+
+	SpoolMaxBytes int64 // default 1 GiB: beyond it opens get 503 while Kafka is down
+	SegmentBytes  int64 // spool segment size, default 64 MiB
+	QueueSize     int   // claims waiting for a writer, default 16384: beyond it 503
+	BatchMax      int   // claims per durable batch, default 1024
+	Producers     int   // writer goroutines, default 4
+	// BatchTimeout is kafka-go's linger per partition batch, default 1 ms.
+	BatchTimeout time.Duration
+	// KafkaTimeout bounds one Kafka write before the batch is spooled, default 2 s.
+	KafkaTimeout time.Duration
+	// DownFor is how long the live path spools without trying Kafka after a failed
+	// write (the replayer probes meanwhile), default 5 s.
+	DownFor time.Duration
+	// RetryAfter is the retry_after_ms of a 503, default 1 s.
+	RetryAfter time.Duration
+
+	ReadTimeout, WriteTimeout, IdleTimeout, ShutdownTimeout time.Duration
+	Concurrency                                             int
+
+	Logger   *slog.Logger
+	Registry *obs.Registry
+	// Now is the clock, default time.Now (tests move it).
+	Now func() time.Time
+}
+
+// Server is a verifier bound to its listen address.
+type Server struct {
+	cfg      Config
+	man      *ticket.Manifest
+	campaign string
+	currency string
+	opener   *ticket.Opener
+	mac      *ticket.TicketMAC
+	sess     *ticket.SessionKey
+	table    *claimTable
+	sp       *spool
+	dur      *durable
+	srv      *obs.Server
+	log      *slog.Logger
+	now      func() time.Time
+	inWait   time.Duration
+
+	opens     [numResults]*obs.Counter
+	mOpenTime *obs.Histogram
+	restored  int
+}
+
+// result is the outcome of one request; it picks the status, the body and the metric.
+type result uint8
+
+const (
+	resOpened result = iota
+	resRepeat
+	resUnauthorized
+	resBadRequest
+	resTooLarge
+	resInvalid
+	resNotYours
+	resExpired
+	resAlreadyOpened
+	resUnavailable
+	resNotFound
+	resMethod
+	numResults
+)
+
+var resultNames = [numResults]string{"opened", "repeat", "unauthorized", "bad_request", "too_large",
+	"invalid_token", "not_your_ticket", "expired", "already_opened", "unavailable", "not_found", "method_not_allowed"}
+
+var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 503, 404, 405}
+
+// New loads the manifest and keys, opens the spool (replaying what it holds at start and
+// rebuilding the opened-ticket table from it), starts the Kafka writers and binds the
+// listen address. Call Run to serve, or Close to release everything without serving.
+func New(cfg Config) (*Server, error) {
+	if cfg.Topic == "" {
+		cfg.Topic = "shake.claims"
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8081"
+	}
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("verifier: no Kafka brokers given")
+	}
+	if cfg.Spool == "" {
+		return nil, errors.New("verifier: no spool directory given")
+	}
+	setDefault(&cfg.QueueSize, 16384)
+	setDefault(&cfg.BatchMax, 1024)
+	setDefault(&cfg.Producers, 4)
+	setDefaultD(&cfg.BatchTimeout, time.Millisecond)
+	setDefaultD(&cfg.KafkaTimeout, 2*time.Second)
+	setDefaultD(&cfg.DownFor, 5*time.Second)
+	setDefaultD(&cfg.RetryAfter, time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = obs.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	man, err := ticket.LoadManifest(cfg.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := ticket.ReadKeyFile(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now}
+	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
+		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
+	}
+	keys := make([][]byte, len(man.Shards))
+	firsts := make([]uint64, len(man.Shards))
+	counts := make([]uint64, len(man.Shards))
+	for i, sh := range man.Shards {
+		if keys[i], err = ticket.ShardKey(ck, man.Campaign, i); err != nil {
+			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+		}
+		firsts[i], counts[i] = sh.FirstTicket, sh.Count
+	}
+	if s.opener, err = ticket.NewOpener(keys); err != nil {
+		return nil, err
+	}
+	mk, err := ticket.MACKey(ck, man.Campaign)
+	if err != nil {
+		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+	}
+	if s.mac, err = ticket.NewTicketMAC(mk, man.Campaign); err != nil {
+		return nil, err
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	s.table = newClaimTable(firsts, counts, binary.LittleEndian.Uint64(seed[:]))
+
+	// Rebuild the opened-ticket table from what the spool still holds (claims of this
+	// campaign only; anything else is replayed but not remembered).
+	s.sp, err = openSpool(cfg.Spool, cfg.SpoolMaxBytes, cfg.SegmentBytes, s.restoreClaim)
+	if err != nil {
+		return nil, err
+	}
+	reg := cfg.Registry
+	for i := range s.opens {
+		s.opens[i] = reg.Counter("shake_verifier_opens_total", "Open requests by result.", "result", resultNames[i])
+	}
+	s.mOpenTime = reg.Histogram("shake_verifier_open_seconds", "Latency of POST /v1/open, durable write included.", obs.LatencyBuckets)
+	s.inWait = 2*cfg.KafkaTimeout + time.Second
+	s.dur = newDurable(durableConfig{
+		Brokers: cfg.Brokers, Topic: cfg.Topic, QueueSize: cfg.QueueSize, BatchMax: cfg.BatchMax,
+		Producers: cfg.Producers, BatchTimeout: cfg.BatchTimeout, KafkaTimeout: cfg.KafkaTimeout,
+		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond,
+	}, s.sp, reg, cfg.Logger)
+	s.srv, err = obs.Listen(obs.ServerConfig{
+		Name: "verifier", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger: cfg.Logger, Registry: reg, Ready: s.dur.writable,
+	}, s.handle)
+	if err != nil {
+		s.dur.close()
+		return nil, err
+	}
+	s.log.Info("verifier ready", "campaign", man.Campaign, "shards", len(man.Shards), "tickets", man.Count,
+		"table_bytes", 4*man.Count, "restored_from_spool", s.restored,
+		"spool_pending", s.sp.pendingRecs.Load(), "brokers", cfg.Brokers, "topic", cfg.Topic)
+	return s, nil
+}
+
+func setDefault(v *int, d int) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+func setDefaultD(v *time.Duration, d time.Duration) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// restoreClaim marks a spooled claim's ticket as opened by its uid.
+func (s *Server) restoreClaim(_, value []byte) {
+	c, err := ticket.ParseClaim(value)
+	if err != nil || c.Campaign != s.campaign || !s.man.InShard(c.Shard, c.Ticket) {
+		return
+	}
+	s.table.restore(c.Shard, c.Ticket, c.UID)
+	s.restored++
+}
+
+// Addr returns the bound host:port.
+func (s *Server) Addr() string { return s.srv.Addr() }
+
+// Handler returns the request handler for /v1/open (the health, readiness and metrics
+// endpoints are added by Run's server).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+
+// Run serves until ctx is cancelled, then stops accepting, finishes in-flight requests,
+// flushes or spools every queued claim and closes the spool.
+func (s *Server) Run(ctx context.Context) error {
+	err := s.srv.Serve(ctx)
+	if cerr := s.dur.close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close releases a server that was never Run (tests): it flushes and closes like Run.
+func (s *Server) Close() error {
+	s.srv.Close()
+	return s.dur.close()
+}
+
+// handle serves POST /v1/open.
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if string(ctx.Path()) != "/v1/open" {
+		s.opens[resNotFound].Inc()
+		obs.NotFound(ctx)
+		return
+	}
+	if !ctx.IsPost() {
+		s.opens[resMethod].Inc()
+		obs.MethodNotAllowed(ctx, "POST")
+		return
+	}
+	start := time.Now()
+	o := getOp()
+	r := s.open(o, ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), ctx.PostBody())
+	s.opens[r].Inc()
+	switch r {
+	case resOpened, resRepeat:
+		obs.WriteJSON(ctx, fasthttp.StatusOK, o.resp)
+	case resUnavailable:
+		o.resp = append(o.resp[:0], `{"error":"unavailable","retry_after_ms":`...)
+		o.resp = strconv.AppendInt(o.resp, s.cfg.RetryAfter.Milliseconds(), 10)
+		o.resp = append(o.resp, '}')
+		secs := (s.cfg.RetryAfter + time.Second - 1) / time.Second
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(secs)))
+		obs.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, o.resp)
+	default:
+		obs.WriteError(ctx, resultStatus[r], resultNames[r])
+	}
+	putOp(o)
+	s.mOpenTime.ObserveDuration(time.Since(start))
+}
+
+// open runs every check, then claims the ticket and makes the claim durable. On
+// resOpened and resRepeat, o.resp holds the 200 body.
+func (s *Server) open(o *op, auth, body []byte) result {
+	now := s.now()
+	st, ok := ticket.BearerToken(auth)
+	if !ok {
+		return resUnauthorized
+	}
+	uid, err := s.sess.Verify(st, now.Unix())
+	if err != nil {
+		return resUnauthorized
+	}
+	if r := s.verify(o, body, uid, now.Unix()); r != resOpened {
+		return r
+	}
+	t := &o.tok
+	shard := int(t.Shard)
+	fp := s.table.fingerprint(uid)
+	deadline := time.Time{}
+	for {
+		switch s.table.claim(shard, t.Ticket, fp) {
+		case claimOther:
+			return resAlreadyOpened
+		case claimDurable:
+			s.appendOpened(o)
+			return resRepeat
+		case claimInFlight:
+			// The same user's first open is still being written (a client retry after a
+			// timeout): wait for its outcome rather than answer before it is durable.
+			if deadline.IsZero() {
+				deadline = time.Now().Add(s.inWait)
+			} else if time.Now().After(deadline) {
+				return resUnavailable
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		break
+	}
+	// We own the ticket: build the claim and make it durable.
+	c := ticket.Claim{
+		Campaign: s.campaign, Ticket: t.Ticket, Shard: shard, Round: int(t.Round),
+		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
+		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now, MAC: t.MAC,
+	}
+	o.key = c.AppendKey(o.key[:0])
+	o.value = c.AppendJSON(o.value[:0])
+	if err := s.dur.submit(o); err != nil {
+		s.table.release(shard, t.Ticket)
+		return resUnavailable
+	}
+	if err := <-o.done; err != nil {
+		s.table.release(shard, t.Ticket)
+		return resUnavailable
+	}
+	s.table.markDurable(shard, t.Ticket, fp)
+	s.appendOpened(o)
+	return resOpened
+}
+
+// verify is the local verification chain: body, AEAD open, uid binding, expiry, ticket
+// MAC, shard range, round and amount bounds. It returns resOpened when all pass, with
+// the token in o.tok. It allocates nothing.
+func (s *Server) verify(o *op, body []byte, uid uint64, now int64) result {
+	if len(body) > MaxBodySize {
+		return resTooLarge
+	}
+	tok, ok := parseOpenBody(body)
+	if !ok {
+		return resBadRequest
+	}
+	t := &o.tok
+	if s.opener.Open(t, tok, o.scratch[:]) != nil {
+		return resInvalid
+	}
+	if t.UID != uid {
+		return resNotYours
+	}
+	if int64(t.ExpiresAt) <= now {
+		return resExpired
+	}
+	if !s.mac.Verify(t.Ticket, t.Amount, t.Round, t.MAC) {
+		return resInvalid
+	}
+	// A shard key can only seal its own shard's tickets: this is what keeps a stolen
+	// edge from handing out another shard's tickets.
+	shard := int(t.Shard)
+	if !s.man.InShard(shard, t.Ticket) || s.man.RoundOf(shard, t.Ticket) != int(t.Round) {
+		return resInvalid
+	}
+	// Second check of the generator's amount invariant, at the point of use.
+	if a := int64(t.Amount); a < s.man.Min || a > s.man.Max || a > ticket.MaxTicketAmount {
+		return resInvalid
+	}
+	return resOpened
+}
+
+// appendOpened writes the 200 body for o.tok into o.resp.
+func (s *Server) appendOpened(o *op) {
+	b := append(o.resp[:0], `{"result":"opened","campaign":"`...)
+	b = append(b, s.campaign...)
+	b = append(b, `","ticket":"`...)
+	b = strconv.AppendUint(b, o.tok.Ticket, 10)
+	b = append(b, `","amount":`...)
+	b = strconv.AppendUint(b, uint64(o.tok.Amount), 10)
+	b = append(b, `,"currency":"`...)
+	b = append(b, s.currency...)
+	b = append(b, `"}`...)
+	o.resp = b
+}
