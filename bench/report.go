@@ -1,0 +1,409 @@
+package bench
+
+import (
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Ratio returns the main run's shake throughput divided by the baseline's (0 when either
+// is missing): above 1, shake served more shakes per second than the baseline.
+func (b *BaselineResult) Ratio(main *Result) float64 {
+	if b.Result == nil || main == nil || b.Result.Shake.Throughput == 0 {
+		return 0
+	}
+	return main.Shake.Throughput / b.Result.Shake.Throughput
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d/time.Microsecond)
+	case d < time.Second:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func fmtCounts(m map[string]int64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// WriteText writes a readable summary of res (and its baselines) to w.
+func WriteText(w io.Writer, res *Result) error {
+	fmt.Fprintf(w, "shake bench: %s", res.Mode)
+	if res.Rate > 0 {
+		fmt.Fprintf(w, " at %.0f shakes/s", res.Rate)
+		if res.Ramp > 0 {
+			fmt.Fprintf(w, " (ramp %v)", res.Ramp)
+		}
+	} else {
+		fmt.Fprintf(w, " with %d clients", res.Connections)
+	}
+	fmt.Fprintf(w, " for %v, %d users, think %v; took %v", res.Duration, res.Users, res.Think, res.Elapsed.Round(time.Millisecond))
+	if res.Interrupted {
+		fmt.Fprint(w, " (INTERRUPTED)")
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "endpoint\trequests\tresponses\tthroughput/s\tp50\tp90\tp99\tp99.9\tmax")
+	for _, ep := range res.Endpoints() {
+		l := ep.Latency
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\n", ep.Name, ep.Requests, ep.Responses, ep.Throughput,
+			fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
+	}
+	tw.Flush()
+	for _, ep := range res.Endpoints() {
+		fmt.Fprintf(w, "%s results: %s\n", ep.Name, fmtCounts(ep.Results))
+		fmt.Fprintf(w, "%s errors:  %s\n", ep.Name, fmtCounts(ep.Errors))
+		fmt.Fprintf(w, "%s status:  %s\n", ep.Name, fmtCounts(ep.Status))
+	}
+	if res.Open != nil {
+		fmt.Fprintf(w, "opened %d tickets, amount %d", res.OpenedN, res.OpenedSum)
+		if res.Campaign != "" {
+			fmt.Fprintf(w, " (campaign %s)", res.Campaign)
+		}
+		if res.OpenedTruncated {
+			fmt.Fprintf(w, "; ticket list truncated to %d", len(res.Opened))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(res.Baselines) > 0 {
+		fmt.Fprintln(w, "\nbaselines (same client, same load shape, shakes only):")
+		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "target\tthroughput/s\tp50\tp99\tp99.9\terrors\tshake ÷ target")
+		fmt.Fprintf(tw, "shake\t%.0f\t%s\t%s\t%s\t%d\t1.00\n", res.Shake.Throughput, fmtDur(res.Shake.Latency.P50),
+			fmtDur(res.Shake.Latency.P99), fmtDur(res.Shake.Latency.P999), res.Shake.ErrorCount())
+		for i := range res.Baselines {
+			b := &res.Baselines[i]
+			if b.Result == nil {
+				fmt.Fprintf(tw, "%s\tskipped: %s\n", b.Name, b.Skipped)
+				continue
+			}
+			s := &b.Result.Shake
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%d\t%.2f\n", b.Name, s.Throughput, fmtDur(s.Latency.P50),
+				fmtDur(s.Latency.P99), fmtDur(s.Latency.P999), s.ErrorCount(), b.Ratio(res))
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+// chartSeries is one line of a chart.
+type chartSeries struct {
+	name  string
+	color string
+	pts   []float64 // one value per second
+}
+
+var palette = []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"}
+
+const (
+	chartW, chartH             = 720, 260
+	padL, padR, padT, padB     = 64, 16, 24, 36
+	plotW, plotH               = chartW - padL - padR, chartH - padT - padB
+	svgOpen                    = `<svg viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s">`
+	axisStyle                  = `stroke="#888" stroke-width="1"`
+	latencyQuantileCategoryLen = 5
+)
+
+func esc(s string) string { return html.EscapeString(s) }
+
+// niceMax rounds v up to 1, 2 or 5 times a power of ten.
+func niceMax(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// lineChart renders series over seconds as an SVG line chart.
+func lineChart(b *strings.Builder, title, unit string, series []chartSeries) {
+	n, ymax := 0, 0.0
+	for _, s := range series {
+		n = max(n, len(s.pts))
+		for _, v := range s.pts {
+			ymax = math.Max(ymax, v)
+		}
+	}
+	ymax = niceMax(ymax)
+	fmt.Fprintf(b, svgOpen, chartW, chartH, chartW, chartH, esc(title))
+	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT+plotH, padL+plotW, padT+plotH, axisStyle)
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT, padL, padT+plotH, axisStyle)
+	for i := 0; i <= 4; i++ {
+		y := padT + plotH - plotH*i/4
+		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eee"/>`, padL, y, padL+plotW, y)
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc(fmtNum(ymax*float64(i)/4)+unit))
+	}
+	xmax := max(n-1, 1)
+	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">0 s</text>`, padL, chartH-8)
+	fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%d s</text>`, padL+plotW, chartH-8, xmax)
+	for k, s := range series {
+		if len(s.pts) == 0 {
+			continue
+		}
+		var pts strings.Builder
+		for i, v := range s.pts {
+			x := float64(padL) + float64(plotW)*float64(i)/float64(xmax)
+			y := float64(padT+plotH) - float64(plotH)*v/ymax
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x, y)
+		}
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, s.color, strings.TrimSpace(pts.String()))
+		fmt.Fprintf(b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="11">%s</text>`,
+			padL+plotW-150, padT+4+14*k, s.color, padL+plotW-136, padT+13+14*k, esc(s.name))
+	}
+	b.WriteString(`</svg>`)
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.1fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.2f", v), "0"), ".")
+}
+
+// latencyChart renders grouped bars (p50 ... max) per target on a log scale, because
+// the max is often orders of magnitude above the median.
+func latencyChart(b *strings.Builder, names []string, lats []Latency) {
+	const title = "Latency percentiles (log scale, from intended send time)"
+	fmt.Fprintf(b, svgOpen, chartW, chartH, chartW, chartH, esc(title))
+	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
+	lo, hi := 1.0, 10.0 // µs, decades
+	for _, l := range lats {
+		hi = math.Max(hi, float64(l.Max/time.Microsecond))
+	}
+	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
+	ylog := func(us float64) float64 {
+		us = math.Max(us, lo)
+		return float64(padT+plotH) - float64(plotH)*math.Log10(us/lo)/math.Log10(hi/lo)
+	}
+	for d := lo; d <= hi; d *= 10 {
+		y := ylog(d)
+		fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>`, padL, y, padL+plotW, y)
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc(fmtDur(time.Duration(d)*time.Microsecond)))
+	}
+	cats := []string{"p50", "p90", "p99", "p99.9", "max"}
+	groupW := float64(plotW) / float64(len(cats))
+	barW := (groupW - 12) / float64(max(len(names), 1))
+	for ci, c := range cats {
+		gx := float64(padL) + groupW*float64(ci)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" font-size="11">%s</text>`, gx+groupW/2, chartH-18, c)
+		for k, l := range lats {
+			v := []time.Duration{l.P50, l.P90, l.P99, l.P999, l.Max}[ci]
+			y := ylog(float64(v / time.Microsecond))
+			fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %s</title></rect>`,
+				gx+6+barW*float64(k), y, math.Max(barW-1, 1), float64(padT+plotH)-y, palette[k%len(palette)], esc(names[k]), c, esc(fmtDur(v)))
+		}
+	}
+	for k, n := range names {
+		fmt.Fprintf(b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="11">%s</text>`,
+			padL+4+130*k, chartH-12, palette[k%len(palette)], padL+18+130*k, chartH-2, esc(n))
+	}
+	b.WriteString(`</svg>`)
+}
+
+// mixChart renders one stacked horizontal bar per endpoint: its results and errors.
+func mixChart(b *strings.Builder, eps []*EndpointResult) {
+	const title = "Result mix"
+	h := padT + 50*len(eps) + 20
+	fmt.Fprintf(b, svgOpen, chartW, h, chartW, h, esc(title))
+	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
+	colors := map[string]string{"won": "#2ca02c", "opened": "#2ca02c", "miss": "#9e9e9e", "closed": "#8c564b", "retry": "#ff7f0e"}
+	for i, ep := range eps {
+		type part struct {
+			name string
+			n    int64
+		}
+		var parts []part
+		var total int64
+		for _, k := range []string{"won", "opened", "miss", "closed", "retry"} {
+			if v := ep.Results[k]; v > 0 {
+				parts = append(parts, part{k, v})
+				total += v
+			}
+		}
+		for _, k := range sortedKeys(ep.Errors) {
+			parts = append(parts, part{"error: " + k, ep.Errors[k]})
+			total += ep.Errors[k]
+		}
+		y := padT + 50*i
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="12">%s</text>`, padL-4, y+18, esc(ep.Name))
+		x := float64(padL)
+		for _, p := range parts {
+			w := float64(plotW) * float64(p.n) / float64(max(total, 1))
+			c, ok := colors[p.name]
+			if !ok {
+				c = "#d62728"
+			}
+			pct := 100 * float64(p.n) / float64(max(total, 1))
+			fmt.Fprintf(b, `<rect x="%.1f" y="%d" width="%.1f" height="24" fill="%s" stroke="#fff"><title>%s: %d (%.1f%%)</title></rect>`,
+				x, y, w, c, esc(p.name), p.n, pct)
+			if w > 70 {
+				fmt.Fprintf(b, `<text x="%.1f" y="%d" font-size="11" fill="#fff">%s %.0f%%</text>`, x+4, y+16, esc(p.name), pct)
+			}
+			x += w
+		}
+		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">%d answers and errors</text>`, padL, y+38, total)
+	}
+	b.WriteString(`</svg>`)
+}
+
+func stripScheme(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		return u[i+3:]
+	}
+	return u
+}
+
+// WriteHTML writes one self-contained HTML page for res: inline CSS and SVG charts, no
+// script and no external resource, so it renders offline.
+func WriteHTML(w io.Writer, res *Result) error {
+	var b strings.Builder
+	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>shake bench report</title><style>" +
+		"body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:960px}" +
+		"table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}" +
+		"th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}svg{display:block;margin:1.5em 0;font-family:inherit}" +
+		".note{color:#666;font-size:90%}</style></head><body>\n")
+	fmt.Fprintf(&b, "<h1>shake bench</h1><p>%s, ", esc(res.Mode))
+	if res.Rate > 0 {
+		fmt.Fprintf(&b, "%.0f shakes/s offered", res.Rate)
+		if res.Ramp > 0 {
+			fmt.Fprintf(&b, " after a %v ramp", res.Ramp)
+		}
+	} else {
+		fmt.Fprintf(&b, "%d closed-loop clients", res.Connections)
+	}
+	fmt.Fprintf(&b, ", %v, %d users, think time %v, started %s, took %v.", res.Duration, res.Users, res.Think,
+		esc(res.Started.Format(time.RFC3339)), res.Elapsed.Round(time.Millisecond))
+	if res.Interrupted {
+		b.WriteString(" <strong>Interrupted before the end.</strong>")
+	}
+	b.WriteString("</p>\n<p class=\"note\">Latency is measured from each request's intended send time, so queueing in a stalled server shows (no coordinated omission).</p>\n")
+
+	b.WriteString("<h2>Endpoints</h2><table><tr><th>endpoint</th><th>targets</th><th>requests</th><th>responses</th><th>throughput/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>")
+	for _, ep := range res.Endpoints() {
+		var targets []string
+		for _, u := range ep.URLs {
+			targets = append(targets, stripScheme(u))
+		}
+		l := ep.Latency
+		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%.0f</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
+			esc(ep.Name), esc(strings.Join(targets, " ")), ep.Requests, ep.Responses, ep.Throughput,
+			fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
+	}
+	b.WriteString("</table>\n<table><tr><th>endpoint</th><th>results</th><th>errors</th><th>HTTP status</th></tr>")
+	for _, ep := range res.Endpoints() {
+		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(ep.Name),
+			esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), esc(fmtCounts(ep.Status)))
+	}
+	b.WriteString("</table>\n")
+	if res.Open != nil {
+		fmt.Fprintf(&b, "<p>Opened %d tickets worth %d (minor units)", res.OpenedN, res.OpenedSum)
+		if res.Campaign != "" {
+			fmt.Fprintf(&b, " in campaign %s", esc(res.Campaign))
+		}
+		b.WriteString(".</p>\n")
+	}
+
+	// Charts: the main run's endpoints, then each baseline's shakes.
+	var rps, p99 []chartSeries
+	names := []string{}
+	lats := []Latency{}
+	add := func(name string, ep *EndpointResult) {
+		c := palette[len(names)%len(palette)]
+		var r, p []float64
+		for _, s := range ep.Series {
+			for len(r) < s.T {
+				r, p = append(r, 0), append(p, 0)
+			}
+			r = append(r, float64(s.Count))
+			p = append(p, float64(s.P99)/float64(time.Millisecond))
+		}
+		rps = append(rps, chartSeries{name, c, r})
+		p99 = append(p99, chartSeries{name, c, p})
+		names = append(names, name)
+		lats = append(lats, ep.Latency)
+	}
+	add("shake /v1/shake", &res.Shake)
+	if res.Open != nil {
+		add("shake /v1/open", res.Open)
+	}
+	for i := range res.Baselines {
+		if r := res.Baselines[i].Result; r != nil {
+			add(res.Baselines[i].Name, &r.Shake)
+		}
+	}
+	b.WriteString("<h2>Charts</h2>\n")
+	lineChart(&b, "Requests per second", "", rps)
+	lineChart(&b, "p99 latency per second", " ms", p99)
+	latencyChart(&b, names, lats)
+	eps := res.Endpoints()
+	for i := range res.Baselines {
+		if r := res.Baselines[i].Result; r != nil {
+			e := r.Shake
+			e.Name = res.Baselines[i].Name
+			eps = append(eps, &e)
+		}
+	}
+	mixChart(&b, eps)
+
+	if len(res.Baselines) > 0 {
+		b.WriteString("<h2>Baselines</h2><p class=\"note\">Same client, same load shape, same machine; shakes only. " +
+			"The ratio is shake's /v1/shake throughput divided by the baseline's.</p>" +
+			"<table><tr><th>target</th><th>throughput/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th><th>results</th><th>errors</th><th>shake ÷ target</th></tr>")
+		row := func(name string, ep *EndpointResult, ratio string) {
+			l := ep.Latency
+			fmt.Fprintf(&b, "<tr><td>%s</td><td>%.0f</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
+				esc(name), ep.Throughput, fmtDur(l.P50), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max),
+				esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), ratio)
+		}
+		row("shake", &res.Shake, "1.00")
+		for i := range res.Baselines {
+			bl := &res.Baselines[i]
+			if bl.Result == nil {
+				fmt.Fprintf(&b, "<tr><td>%s</td><td colspan=\"8\">skipped: %s</td></tr>", esc(bl.Name), esc(bl.Skipped))
+				continue
+			}
+			row(bl.Name, &bl.Result.Shake, fmt.Sprintf("%.2f×", bl.Ratio(res)))
+		}
+		b.WriteString("</table>\n")
+	}
+	b.WriteString("</body></html>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
