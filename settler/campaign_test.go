@@ -1,0 +1,101 @@
+package settler
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"shake/ticket"
+)
+
+// testCampaign is a campaign written to disk for tests: manifest.json plus one shard file
+// per entry of counts, amounts 1 + id%97 (so every amount is known), every ticket MAC'd.
+type testCampaign struct {
+	dir      string
+	manifest *ticket.Manifest
+	path     string // manifest.json
+	key      []byte // campaign key
+	mac      *ticket.TicketMAC
+}
+
+func amountOf(id uint64) int64 { return 1 + int64(id%97) }
+
+func makeCampaign(t testing.TB, dir, campaign string, counts []uint64, expires time.Time) *testCampaign {
+	t.Helper()
+	key := ticket.NewKey()
+	macKey, err := ticket.MACKey(key, campaign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := ticket.NewTicketMAC(macKey, campaign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now().UTC().Truncate(time.Second)
+	m := &ticket.Manifest{Version: ticket.ManifestVersion, Campaign: campaign, Currency: "CNY", Min: 1, Max: 97,
+		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{Index: 0}}, CreatedAt: created,
+		IssueUntil: expires.Add(-time.Hour), ExpiresAt: expires}
+	next := uint64(1)
+	for i, n := range counts {
+		var amount int64
+		for id := next; id < next+n; id++ {
+			amount += amountOf(id)
+		}
+		file := fmt.Sprintf("edge-%03d.tickets", i)
+		h := ticket.ShardHeader{Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY", Shard: i,
+			Shards: len(counts), FirstTicket: next, Count: n, Amount: amount, TTLSeconds: 3600,
+			Rounds: m.Rounds, RoundRanges: []ticket.RoundRange{{Round: 0, FirstTicket: next, Count: n, Amount: amount}},
+			CreatedAt: created}
+		f, err := os.Create(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw, err := ticket.NewShardWriter(f, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := next; id < next+n; id++ {
+			a := uint32(amountOf(id))
+			if err := sw.Append(a, tm.Sum(id, a, 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		m.Shards = append(m.Shards, ticket.ManifestShard{Index: i, File: file, KeyFile: fmt.Sprintf("edge-%03d.key", i),
+			FirstTicket: next, Count: n, Amount: amount, Rounds: h.RoundRanges})
+		m.Count += n
+		m.Budget += amount
+		next += n
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "manifest.json")
+	b, _ := jsonMarshal(m)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ticket.WriteKeyFile(filepath.Join(dir, "campaign.key"), key); err != nil {
+		t.Fatal(err)
+	}
+	return &testCampaign{dir: dir, manifest: m, path: path, key: key, mac: tm}
+}
+
+// claim returns the claim for ticket id as the verifier would produce it.
+func (c *testCampaign) claim(id uint64, uid uint64) ticket.Claim {
+	shard, ok := c.manifest.ShardOf(id)
+	if !ok {
+		shard = 0
+	}
+	a := amountOf(id)
+	now := time.Now().UTC()
+	return ticket.Claim{Campaign: c.manifest.Campaign, Ticket: id, Shard: shard, Round: 0, Amount: a, Currency: "CNY",
+		UID: uid, IssuedAt: now.Add(-time.Second), OpenedAt: now, MAC: c.mac.Sum(id, uint32(a), 0)}
+}
+
+func claimJSON(c ticket.Claim) []byte { return c.AppendJSON(nil) }

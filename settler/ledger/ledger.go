@@ -1,0 +1,224 @@
+// Package ledger is the payment ledger behind one small interface, with two
+// implementations sharing one schema: PostgreSQL (jackc/pgx) and SQLite
+// (modernc.org/sqlite, pure Go, the embedded default).
+//
+// The ledger is double-entry. Every movement of money is a transfer from a debit account
+// to a credit account, recorded once, and the balances of both accounts change in the
+// same transaction, so the sum over all account balances is always zero:
+//
+//	fund:    sponsor:<campaign>  -> budget:<campaign>        the whole budget, once
+//	posting: budget:<campaign>   -> wallet:<currency>:<uid>  one settled ticket, once
+//	refund:  budget:<campaign>   -> sponsor:<campaign>       the unopened remainder, once
+//
+// Posting is idempotent on (campaign, ticket): a unique index rejects the second copy and
+// only newly inserted rows move balances.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"shake/ticket"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrInvalid reports a posting that breaks the ledger's own invariants (negative
+	// amount, zero ticket, bad campaign or currency). It is never retried.
+	ErrInvalid = errors.New("invalid posting")
+	// ErrNotFunded reports a posting for a campaign whose budget was never funded.
+	ErrNotFunded = errors.New("campaign not funded")
+	// ErrRefunded reports a posting for a campaign whose remainder was already refunded:
+	// posting it would spend money that has gone back to the sponsor.
+	ErrRefunded = errors.New("campaign already refunded")
+	// ErrConflict reports a fund or refund that disagrees with the one already recorded.
+	ErrConflict = errors.New("conflicting campaign transfer")
+	// ErrBadURL reports a ledger URL that names no supported backend.
+	ErrBadURL = errors.New("ledger URL must be postgres://... or sqlite:///path/ledger.db")
+)
+
+// Posting is one settled ticket: amount moves from the campaign's budget account to the
+// wallet of uid in currency.
+type Posting struct {
+	Campaign string
+	Ticket   uint64
+	Shard    int
+	Round    int
+	Amount   int64
+	Currency string
+	UID      uint64
+	OpenedAt time.Time
+}
+
+// Result is what one Post did.
+type Result struct {
+	Posted     int   // postings newly inserted
+	Duplicates int   // postings already in the ledger (or repeated within the batch)
+	Amount     int64 // sum of the newly posted amounts
+}
+
+// RefundResult is what Refund did.
+type RefundResult struct {
+	Amount int64 // the refunded remainder (the one recorded earlier when Posted is false)
+	Posted bool  // false when the campaign had already been refunded
+}
+
+// Stats are a campaign's totals as the ledger records them.
+type Stats struct {
+	PostingRows    int64 // rows in postings for the campaign (duplicates included)
+	Tickets        int64 // distinct tickets posted
+	SettledAmount  int64 // sum of all posting rows
+	Funded         bool
+	FundedAmount   int64
+	Refunded       bool
+	RefundedAmount int64
+	// BudgetBalance is the balance of budget:<campaign> (0 if it does not exist).
+	BudgetBalance int64
+}
+
+// Audit is the whole ledger's double-entry check.
+type Audit struct {
+	// BalanceSum is the sum of every account's balance in the whole ledger; double
+	// entry keeps it at zero.
+	BalanceSum int64
+	// DriftedAccounts counts accounts whose balance differs from the sum of the
+	// transfers recorded for them (a balance updated behind the ledger's back).
+	DriftedAccounts int64
+}
+
+// Ledger is the payment ledger. Implementations are safe for use by one goroutine at a
+// time per method call; the settler serialises its batches anyway.
+type Ledger interface {
+	// Fund records the campaign's budget as a transfer from its sponsor account, once.
+	// Funding again with the same amount is a no-op; another amount is ErrConflict.
+	Fund(ctx context.Context, campaign, currency string, budget int64) error
+	// Post inserts the postings that are not yet in the ledger and moves their amounts,
+	// all in one transaction. Postings of a campaign that is refunded fail the whole
+	// batch with ErrRefunded; of an unfunded campaign, with ErrNotFunded.
+	Post(ctx context.Context, batch []Posting) (Result, error)
+	// Refund funds the campaign if needed, then moves what is left in its budget account
+	// back to the sponsor, once. A second call posts nothing and reports the first.
+	Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error)
+	// Stats returns the campaign's totals (cheap: indexed aggregates).
+	Stats(ctx context.Context, campaign string) (Stats, error)
+	// Audit recomputes every account's balance from the recorded transfers (a full
+	// scan: for reconcile, not for polling).
+	Audit(ctx context.Context) (Audit, error)
+	// Scan calls fn for every posting row of the campaign in ticket order (duplicates,
+	// if the unique index was ever bypassed, come out as consecutive equal tickets).
+	Scan(ctx context.Context, campaign string, fn func(ticket uint64, amount int64, currency string) error) error
+	// Close releases the connections.
+	Close() error
+}
+
+// Open opens the ledger at url and applies the embedded migrations:
+// postgres://... or postgresql://... (PostgreSQL), sqlite:///path/ledger.db (SQLite,
+// created if missing).
+func Open(ctx context.Context, url string) (Ledger, error) {
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return openPostgres(ctx, url)
+	case strings.HasPrefix(url, "sqlite://"):
+		path := strings.TrimPrefix(url, "sqlite://")
+		if q := strings.IndexByte(path, '?'); q >= 0 {
+			path = path[:q]
+		}
+		if path == "" || path == "/" {
+			return nil, fmt.Errorf("%w: no path in %q", ErrBadURL, url)
+		}
+		return openSQLite(ctx, path)
+	}
+	return nil, fmt.Errorf("%w: got %q", ErrBadURL, url)
+}
+
+// BudgetAccount names the campaign's budget account.
+func BudgetAccount(campaign string) string { return "budget:" + campaign }
+
+// SponsorAccount names the campaign sponsor's account.
+func SponsorAccount(campaign string) string { return "sponsor:" + campaign }
+
+// WalletAccount names the wallet of uid in currency.
+func WalletAccount(currency string, uid uint64) string {
+	return "wallet:" + currency + ":" + strconv.FormatUint(uid, 10)
+}
+
+// checkPosting is the ledger's own check of a posting, the second after the settler's
+// manifest check: the ledger must never hold a negative amount or an id it cannot store.
+func checkPosting(p *Posting) error {
+	switch {
+	case !ticket.ValidCampaign(p.Campaign):
+		return fmt.Errorf("%w: campaign %q", ErrInvalid, p.Campaign)
+	case p.Ticket == 0 || p.Ticket > math.MaxInt64:
+		return fmt.Errorf("%w: ticket %d", ErrInvalid, p.Ticket)
+	case p.Amount < 0 || p.Amount > ticket.MaxTicketAmount:
+		return fmt.Errorf("%w: ticket %d amount %d", ErrInvalid, p.Ticket, p.Amount)
+	case !ticket.ValidCurrency(p.Currency):
+		return fmt.Errorf("%w: ticket %d currency %q", ErrInvalid, p.Ticket, p.Currency)
+	case p.Shard < 0 || p.Round < 0:
+		return fmt.Errorf("%w: ticket %d shard %d round %d", ErrInvalid, p.Ticket, p.Shard, p.Round)
+	}
+	return nil
+}
+
+func checkCampaignTransfer(campaign, currency string, budget int64) error {
+	if !ticket.ValidCampaign(campaign) || !ticket.ValidCurrency(currency) || budget < 0 {
+		return fmt.Errorf("%w: campaign %q currency %q budget %d", ErrInvalid, campaign, currency, budget)
+	}
+	return nil
+}
+
+// campaignsOf returns the distinct campaigns of a batch in sorted order; locking their
+// budget accounts in this order keeps concurrent settlers free of deadlocks.
+func campaignsOf(batch []Posting) []string {
+	var cs []string
+	for i := range batch {
+		c := batch[i].Campaign
+		found := false
+		for _, x := range cs {
+			if x == c {
+				found = true
+				break
+			}
+		}
+		if !found {
+			cs = append(cs, c)
+		}
+	}
+	for i := 1; i < len(cs); i++ {
+		for j := i; j > 0 && cs[j] < cs[j-1]; j-- {
+			cs[j], cs[j-1] = cs[j-1], cs[j]
+		}
+	}
+	return cs
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// driftQuery counts accounts whose balance differs from the sum of their transfers. It
+// avoids FULL OUTER JOIN, which SQLite runs as a nested loop; both joins below use an
+// index (the accounts primary key, or an automatic one on the materialised sums).
+const driftQuery = `
+WITH moves AS (
+    SELECT debit AS acct, -amount AS d FROM postings
+    UNION ALL SELECT credit, amount FROM postings
+    UNION ALL SELECT debit, -amount FROM transfers
+    UNION ALL SELECT credit, amount FROM transfers
+), sums AS MATERIALIZED (SELECT acct, SUM(d) AS s FROM moves GROUP BY acct)
+SELECT COUNT(*) FROM (
+    SELECT a.name FROM accounts a LEFT JOIN sums m ON m.acct = a.name WHERE a.balance <> COALESCE(m.s, 0)
+    UNION ALL
+    SELECT m.acct FROM sums m LEFT JOIN accounts a ON a.name = m.acct WHERE a.name IS NULL AND m.s <> 0
+) AS drifted`
+
+// balanceSumQuery sums every balance; double entry keeps it at zero.
+const balanceSumQuery = `SELECT COALESCE(SUM(balance), 0) FROM accounts`

@@ -1,0 +1,169 @@
+package settler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"shake/settler/ledger"
+	"shake/ticket"
+)
+
+// MaxProblems bounds the problems listed in a report; the counters count them all.
+const MaxProblems = 20
+
+// ErrNotExpired refuses a refund before every ticket of the campaign has expired.
+var ErrNotExpired = errors.New("refund refused: tickets of this campaign can still be opened")
+
+// ErrShardFile reports a shard file that reconcile needs and cannot read.
+var ErrShardFile = errors.New("cannot read shard file")
+
+// Report is the output of reconcile; its JSON keys are fixed by SPEC.md (the first
+// eleven), the rest are additions that say where a failure is.
+type Report struct {
+	Campaign          string `json:"campaign"`
+	Budget            int64  `json:"budget"`
+	Tickets           uint64 `json:"tickets"`
+	SettledTickets    int64  `json:"settled_tickets"`
+	SettledAmount     int64  `json:"settled_amount"`
+	RefundedAmount    int64  `json:"refunded_amount"`
+	OutstandingAmount int64  `json:"outstanding_amount"`
+	Duplicates        int64  `json:"duplicates"`
+	Mismatches        int64  `json:"mismatches"`
+	UnknownTickets    int64  `json:"unknown_tickets"`
+	OK                bool   `json:"ok"`
+
+	Currency        string   `json:"currency"`
+	Funded          bool     `json:"funded"`
+	Refunded        bool     `json:"refunded"`
+	RefundPosted    bool     `json:"refund_posted,omitempty"` // this run posted the refund
+	BalanceSum      int64    `json:"balance_sum"`
+	DriftedAccounts int64    `json:"drifted_accounts"`
+	Problems        []string `json:"problems"`
+}
+
+func (r *Report) problem(format string, args ...any) {
+	if len(r.Problems) < MaxProblems {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// Reconcile checks the ledger against the campaign: no ticket posted twice, every posted
+// amount (and currency) equal to its ticket's in the shard files (read from dir, one
+// shard at a time, only for shards with postings), every posted ticket in the manifest,
+// every account balance equal to its transfers and all balances summing to zero, and
+// budget = settled + refunded + outstanding with outstanding >= 0. It returns an error
+// only when it cannot check (ledger unreachable, shard file unreadable).
+func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Ledger) (*Report, error) {
+	st, err := l.Stats(ctx, m.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	au, err := l.Audit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Campaign: m.Campaign, Budget: m.Budget, Tickets: m.Count, Currency: m.Currency, Problems: []string{},
+		SettledTickets: st.Tickets, SettledAmount: st.SettledAmount, RefundedAmount: st.RefundedAmount,
+		Funded: st.Funded, Refunded: st.Refunded, BalanceSum: au.BalanceSum, DriftedAccounts: au.DriftedAccounts}
+
+	var (
+		shard    *ticket.Shard
+		shardIdx = -1
+		prev     uint64
+		rows     int64
+		scanDups int64
+	)
+	err = l.Scan(ctx, m.Campaign, func(id uint64, amount int64, currency string) error {
+		rows++
+		if id == prev {
+			scanDups++
+			r.problem("ticket %d posted more than once", id)
+		}
+		prev = id
+		i, ok := m.ShardOf(id)
+		if !ok {
+			r.UnknownTickets++
+			r.problem("ticket %d (amount %d) is in no shard of the manifest", id, amount)
+			return nil
+		}
+		if i != shardIdx {
+			shard = nil // let the previous shard go before loading the next
+			path := filepath.Join(dir, m.Shards[i].File)
+			sh, err := ticket.LoadShard(path)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrShardFile, err)
+			}
+			if err := m.CheckHeader(&sh.Header); err != nil || sh.Header.Shard != i {
+				return fmt.Errorf("%w: %s: header disagrees with the manifest", ErrShardFile, path)
+			}
+			shard, shardIdx = sh, i
+		}
+		want := int64(shard.Records[id-shard.Header.FirstTicket].Amount)
+		if amount != want || currency != m.Currency {
+			r.Mismatches++
+			r.problem("ticket %d posted as %d %s, ticket is worth %d %s", id, amount, currency, want, m.Currency)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Duplicates two ways: rows beyond distinct tickets (from the stats snapshot) and
+	// consecutive equal tickets in the scan; they agree unless postings moved meanwhile.
+	r.Duplicates = max(st.PostingRows-st.Tickets, scanDups)
+	r.OutstandingAmount = m.Budget - r.SettledAmount - r.RefundedAmount
+
+	if r.OutstandingAmount < 0 {
+		r.problem("settled %d + refunded %d exceed the budget %d", r.SettledAmount, r.RefundedAmount, m.Budget)
+	}
+	if uint64(r.SettledTickets) > m.Count {
+		r.problem("%d tickets settled, campaign has %d", r.SettledTickets, m.Count)
+	}
+	if au.BalanceSum != 0 {
+		r.problem("account balances sum to %d, not 0 (double entry broken)", au.BalanceSum)
+	}
+	if au.DriftedAccounts != 0 {
+		r.problem("%d account balances differ from their recorded transfers", au.DriftedAccounts)
+	}
+	balanceOK := true
+	if st.Funded {
+		if st.FundedAmount != m.Budget {
+			balanceOK = false
+			r.problem("ledger funded the campaign with %d, manifest budget is %d", st.FundedAmount, m.Budget)
+		}
+		if st.BudgetBalance != r.OutstandingAmount {
+			balanceOK = false
+			r.problem("budget account holds %d, outstanding is %d", st.BudgetBalance, r.OutstandingAmount)
+		}
+	} else if rows > 0 || st.Refunded {
+		balanceOK = false
+		r.problem("postings exist but the campaign was never funded")
+	}
+	r.OK = r.Duplicates == 0 && r.Mismatches == 0 && r.UnknownTickets == 0 && r.OutstandingAmount >= 0 &&
+		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK
+	return r, nil
+}
+
+// Refund returns the campaign's unopened remainder to the sponsor, once, and only after
+// m.ExpiresAt (ErrNotExpired before). The caller reconciles first: refunding a ledger
+// that does not reconcile would freeze a wrong figure.
+func Refund(ctx context.Context, m *ticket.Manifest, l ledger.Ledger, now time.Time) (ledger.RefundResult, error) {
+	if err := CheckRefundable(m, now); err != nil {
+		return ledger.RefundResult{}, err
+	}
+	return l.Refund(ctx, m.Campaign, m.Currency, m.Budget)
+}
+
+// CheckRefundable returns ErrNotExpired unless every ticket of m has expired at now.
+func CheckRefundable(m *ticket.Manifest, now time.Time) error {
+	if m.ExpiresAt.IsZero() {
+		return fmt.Errorf("%w: the manifest has no expires_at", ErrNotExpired)
+	}
+	if now.Before(m.ExpiresAt) {
+		return fmt.Errorf("%w: they expire at %s", ErrNotExpired, m.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package settler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"shake/settler/ledger"
+)
+
+var schemaSeq atomic.Int64
+
+// ledgerURLs returns a fresh SQLite ledger URL always and a fresh PostgreSQL schema when
+// SHAKE_TEST_POSTGRES is set.
+func ledgerURLs(t testing.TB) map[string]string {
+	t.Helper()
+	urls := map[string]string{"sqlite": "sqlite://" + filepath.Join(t.TempDir(), "ledger.db")}
+	if u := pgURL(t); u != "" {
+		urls["postgres"] = u
+	} else {
+		t.Log("SHAKE_TEST_POSTGRES not set: PostgreSQL not tested")
+	}
+	return urls
+}
+
+func pgURL(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("SHAKE_TEST_POSTGRES")
+	if base == "" {
+		return ""
+	}
+	schema := fmt.Sprintf("shake_s_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, schemaSeq.Add(1))
+	execSQL(t, base, "CREATE SCHEMA "+schema)
+	t.Cleanup(func() { execSQL(t, base, "DROP SCHEMA "+schema+" CASCADE") })
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + schema
+}
+
+// execSQL runs statements directly against a ledger's database, behind its back.
+func execSQL(t testing.TB, url string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if strings.HasPrefix(url, "sqlite://") {
+		db, err := sql.Open("sqlite", "file:"+strings.TrimPrefix(url, "sqlite://")+"?_pragma=busy_timeout(5000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, s := range stmts {
+			if _, err := db.ExecContext(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		return
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for _, s := range stmts {
+		if _, err := c.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+// handPost inserts a posting row and moves the balances, as a careless operator would:
+// double entry stays intact, only reconcile's ticket checks can catch it.
+func handPost(campaign string, id uint64, amount int64) []string {
+	return []string{
+		fmt.Sprintf(`INSERT INTO postings (campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at)
+			VALUES ('%s', %d, 0, 0, %d, 'CNY', '1', 'budget:%s', 'wallet:CNY:1', 0, 0)`, campaign, id, amount, campaign),
+		fmt.Sprintf(`UPDATE accounts SET balance = balance - %d WHERE name = 'budget:%s'`, amount, campaign),
+		fmt.Sprintf(`UPDATE accounts SET balance = balance + %d WHERE name = 'wallet:CNY:1'`, amount),
+	}
+}
+
+func settle(t *testing.T, l ledger.Ledger, c *testCampaign, ids ...uint64) {
+	t.Helper()
+	ctx := context.Background()
+	m := c.manifest
+	if err := l.Fund(ctx, m.Campaign, m.Currency, m.Budget); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := NewValidator(m, nil, nil)
+	var ps []ledger.Posting
+	for _, id := range ids {
+		p, reason, detail := v.Check(claimJSON(c.claim(id, 1)))
+		if reason != "" {
+			t.Fatalf("%s: %s", reason, detail)
+		}
+		ps = append(ps, p)
+	}
+	if _, err := l.Post(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReconcileCatchesTampering(t *testing.T) {
+	c := makeCampaign(t, t.TempDir(), "rec", []uint64{100, 50}, time.Now().Add(time.Hour))
+	var ids []uint64
+	for id := uint64(1); id <= 150; id += 3 {
+		ids = append(ids, id)
+	}
+	var settled int64
+	for _, id := range ids {
+		settled += amountOf(id)
+	}
+	tamper := []struct {
+		name  string
+		stmts []string
+		check func(r *Report) bool
+	}{
+		{"clean", nil, func(r *Report) bool {
+			return r.OK && r.SettledTickets == int64(len(ids)) && r.SettledAmount == settled &&
+				r.OutstandingAmount == c.manifest.Budget-settled && len(r.Problems) == 0
+		}},
+		{"duplicate", append([]string{"DROP INDEX postings_campaign_ticket"}, handPost("rec", 4, amountOf(4))...),
+			func(r *Report) bool { return !r.OK && r.Duplicates == 1 && r.Mismatches == 0 && r.UnknownTickets == 0 }},
+		{"wrong amount", handPost("rec", 5, amountOf(5)+1),
+			func(r *Report) bool { return !r.OK && r.Mismatches == 1 && r.Duplicates == 0 && r.UnknownTickets == 0 }},
+		{"unknown ticket", handPost("rec", 151, 3),
+			func(r *Report) bool { return !r.OK && r.UnknownTickets == 1 && r.Mismatches == 0 && r.Duplicates == 0 }},
+		{"balance drift", []string{`UPDATE accounts SET balance = balance + 1 WHERE name = 'wallet:CNY:1'`},
+			func(r *Report) bool { return !r.OK && r.BalanceSum == 1 && r.DriftedAccounts == 1 }},
+		{"posting without balance move", []string{handPost("rec", 2, amountOf(2))[0]},
+			func(r *Report) bool { return !r.OK && r.Mismatches == 0 && r.DriftedAccounts == 2 }},
+	}
+	for _, tt := range tamper {
+		for backend, url := range ledgerURLs(t) {
+			t.Run(tt.name+"/"+backend, func(t *testing.T) {
+				l, err := ledger.Open(context.Background(), url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				settle(t, l, c, ids...)
+				execSQL(t, url, tt.stmts...)
+				r, err := Reconcile(context.Background(), c.manifest, c.dir, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !tt.check(r) {
+					t.Fatalf("report %+v", r)
+				}
+			})
+		}
+	}
+}
+
+func TestReconcileMissingShardFile(t *testing.T) {
+	c := makeCampaign(t, t.TempDir(), "miss", []uint64{10}, time.Now().Add(time.Hour))
+	l, err := ledger.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	settle(t, l, c, 1, 2)
+	os.Remove(filepath.Join(c.dir, "edge-000.tickets"))
+	if _, err := Reconcile(context.Background(), c.manifest, c.dir, l); !errors.Is(err, ErrShardFile) {
+		t.Fatalf("err %v, want ErrShardFile", err)
+	}
+}
+
+func TestRefundOnceAfterExpiry(t *testing.T) {
+	for backend, url := range ledgerURLs(t) {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			c := makeCampaign(t, t.TempDir(), "ref", []uint64{20}, time.Now().Add(time.Hour))
+			l, err := ledger.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			settle(t, l, c, 1, 2, 3)
+			if _, err := Refund(ctx, c.manifest, l, time.Now()); !errors.Is(err, ErrNotExpired) {
+				t.Fatalf("refund before expiry: %v", err)
+			}
+			later := c.manifest.ExpiresAt.Add(time.Second)
+			rr, err := Refund(ctx, c.manifest, l, later)
+			settled := amountOf(1) + amountOf(2) + amountOf(3)
+			if err != nil || !rr.Posted || rr.Amount != c.manifest.Budget-settled {
+				t.Fatalf("refund %+v %v", rr, err)
+			}
+			rr, err = Refund(ctx, c.manifest, l, later)
+			if err != nil || rr.Posted {
+				t.Fatalf("second refund %+v %v", rr, err)
+			}
+			r, err := Reconcile(ctx, c.manifest, c.dir, l)
+			if err != nil || !r.OK || r.OutstandingAmount != 0 || r.RefundedAmount != c.manifest.Budget-settled {
+				t.Fatalf("after refund %+v %v", r, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"path/filepath"
+	"time"
+
+	"shake/settler"
+	"shake/settler/ledger"
+	"shake/ticket"
+)
+
+func init() {
+	register(command{name: "reconcile", summary: "prove the ledger against the campaign; --refund the remainder", run: runReconcile})
+}
+
+const reconcileUsage = `
+Usage: shake reconcile --manifest DIR/manifest.json --ledger URL [--refund]
+
+Checks the ledger against the campaign and prints one JSON object:
+  {"campaign","budget","tickets","settled_tickets","settled_amount","refunded_amount",
+   "outstanding_amount","duplicates","mismatches","unknown_tickets","ok", ...}
+plus "currency", "funded", "refunded", "balance_sum", "drifted_accounts" and
+"problems" (the first 20 violations, in words).
+
+ok is true only when no ticket is posted twice, every posted amount and currency equals
+its ticket's in the shard files (read from the manifest's directory, one shard at a
+time), every posted ticket is in the manifest, the account balances sum to zero and each
+equals its recorded transfers, and budget = settled + refunded + outstanding with
+outstanding >= 0 (outstanding is what was never opened).
+
+--refund, allowed only after the manifest's expires_at (every ticket has expired),
+first reconciles and refuses (exit 1) if that fails; then it moves the outstanding
+remainder from the campaign's budget account back to the sponsor account, once: a
+second --refund posts nothing. Run it after the settlers have drained the topic: the
+ledger refuses postings of a refunded campaign (they go to the dead-letter topic).
+
+Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable ledger.
+`
+
+func runReconcile(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("reconcile", reconcileUsage, stderr)
+	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
+	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
+		return flagError(fs, "%v", err)
+	}
+	m, err := ticket.LoadManifest(*manifestPath)
+	if err != nil {
+		return flagError(fs, "--manifest: %v", err)
+	}
+	if *refund {
+		// Refuse early, before touching the ledger.
+		if err := settler.CheckRefundable(m, time.Now()); err != nil {
+			return flagError(fs, "--refund: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	l, err := ledger.Open(ctx, *ledgerURL)
+	if err != nil {
+		return flagError(fs, "--ledger: %v", err)
+	}
+	defer l.Close()
+	dir := filepath.Dir(*manifestPath)
+	rep, err := settler.Reconcile(ctx, m, dir, l)
+	if err != nil {
+		return flagError(fs, "%v", err)
+	}
+	if *refund && rep.OK {
+		rr, err := settler.Refund(ctx, m, l, time.Now())
+		if err != nil {
+			return flagError(fs, "--refund: %v", err)
+		}
+		if rep, err = settler.Reconcile(ctx, m, dir, l); err != nil {
+			return flagError(fs, "%v", err)
+		}
+		rep.RefundPosted = rr.Posted
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return flagError(fs, "%v", err)
+	}
+	stdout.Write(append(b, '\n'))
+	if !rep.OK {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"shake/internal/obs"
+	"shake/settler"
+	"shake/settler/ledger"
+	"shake/ticket"
+)
+
+func init() {
+	register(command{name: "settler", summary: "post claims from Kafka to the ledger, exactly once", run: runSettler})
+}
+
+const settlerUsage = `
+Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
+                     [--topic shake.claims] [--group shake-settler] [--key campaign.key]
+                     [--listen 127.0.0.1:8082] [--batch 2000] [--linger 50ms]
+
+Consumes claims from the Kafka topic as a member of a consumer group (several settlers
+in one group share the partitions), checks each claim against the manifest, and posts
+the good ones to the ledger in batches: one ledger transaction per batch, and the Kafka
+offsets are committed only after the ledger has committed. Posting is idempotent on
+(campaign, ticket), so a claim delivered again (redelivery, crash, rebalance) is posted
+once. Each posting moves the amount from the campaign's budget account to the user's
+wallet account (double entry); the budget is funded from the sponsor account at start.
+
+A claim whose campaign, ticket, shard, round, currency or amount disagrees with the
+manifest is not posted: it goes to the dead-letter topic <topic>.dlq as a JSON envelope
+{"reason","detail","topic","partition","offset","claim"} (header "reason" too). Amounts
+are checked against the shard files next to the manifest when they are there (4 bytes
+of memory per ticket), else against [min, max]; with --key also against the ticket MAC.
+
+--ledger postgres://user@host:5432/db?sslmode=disable   PostgreSQL
+--ledger sqlite:///path/ledger.db                         embedded SQLite (WAL)
+
+While the ledger fails, the batch is retried with exponential backoff and jitter; after
+--breaker-failures consecutive failures the circuit breaker opens and the settler stops
+consuming until a probe after --breaker-cooldown succeeds. Nothing is skipped and nothing
+is committed early. SIGTERM finishes (posts and commits) the batch in hand, then exits 0.
+GET /healthz, /readyz (funded and breaker not open) and /metrics on --listen.
+`
+
+func runSettler(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("settler", settlerUsage, stderr)
+	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated `HOST:PORT` list (required)")
+	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
+	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
+	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
+	keyPath := fs.String("key", "", "campaign.key `FILE`: also check every claim's ticket MAC")
+	listen := fs.String("listen", "127.0.0.1:8082", "`HOST:PORT` for /healthz, /readyz, /metrics")
+	batch := fs.Int("batch", settler.DefaultBatch, fmt.Sprintf("most claims per ledger transaction (1..%d)", settler.MaxBatch))
+	linger := fs.Duration("linger", settler.DefaultLinger, "how long a batch waits for more claims after its first")
+	checkAmounts := fs.Bool("check-amounts", true, "load the shard files next to the manifest to check every amount exactly")
+	failures := fs.Int("breaker-failures", settler.DefaultBreakerFails, "consecutive ledger failures that open the circuit breaker")
+	cooldown := fs.Duration("breaker-cooldown", settler.DefaultCooldown, "how long the breaker stays open before a probe")
+	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
+	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := requireFlag(fs, "brokers", "ledger", "manifest"); err != nil {
+		return flagError(fs, "%v", err)
+	}
+	switch {
+	case *logFormat != "json" && *logFormat != "text":
+		return flagError(fs, "--log-format must be json or text, not %q", *logFormat)
+	case *batch < 1 || *batch > settler.MaxBatch:
+		return flagError(fs, "--batch must be in 1..%d, not %d", settler.MaxBatch, *batch)
+	case *linger <= 0 || *linger > time.Minute:
+		return flagError(fs, "--linger must be in (0, 1m], not %v", *linger)
+	case *failures < 1:
+		return flagError(fs, "--breaker-failures must be >= 1")
+	case *cooldown <= 0 || *session < time.Second:
+		return flagError(fs, "--breaker-cooldown must be > 0 and --session-timeout >= 1s")
+	}
+	var bl []string
+	for _, b := range strings.Split(*brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			bl = append(bl, b)
+		}
+	}
+	if len(bl) == 0 {
+		return flagError(fs, "--brokers: no broker address")
+	}
+	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	m, err := ticket.LoadManifest(*manifestPath)
+	if err != nil {
+		return flagError(fs, "--manifest: %v", err)
+	}
+	var macKey []byte
+	if *keyPath != "" {
+		key, err := ticket.ReadKeyFile(*keyPath)
+		if err != nil {
+			return flagError(fs, "--key: %v", err)
+		}
+		if macKey, err = ticket.MACKey(key, m.Campaign); err != nil {
+			return flagError(fs, "--key: %v", err)
+		}
+	}
+	var amounts []uint32
+	if *checkAmounts {
+		amounts, err = settler.LoadAmounts(m, filepath.Dir(*manifestPath))
+		switch {
+		case errors.Is(err, settler.ErrNoShards):
+			log.Warn("shard files absent: amounts checked against [min, max] and the MAC only", "err", err)
+			amounts = nil
+		case err != nil:
+			return flagError(fs, "--manifest: %v", err)
+		}
+	}
+	v, err := settler.NewValidator(m, macKey, amounts)
+	if err != nil {
+		return flagError(fs, "%v", err)
+	}
+
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	l, err := ledger.Open(octx, *ledgerURL)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0 // SIGTERM while starting: nothing was consumed, a clean stop
+		}
+		return flagError(fs, "--ledger: %v", err)
+	}
+	defer l.Close()
+
+	reg := obs.NewRegistry()
+	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
+		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session,
+		Registry: reg, Logger: log})
+	if err != nil {
+		return flagError(fs, "%v", err)
+	}
+	srv, err := obs.Listen(obs.ServerConfig{Name: "settler", Listen: *listen, Logger: log, Registry: reg, Ready: s.Ready},
+		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
+	if err != nil {
+		return flagError(fs, "--listen: %v", err)
+	}
+	srvDone := make(chan error, 1)
+	sctx, stopSrv := context.WithCancel(context.Background())
+	go func() { srvDone <- srv.Serve(sctx) }()
+
+	runErr := s.Run(ctx)
+	stopSrv()
+	if err := <-srvDone; err != nil {
+		log.Error("http server", "err", err)
+	}
+	if runErr != nil {
+		log.Error("settler stopped", "err", runErr)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"shake/settler/ledger"
+	"shake/ticket"
+)
+
+// settlerEnv is a campaign made with the real generator, an embedded broker holding its
+// claims, and the built binary.
+type settlerEnv struct {
+	bin, dir, manifest, broker string
+	m                          *ticket.Manifest
+}
+
+func newSettlerEnv(t *testing.T, count int) *settlerEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("whole-process settler test (builds the binary)")
+	}
+	dir := t.TempDir()
+	bin := shakeBinary(t)
+	camp := filepath.Join(dir, "camp")
+	for _, args := range [][]string{{"keys", "init", "--out", dir},
+		{"gen", "--campaign", "kill9", "--key", filepath.Join(dir, "campaign.key"), "--budget", strconv.Itoa(count * 100),
+			"--count", strconv.Itoa(count), "--edges", "4", "--out", camp, "--ttl", "1s"}} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("shake %v: %v\n%s", args, err, out)
+		}
+	}
+	m, err := ticket.LoadManifest(filepath.Join(camp, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "shake.claims", "shake.claims.dlq"),
+		kfake.GroupMinSessionTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &settlerEnv{bin: bin, dir: dir, manifest: filepath.Join(camp, "manifest.json"), broker: c.ListenAddrs()[0], m: m}
+}
+
+// produceClaims writes one claim per ticket of the campaign (ids lo..hi), as the verifier
+// would, with the MAC from the shard file; every 50th claim is written twice.
+func (e *settlerEnv) produceClaims(t *testing.T, lo, hi uint64) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(e.broker), Topic: "shake.claims", Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 5000, BatchBytes: 8 << 20}
+	defer w.Close()
+	msgs := make([]kafka.Message, 0, 5000)
+	flush := func() {
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+		msgs = msgs[:0]
+	}
+	now := time.Now()
+	for i, s := range e.m.Shards {
+		if s.FirstTicket+s.Count <= lo || s.FirstTicket > hi {
+			continue
+		}
+		sh, err := ticket.LoadShard(filepath.Join(filepath.Dir(e.manifest), s.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, r := range sh.Records {
+			id := s.FirstTicket + uint64(j)
+			if id < lo || id > hi {
+				continue
+			}
+			c := ticket.Claim{Campaign: e.m.Campaign, Ticket: id, Shard: i, Round: e.m.RoundOf(i, id), Amount: int64(r.Amount),
+				Currency: e.m.Currency, UID: id % 9973, IssuedAt: now, OpenedAt: now, MAC: r.MAC}
+			msg := kafka.Message{Key: c.AppendKey(nil), Value: c.AppendJSON(nil)}
+			msgs = append(msgs, msg)
+			if id%50 == 0 {
+				msgs = append(msgs, msg)
+			}
+			if len(msgs) >= 4900 {
+				flush()
+			}
+		}
+	}
+	flush()
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	args := append([]string{"settler", "--brokers", e.broker, "--ledger", ledgerURL, "--manifest", e.manifest,
+		"--key", filepath.Join(e.dir, "campaign.key"), "--listen", listen, "--session-timeout", "1s", "--log-format", "json"}, extra...)
+	cmd := exec.Command(e.bin, args...)
+	var logs strings.Builder
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			mu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		pw.Close()
+	})
+	return cmd, &logs
+}
+
+func settledTickets(t *testing.T, url, campaign string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := ledger.Open(ctx, url)
+	if err != nil {
+		return -1
+	}
+	defer l.Close()
+	s, err := l.Stats(ctx, campaign)
+	if err != nil {
+		return -1
+	}
+	return s.Tickets
+}
+
+func (e *settlerEnv) reconcile(t *testing.T, url string, extra ...string) (int, map[string]any) {
+	t.Helper()
+	out, err := exec.Command(e.bin, append([]string{"reconcile", "--manifest", e.manifest, "--ledger", url}, extra...)...).Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if code != 2 {
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("reconcile output %q: %v", out, err)
+		}
+	}
+	return code, rep
+}
+
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+	}
+	t.Fatal("settler never ready")
+}
+
+func metric(addr, name string) (float64, bool) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// TestSettlerKill9 kills the real settler with SIGKILL at random moments while it works
+// through the claims, restarts it, and checks that every ticket is posted exactly once.
+// It uses 20,000 claims by default (this package's tests run often, on a shared
+// machine); SHAKE_KILL9_CLAIMS=100000 runs the full size.
+func TestSettlerKill9(t *testing.T) {
+	count := 20_000
+	if s := os.Getenv("SHAKE_KILL9_CLAIMS"); s != "" {
+		count, _ = strconv.Atoi(s)
+	}
+	e := newSettlerEnv(t, count)
+	e.produceClaims(t, 1, uint64(count))
+	url := "sqlite://" + filepath.Join(e.dir, "ledger.db")
+	// Kill until at least 5 kills have landed while claims were still being settled.
+	kills, mid := 0, 0
+	for mid < 5 && kills < 20 {
+		cmd, _ := e.startSettler(t, url, freePort(t))
+		time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		kills++
+		n := settledTickets(t, url, e.m.Campaign)
+		if n < int64(count) {
+			mid++
+		}
+		t.Logf("kill %d: %d tickets settled", kills, n)
+	}
+	if mid < 5 {
+		t.Logf("only %d kills landed mid-run (%d claims are too few); set SHAKE_KILL9_CLAIMS higher", mid, count)
+	}
+	listen := freePort(t)
+	cmd, logs := e.startSettler(t, url, listen)
+	waitReady(t, listen)
+	deadline := time.Now().Add(5 * time.Minute)
+	for settledTickets(t, url, e.m.Campaign) < int64(count) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if dup, _ := metric(listen, "shake_settler_duplicates_total"); dup == 0 {
+		t.Log("no duplicates seen by the last run (the kills may all have fallen between batches)")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("settler after SIGTERM: %v\n%s", err, logs.String())
+	}
+	code, rep := e.reconcile(t, url)
+	if code != 0 || rep["ok"] != true || rep["settled_tickets"] != float64(count) || rep["duplicates"] != float64(0) {
+		t.Fatalf("reconcile exit %d: %v", code, rep)
+	}
+	t.Logf("%d claims, %d kills: reconcile %v", count, kills, rep)
+
+	// The tickets expired (ttl 1s); refund the (empty) remainder once.
+	time.Sleep(time.Until(e.m.ExpiresAt) + 100*time.Millisecond)
+	code, rep = e.reconcile(t, url, "--refund")
+	if code != 0 || rep["outstanding_amount"] != float64(0) || rep["refund_posted"] != true {
+		t.Fatalf("refund exit %d: %v", code, rep)
+	}
+	code, rep = e.reconcile(t, url, "--refund")
+	if code != 0 || rep["refund_posted"] == true {
+		t.Fatalf("second refund exit %d: %v", code, rep)
+	}
+}
+
+// tcpProxy forwards loopback connections to target and can be taken down (listener
+// and every live connection closed) and brought back on the same port.
+type tcpProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        []net.Conn
+}
+
+func (p *tcpProxy) up(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+func (p *tcpProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestSettlerPostgresOutage makes PostgreSQL unreachable mid-run (through a proxy, so
+// the shared server keeps running): the breaker opens, the settler stops consuming, and
+// once PostgreSQL is back it recovers by itself with nothing lost.
+func TestSettlerPostgresOutage(t *testing.T) {
+	base := os.Getenv("SHAKE_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("SHAKE_TEST_POSTGRES not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	const count = 20_000
+	e := newSettlerEnv(t, count)
+	ctx := context.Background()
+	schema := fmt.Sprintf("shake_outage_%d", time.Now().UnixNano()%1e9)
+	pc, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Exec(ctx, "CREATE SCHEMA "+schema)
+	t.Cleanup(func() { pc.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); pc.Close(ctx) })
+	cfg, err := pgx.ParseConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{addr: "127.0.0.1:0", target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	p.up(t)
+	defer p.down()
+	direct := base + "&search_path=" + schema
+	viaProxy := strings.Replace(direct, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), p.addr, 1)
+
+	e.produceClaims(t, 1, count/2)
+	listen := freePort(t)
+	cmd, logs := e.startSettler(t, viaProxy, listen, "--breaker-failures", "3", "--breaker-cooldown", "300ms")
+	deadline := time.Now().Add(time.Minute)
+	for settledTickets(t, direct, e.m.Campaign) < count/2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.down()
+	e.produceClaims(t, count/2+1, count)
+	opened := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if v, _ := metric(listen, "shake_settler_breaker_state"); v == 1 {
+			opened = true
+			break
+		}
+	}
+	if !opened {
+		t.Fatalf("breaker never opened\n%s", logs.String())
+	}
+	if resp, err := http.Get("http://" + listen + "/readyz"); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("readyz with the breaker open: %v %v", resp, err)
+	}
+	during := settledTickets(t, direct, e.m.Campaign)
+	time.Sleep(time.Second)
+	p.up(t)
+	deadline = time.Now().Add(time.Minute)
+	for settledTickets(t, direct, e.m.Campaign) < count && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v, _ := metric(listen, "shake_settler_breaker_state"); v != 0 {
+		t.Fatalf("breaker state %v after recovery", v)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("settler after SIGTERM: %v", err)
+	}
+	code, rep := e.reconcile(t, direct)
+	if code != 0 || rep["settled_tickets"] != float64(count) {
+		t.Fatalf("reconcile exit %d: %v", code, rep)
+	}
+	t.Logf("settled %d before the outage ended, %d after; reconcile %v", during, count, rep)
+}
