@@ -324,8 +324,21 @@ func LoadShard(path string) (*Shard, error) {
 		return nil, fmt.Errorf("cannot open shard %s: %w", path, err)
 	}
 	defer f.Close()
-	return ReadShard(bufio.NewReaderSize(f, 1<<20), path)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot stat shard %s: %w", path, err)
+	}
+	return readShard(bufio.NewReaderSize(f, 1<<20), path, st.Size())
 }
+
+// MaxShardTickets bounds one shard: 2^28 tickets are 4 GiB resident, more than one edge
+// should hold. The bound keeps a damaged or crafted header from asking for terabytes.
+const MaxShardTickets = 1 << 28
+
+// minStoredRecordBytes is the least a genuine record takes in the file: its 12-byte MAC is
+// random and does not compress. A header that promises more tickets than the file can
+// hold is corrupt, and is refused before anything is allocated for it.
+const minStoredRecordBytes = 8
 
 type rawBlock struct {
 	index   uint32
@@ -333,15 +346,27 @@ type rawBlock struct {
 	data    []byte
 }
 
-// ReadShard is LoadShard on a stream; name is used in errors.
+// ReadShard is LoadShard on a stream; name is used in errors. When r knows its size
+// (bytes.Reader, strings.Reader) the header's count is checked against it.
 func ReadShard(r io.Reader, name string) (*Shard, error) {
+	size := int64(-1)
+	if s, ok := r.(interface{ Size() int64 }); ok {
+		size = s.Size()
+	}
+	return readShard(r, name, size)
+}
+
+func readShard(r io.Reader, name string, size int64) (*Shard, error) {
 	h, err := ReadShardHeader(r, name)
 	if err != nil {
 		return nil, err
 	}
 	maxBlocks := (h.Count + BlockRecords - 1) / BlockRecords
-	if h.Count > 1<<40 {
-		return nil, corrupt(name, "count %d too large", h.Count)
+	if h.Count > MaxShardTickets {
+		return nil, corrupt(name, "count %d above the limit of %d tickets per shard", h.Count, MaxShardTickets)
+	}
+	if size >= 0 && h.Count > uint64(size)/minStoredRecordBytes {
+		return nil, corrupt(name, "header promises %d tickets, the %d-byte file cannot hold them", h.Count, size)
 	}
 	sh := &Shard{Header: h, Records: make([]Record, h.Count)}
 

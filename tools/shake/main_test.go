@@ -21,7 +21,7 @@ func TestHelpListsCommandsSorted(t *testing.T) {
 		if code != 0 || errOut != "" {
 			t.Fatalf("%v: code %d stderr %q", args, code, errOut)
 		}
-		if !strings.Contains(out, "version  print the program version") {
+		if !strings.Contains(out, "print the program version") {
 			t.Fatalf("%v: help does not list version:\n%s", args, out)
 		}
 		// Commands appear in sorted order.

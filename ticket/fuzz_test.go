@@ -1,0 +1,123 @@
+package ticket
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// The seed corpora live in testdata/fuzz/<Target>/ (valid inputs made with the fixed test
+// keys, plus edge cases); `go test` runs them as regression tests, `go test -fuzz` grows them.
+
+func FuzzReadShard(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sh, err := ReadShard(bytes.NewReader(data), "fuzz")
+		if err != nil {
+			return
+		}
+		// Anything accepted must be internally consistent.
+		if err := sh.Header.Validate(); err != nil {
+			t.Fatalf("accepted header fails Validate: %v", err)
+		}
+		var sum int64
+		for _, r := range sh.Records {
+			sum += int64(r.Amount)
+		}
+		if uint64(len(sh.Records)) != sh.Header.Count || sum != sh.Header.Amount {
+			t.Fatalf("accepted shard holds %d / %d, header %d / %d", len(sh.Records), sum, sh.Header.Count, sh.Header.Amount)
+		}
+	})
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseManifest(data)
+		if err != nil {
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("accepted manifest fails Validate: %v", err)
+		}
+		// Encoding what was accepted and parsing it again must be stable.
+		b1, err := json.Marshal(m)
+		if err != nil {
+			return // e.g. a year outside 0..9999 parsed but cannot be re-encoded
+		}
+		m2, err := ParseManifest(b1)
+		if err != nil {
+			t.Fatalf("re-encoded manifest rejected: %v\n%s", err, b1)
+		}
+		b2, _ := json.Marshal(m2)
+		if !bytes.Equal(b1, b2) {
+			t.Fatalf("unstable encoding:\n%s\n%s", b1, b2)
+		}
+	})
+}
+
+func FuzzSessionVerify(f *testing.F) {
+	sk, err := NewSessionKey(testKey(3))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, tok []byte, now int64) {
+		uid, err := sk.Verify(tok, now)
+		if err != nil {
+			return
+		}
+		// An accepted token must be exactly the one Mint makes for its uid and expiry.
+		i := bytes.IndexByte(tok, '.')
+		j := bytes.LastIndexByte(tok, '.')
+		exp, ok := ParseUint(tok[i+1 : j])
+		if !ok || int64(exp) <= now {
+			t.Fatalf("accepted token %q with expiry %q at %d", tok, tok[i+1:j], now)
+		}
+		want := sk.Mint(nil, uid, int64(exp))
+		if !bytes.Equal(want, tok) {
+			t.Fatalf("accepted %q, Mint gives %q", tok, want)
+		}
+	})
+}
+
+func FuzzTokenOpen(f *testing.F) {
+	sealers, o := testSealerOpener(f, 2)
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		var got TicketToken
+		if err := o.Open(&got, tok, make([]byte, TokenRawLen)); err != nil {
+			return
+		}
+		if sh, err := TokenShard(tok); err != nil || sh != got.Shard {
+			t.Fatalf("TokenShard = %d, %v; Open says shard %d", sh, err, got.Shard)
+		}
+		// What opened must survive a re-seal under the same shard.
+		again := sealers[got.Shard].Seal(nil, &got)
+		var back TicketToken
+		if err := o.Open(&back, again, make([]byte, TokenRawLen)); err != nil || back != got {
+			t.Fatalf("re-sealed token: %v %+v vs %+v", err, back, got)
+		}
+	})
+}
+
+func FuzzParseClaim(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseClaim(data)
+		if err != nil {
+			return
+		}
+		for _, tm := range []time.Time{c.IssuedAt, c.OpenedAt} {
+			if y := tm.UTC().Year(); y < 1 || y > 9999 {
+				return // parsed with an offset that leaves the four-digit years in UTC
+			}
+		}
+		b := c.AppendJSON(nil)
+		c2, err := ParseClaim(b)
+		if err != nil {
+			t.Fatalf("re-encoded claim rejected: %v\n%s", err, b)
+		}
+		if c2.Campaign != c.Campaign || c2.Ticket != c.Ticket || c2.Shard != c.Shard || c2.Round != c.Round ||
+			c2.Amount != c.Amount || c2.Currency != c.Currency || c2.UID != c.UID || c2.MAC != c.MAC ||
+			!c2.IssuedAt.Equal(c.IssuedAt.Truncate(time.Millisecond)) || !c2.OpenedAt.Equal(c.OpenedAt.Truncate(time.Millisecond)) {
+			t.Fatalf("round trip changed the claim:\n%+v\n%+v", c, c2)
+		}
+	})
+}

@@ -1,0 +1,549 @@
+package ticketgen
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"shake/ticket"
+)
+
+// Defaults applied by Generate to zero Config fields.
+const (
+	// DefaultTTL is how long a won ticket stays openable unless Config.TTL says otherwise.
+	DefaultTTL = 24 * time.Hour
+	// DefaultMin is the smallest ticket amount unless Config.Min says otherwise.
+	DefaultMin = 1
+)
+
+// ManifestFile is the name of the manifest inside OutDir.
+const ManifestFile = "manifest.json"
+
+// MaxShardCount bounds the tickets of one shard; ticket.ReadShard refuses larger shards.
+const MaxShardCount = 1 << 40
+
+// maxWeight bounds one shard weight so that the sum of 65536 weights fits easily in 64 bits.
+const maxWeight = 1 << 32
+
+// ErrInvalidConfig is wrapped by every *ConfigError: input no campaign can satisfy.
+var ErrInvalidConfig = errors.New("invalid generator configuration")
+
+// ConfigError reports impossible or malformed input. Field names the offending setting by
+// its `shake gen` flag name (without dashes), so the CLI can name the flag.
+type ConfigError struct {
+	Field string
+	Msg   string
+}
+
+// Error returns "--field: msg".
+func (e *ConfigError) Error() string { return "--" + e.Field + ": " + e.Msg }
+
+// Unwrap returns ErrInvalidConfig.
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Config is one generator run. Zero values take the documented defaults.
+type Config struct {
+	Campaign    string
+	CampaignKey []byte // the 32-byte campaign.key
+	Currency    string // default ticket.DefaultCurrency
+	Budget      int64  // total in minor units
+	Count       uint64 // tickets
+	Edges       int    // shards, 1..Count
+	Min         int64  // smallest ticket; 0 means DefaultMin
+	Max         int64  // largest ticket; 0 means the largest feasible, capped at ticket.MaxTicketAmount
+	Weights     []uint64
+	Rounds      []ticket.RoundWindow // Index is assigned by Generate; empty means always open
+	TTL         time.Duration        // how long a won ticket stays openable; 0 means DefaultTTL
+	Seed        uint64
+	OutDir      string
+	Progress    io.Writer // nil: quiet
+	Now         time.Time // creation time; zero means time.Now()
+}
+
+// plan is the exact split of a checked Config, before any amount is drawn.
+type plan struct {
+	cfg      Config
+	min, max int64
+	ttl      time.Duration
+	rounds   []ticket.RoundWindow
+	created  time.Time
+	shards   []ticket.ManifestShard
+}
+
+func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
+func keyFile(i int) string   { return fmt.Sprintf("edge-%03d.key", i) }
+
+// check validates cfg, applies defaults and computes the per-shard and per-round split.
+func check(cfg Config) (*plan, error) {
+	p := &plan{cfg: cfg}
+	if err := ticket.CheckCampaign(cfg.Campaign); err != nil {
+		return nil, configErr("campaign", "%v", err)
+	}
+	if len(cfg.CampaignKey) != ticket.KeySize {
+		return nil, configErr("key", "campaign key must be %d bytes, have %d", ticket.KeySize, len(cfg.CampaignKey))
+	}
+	if cfg.Currency == "" {
+		p.cfg.Currency = ticket.DefaultCurrency
+	} else if !ticket.ValidCurrency(cfg.Currency) {
+		return nil, configErr("currency", "%q is not a three-letter upper-case currency code", cfg.Currency)
+	}
+	if cfg.OutDir == "" {
+		return nil, configErr("out", "an output directory is required")
+	}
+	if cfg.Count == 0 {
+		return nil, configErr("count", "must be at least 1")
+	}
+	if cfg.Budget <= 0 {
+		return nil, configErr("budget", "must be a positive integer amount in minor units, have %d", cfg.Budget)
+	}
+	if cfg.Edges <= 0 || cfg.Edges > ticket.MaxShards {
+		return nil, configErr("edges", "must be between 1 and %d, have %d", ticket.MaxShards, cfg.Edges)
+	}
+	if uint64(cfg.Edges) > cfg.Count {
+		return nil, configErr("edges", "%d edges for %d tickets: every edge needs at least one ticket", cfg.Edges, cfg.Count)
+	}
+	p.min = cfg.Min
+	if p.min == 0 {
+		p.min = DefaultMin
+	}
+	if p.min < 0 || p.min > ticket.MaxTicketAmount {
+		return nil, configErr("min", "must be between 1 and %d, have %d", ticket.MaxTicketAmount, cfg.Min)
+	}
+	// count*min <= budget, without overflow: count <= budget/min.
+	if cfg.Count > uint64(cfg.Budget/p.min) {
+		return nil, configErr("budget", "%d is too small for %d tickets of at least %d (--min)", cfg.Budget, cfg.Count, p.min)
+	}
+	if cfg.Max == 0 {
+		// The largest amount one ticket can take: the budget minus the minimum of all others.
+		p.max = cfg.Budget - int64(cfg.Count-1)*p.min
+		if p.max > ticket.MaxTicketAmount {
+			p.max = ticket.MaxTicketAmount
+		}
+	} else {
+		p.max = cfg.Max
+		if p.max < p.min || p.max > ticket.MaxTicketAmount {
+			return nil, configErr("max", "must be between --min %d and %d, have %d", p.min, ticket.MaxTicketAmount, cfg.Max)
+		}
+	}
+	if hi, lo := bits.Mul64(cfg.Count, uint64(p.max)); hi == 0 && lo < uint64(cfg.Budget) {
+		return nil, configErr("budget", "%d is too large for %d tickets of at most %d (--max)", cfg.Budget, cfg.Count, p.max)
+	}
+	p.ttl = cfg.TTL
+	if p.ttl == 0 {
+		p.ttl = DefaultTTL
+	}
+	if p.ttl < time.Second {
+		return nil, configErr("ttl", "must be at least 1s, have %v", cfg.TTL)
+	}
+	p.ttl = p.ttl.Truncate(time.Second)
+
+	weights := cfg.Weights
+	if len(weights) == 0 {
+		weights = make([]uint64, cfg.Edges)
+		for i := range weights {
+			weights[i] = 1
+		}
+	} else if len(weights) != cfg.Edges {
+		return nil, configErr("weights", "%d weights for %d edges", len(weights), cfg.Edges)
+	}
+	for i, w := range weights {
+		if w == 0 || w > maxWeight {
+			return nil, configErr("weights", "weight %d is %d, must be between 1 and %d", i, w, uint64(maxWeight))
+		}
+	}
+
+	p.created = cfg.Now
+	if p.created.IsZero() {
+		p.created = time.Now()
+	}
+	p.created = p.created.UTC().Truncate(time.Second)
+	if err := p.checkRounds(); err != nil {
+		return nil, err
+	}
+	if p.issueUntil().Add(p.ttl).Unix() > maxUnix {
+		return nil, configErr("ttl", "tickets would expire after 2106, beyond the token's 32-bit clock")
+	}
+
+	// Counts: by weight; then a shard whose share rounded to zero takes one ticket from
+	// the largest shard (which holds at least two, since Edges <= Count).
+	counts := apportion(cfg.Count, weights)
+	for i := range counts {
+		if counts[i] == 0 {
+			big := 0
+			for j := range counts {
+				if counts[j] > counts[big] {
+					big = j
+				}
+			}
+			counts[big]--
+			counts[i]++
+		}
+	}
+	for i := range counts {
+		if counts[i] > MaxShardCount {
+			return nil, configErr("count", "shard %d would hold %d tickets, more than %d: use more --edges", i, counts[i], uint64(MaxShardCount))
+		}
+	}
+	// Budgets: proportional to counts, so each lies in [count*min, count*max].
+	budgets := apportion(uint64(cfg.Budget), counts)
+	next := uint64(1)
+	p.shards = make([]ticket.ManifestShard, cfg.Edges)
+	for i := range p.shards {
+		n, b := counts[i], int64(budgets[i])
+		rc := make([]uint64, len(p.rounds))
+		for j := range rc {
+			rc[j] = 1
+		}
+		rc = apportion(n, rc)
+		// apportion gives the extra tickets to the lowest indexes on equal weights.
+		rb := apportion(uint64(b), rc)
+		s := ticket.ManifestShard{Index: i, File: shardFile(i), KeyFile: keyFile(i), FirstTicket: next, Count: n, Amount: b,
+			Rounds: make([]ticket.RoundRange, len(p.rounds))}
+		rn := next
+		for j := range rc {
+			s.Rounds[j] = ticket.RoundRange{Round: j, FirstTicket: rn, Count: rc[j], Amount: int64(rb[j])}
+			// Second check of the plan where it is made: every segment must be feasible.
+			if int64(rc[j])*p.min > int64(rb[j]) || int64(rc[j])*p.max < int64(rb[j]) {
+				return nil, fmt.Errorf("BUG: shard %d round %d: %d tickets cannot carry %d", i, j, rc[j], rb[j])
+			}
+			rn += rc[j]
+		}
+		p.shards[i] = s
+		next += n
+	}
+	return p, nil
+}
+
+// maxUnix is the last second a token's u32 timestamps can express.
+const maxUnix = 1<<32 - 1
+
+func (p *plan) checkRounds() error {
+	if len(p.cfg.Rounds) == 0 {
+		p.rounds = []ticket.RoundWindow{{Index: 0}}
+		return nil
+	}
+	if len(p.cfg.Rounds) > 1<<16 {
+		return configErr("round", "at most %d rounds, have %d", 1<<16, len(p.cfg.Rounds))
+	}
+	p.rounds = make([]ticket.RoundWindow, len(p.cfg.Rounds))
+	for i, w := range p.cfg.Rounds {
+		w.Index, w.Start, w.End = i, w.Start.UTC(), w.End.UTC()
+		if w.Start.IsZero() || w.End.IsZero() || !w.End.After(w.Start) {
+			return configErr("round", "round %d: end must be after start", i)
+		}
+		if w.Start.Unix() < 0 || w.End.Unix()+int64(p.ttl/time.Second) > maxUnix {
+			return configErr("round", "round %d: times out of range", i)
+		}
+		if i > 0 && w.Start.Before(p.rounds[i-1].End) {
+			return configErr("round", "round %d starts before round %d ends: rounds must be in order and not overlap", i, i-1)
+		}
+		p.rounds[i] = w
+	}
+	return nil
+}
+
+// issueUntil is when edges stop issuing: the end of the last round, or created + ttl.
+func (p *plan) issueUntil() time.Time {
+	if last := p.rounds[len(p.rounds)-1]; !last.AlwaysOpen() {
+		return last.End
+	}
+	return p.created.Add(p.ttl)
+}
+
+func (p *plan) manifest() *ticket.Manifest {
+	iu := p.issueUntil()
+	return &ticket.Manifest{
+		Version: ticket.ManifestVersion, Campaign: p.cfg.Campaign, Currency: p.cfg.Currency,
+		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
+		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
+		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), Seed: p.cfg.Seed, CreatedAt: p.created,
+		Shards: p.shards,
+	}
+}
+
+// Plan checks cfg and returns the manifest Generate would write, without the shard
+// checksums and without writing anything: a dry run.
+func Plan(cfg Config) (*ticket.Manifest, error) {
+	p, err := check(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := p.manifest()
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("BUG: planned manifest does not validate: %w", err)
+	}
+	return m, nil
+}
+
+// Generate checks cfg, writes every shard file, shard key and the manifest into
+// cfg.OutDir, and returns the manifest. On any error nothing is left in OutDir.
+// Errors about the input wrap ErrInvalidConfig (as a *ConfigError).
+func Generate(ctx context.Context, cfg Config) (*ticket.Manifest, error) {
+	p, err := check(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := p.manifest()
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, configErr("out", "cannot create %s: %v", cfg.OutDir, err)
+	}
+	names := []string{ManifestFile}
+	for i := range p.shards {
+		names = append(names, shardFile(i), keyFile(i))
+	}
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(cfg.OutDir, n)); err == nil {
+			return nil, configErr("out", "%s already exists: refusing to overwrite a campaign", filepath.Join(cfg.OutDir, n))
+		}
+	}
+	tmp, err := os.MkdirTemp(cfg.OutDir, ".shake-gen-")
+	if err != nil {
+		return nil, configErr("out", "cannot write into %s: %v", cfg.OutDir, err)
+	}
+	defer os.RemoveAll(tmp)
+
+	macKey, err := ticket.MACKey(cfg.CampaignKey, p.cfg.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := ticket.NewTicketMAC(macKey, p.cfg.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.writeShards(ctx, tmp, tm); err != nil {
+		return nil, err
+	}
+	// Second check, at the point of use: the manifest as a whole.
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("BUG: generated manifest does not validate: %w", err)
+	}
+	mj, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	// Move shards and keys into place, then write the manifest last.
+	var moved []string
+	undo := func() {
+		for _, n := range moved {
+			os.Remove(n)
+		}
+	}
+	for _, n := range names[1:] {
+		dst := filepath.Join(cfg.OutDir, n)
+		if err := os.Rename(filepath.Join(tmp, n), dst); err != nil {
+			undo()
+			return nil, fmt.Errorf("cannot move %s into place: %w", n, err)
+		}
+		moved = append(moved, dst)
+	}
+	if err := ticket.WriteFileAtomic(filepath.Join(cfg.OutDir, ManifestFile), append(mj, '\n'), 0o644); err != nil {
+		undo()
+		return nil, err
+	}
+	return m, nil
+}
+
+// writeShards generates every shard into dir on GOMAXPROCS workers and fills each
+// manifest shard's SHA256.
+func (p *plan) writeShards(ctx context.Context, dir string, tm *ticket.TicketMAC) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var done atomic.Uint64
+	stopProgress := p.startProgress(&done)
+	defer stopProgress()
+
+	jobs := make(chan int)
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		first   error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { first = err; cancel() })
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers > len(p.shards) {
+		workers = len(p.shards)
+	}
+	// Finished shard files are fsynced and closed off the generating goroutines, so a
+	// worker does not sit idle in fsync; the queue is bounded, so at most a few files
+	// wait open.
+	toSync := make(chan *os.File, 2*workers)
+	var syncWG sync.WaitGroup
+	syncWG.Add(1)
+	go func() {
+		defer syncWG.Done()
+		for f := range toSync {
+			err := f.Sync()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				fail(fmt.Errorf("cannot sync shard %s: %w", f.Name(), err))
+			}
+		}
+	}()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := p.writeShard(ctx, dir, i, tm, &done, toSync); err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+feed:
+	for i := range p.shards {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	close(toSync)
+	syncWG.Wait()
+	if first != nil {
+		return first
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ticket.SyncDir(dir); err != nil {
+		return fmt.Errorf("cannot sync %s: %w", dir, err)
+	}
+	if got := done.Load(); got != p.cfg.Count {
+		return fmt.Errorf("BUG: generated %d tickets, want %d", got, p.cfg.Count)
+	}
+	return nil
+}
+
+// progressEvery is how many tickets a worker draws between progress and cancellation checks.
+const progressEvery = 4096
+
+// writeShard generates shard i into dir and hands the finished file to toSync, which
+// fsyncs and closes it.
+func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.TicketMAC, done *atomic.Uint64, toSync chan<- *os.File) error {
+	s := &p.shards[i]
+	shardKey, err := ticket.ShardKey(p.cfg.CampaignKey, p.cfg.Campaign, i)
+	if err != nil {
+		return err
+	}
+	if err := ticket.WriteKeyFile(filepath.Join(dir, keyFile(i)), shardKey); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, shardFile(i))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("cannot create shard %s: %w", path, err)
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			f.Close()
+		}
+	}()
+	sum := sha256.New()
+	h := ticket.ShardHeader{
+		Version: ticket.ShardVersion, Campaign: p.cfg.Campaign, Currency: p.cfg.Currency,
+		Shard: i, Shards: len(p.shards), FirstTicket: s.FirstTicket, Count: s.Count, Amount: s.Amount,
+		TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds, RoundRanges: s.Rounds, CreatedAt: p.created,
+	}
+	sw, err := ticket.NewShardWriter(io.MultiWriter(f, sum), h)
+	if err != nil {
+		return fmt.Errorf("shard %d: %w", i, err)
+	}
+	rng := shardRand(p.cfg.Seed, i)
+	for _, rr := range s.Rounds {
+		sp := splitter{rng: rng, rem: rr.Amount, left: rr.Count, min: p.min, max: p.max}
+		round := uint16(rr.Round)
+		var pending uint64
+		for id := rr.FirstTicket; id < rr.FirstTicket+rr.Count; id++ {
+			a := sp.next()
+			// First check of the amount invariant, where the amount is made.
+			if a < p.min || a > p.max {
+				return fmt.Errorf("BUG: shard %d ticket %d: amount %d outside [%d, %d]", i, id, a, p.min, p.max)
+			}
+			if err := sw.Append(uint32(a), tm.Sum(id, uint32(a), round)); err != nil {
+				return fmt.Errorf("cannot write shard %s: %w", path, err)
+			}
+			if pending++; pending == progressEvery {
+				done.Add(pending)
+				pending = 0
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+		}
+		done.Add(pending)
+		if sp.rem != 0 || sp.left != 0 {
+			return fmt.Errorf("BUG: shard %d round %d: %d left over after the split", i, rr.Round, sp.rem)
+		}
+	}
+	// Close checks that the records add up to the header's count and amount.
+	if err := sw.Close(); err != nil {
+		return fmt.Errorf("cannot write shard %s: %w", path, err)
+	}
+	s.SHA256 = hex.EncodeToString(sum.Sum(nil))
+	handedOff = true
+	toSync <- f
+	return nil
+}
+
+// progressInterval keeps the progress line to about four updates a second.
+const progressInterval = 250 * time.Millisecond
+
+// startProgress prints "tickets done / total, rate" to cfg.Progress until the returned
+// function is called, which prints the final line.
+func (p *plan) startProgress(done *atomic.Uint64) (stop func()) {
+	w := p.cfg.Progress
+	if w == nil {
+		return func() {}
+	}
+	start := time.Now()
+	print := func(end string) {
+		n := done.Load()
+		el := time.Since(start).Seconds()
+		rate := 0.0
+		if el > 0 {
+			rate = float64(n) / el
+		}
+		fmt.Fprintf(w, "\rshake gen: %d / %d tickets (%5.1f%%), %.2fM tickets/s, %.1fs%s",
+			n, p.cfg.Count, 100*float64(n)/float64(p.cfg.Count), rate/1e6, el, end)
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(progressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				print("")
+			case <-quit:
+				print("\n")
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shake/ticket"
+	"shake/ticketgen"
+)
+
+func init() {
+	register(command{name: "gen", summary: "split a budget into precomputed tickets, one shard file per edge", run: runGen})
+}
+
+const genUsage = `
+Usage: shake gen --campaign ID --key campaign.key --budget AMOUNT --count N --edges E --out DIR
+                 [--min AMOUNT] [--max AMOUNT] [--weights w1,w2,...] [--round START/END]...
+                 [--ttl 24h] [--seed S] [--currency CNY]
+
+Splits AMOUNT (an integer in minor units, e.g. fen) into exactly N tickets whose amounts
+sum exactly to AMOUNT, each between --min and --max, and writes them as one shard per edge:
+
+  DIR/edge-NNN.tickets   the shard's tickets (zstd blocks, CRC-32C checksums, every
+                         ticket MAC'd with the ticket-MAC key derived from campaign.key)
+  DIR/edge-NNN.key       the shard's AEAD key (mode 0600): give it to edge NNN only
+  DIR/manifest.json      the campaign: budget, count, rounds, every shard's id range,
+                         amount and SHA-256
+
+Amounts are WeChat-style "lucky" amounts drawn with the double-mean method: each ticket is
+uniform between the smallest amount that keeps the rest feasible and the smallest of --max
+and twice the remaining mean, so the last ticket takes exactly what is left.
+
+Tickets are split across edges by --weights (default equal; every edge gets at least one
+ticket, so E <= N), the budget in proportion to each edge's tickets, and each edge's
+tickets into equal parts per --round. The same --seed with the same flags and key gives
+the same tickets; without --seed a random seed is used and recorded in the manifest.
+
+Generation streams on all cores with bounded memory and shows progress on a terminal.
+Nothing is written unless everything succeeds; existing files are never overwritten.
+Impossible input (budget < N*min, budget > N*max, E > N, bad rounds or weights) is
+refused with exit code 2 and a one-line message naming the flag.
+`
+
+// roundsFlag collects repeated --round START/END values.
+type roundsFlag []ticket.RoundWindow
+
+func (r *roundsFlag) String() string { return fmt.Sprintf("%d rounds", len(*r)) }
+
+func (r *roundsFlag) Set(v string) error {
+	a, b, ok := strings.Cut(v, "/")
+	if !ok {
+		return fmt.Errorf("want START/END in RFC 3339, got %q", v)
+	}
+	start, err := time.Parse(time.RFC3339, a)
+	if err != nil {
+		return fmt.Errorf("bad start %q: want RFC 3339", a)
+	}
+	end, err := time.Parse(time.RFC3339, b)
+	if err != nil {
+		return fmt.Errorf("bad end %q: want RFC 3339", b)
+	}
+	if !end.After(start) {
+		return fmt.Errorf("end %s is not after start %s", b, a)
+	}
+	*r = append(*r, ticket.RoundWindow{Index: len(*r), Start: start.UTC(), End: end.UTC()})
+	return nil
+}
+
+// parseWeights parses "w1,w2,..." into positive integers.
+func parseWeights(s string) ([]uint64, error) {
+	parts := strings.Split(s, ",")
+	ws := make([]uint64, len(parts))
+	for i, p := range parts {
+		w, err := strconv.ParseUint(strings.TrimSpace(p), 10, 64)
+		if err != nil || w == 0 {
+			return nil, fmt.Errorf("weight %d (%q) is not a positive integer", i+1, p)
+		}
+		ws[i] = w
+	}
+	return ws, nil
+}
+
+// isTerminal reports whether w is a terminal, where a progress line is welcome.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func runGen(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("gen", genUsage, stderr)
+	campaign := fs.String("campaign", "", "campaign `id`, [a-z0-9][a-z0-9-]{0,31} (required)")
+	keyPath := fs.String("key", "", "campaign.key `file` from 'shake keys init' (required)")
+	budget := fs.Int64("budget", 0, "total `amount` in minor units (required)")
+	count := fs.Uint64("count", 0, "number of tickets `N` (required)")
+	edges := fs.Int("edges", 0, "number of edge shards `E`, 1..N (required)")
+	out := fs.String("out", "", "output `dir`ectory, created if missing (required)")
+	minA := fs.Int64("min", ticketgen.DefaultMin, "smallest ticket `amount`")
+	maxA := fs.Int64("max", 0, "largest ticket `amount` (default: the largest feasible)")
+	weights := fs.String("weights", "", "comma-separated positive shard `weights`, one per edge (default equal)")
+	var rounds roundsFlag
+	fs.Var(&rounds, "round", "a timed round `START/END` in RFC 3339, repeatable (default: always open)")
+	ttl := fs.Duration("ttl", ticketgen.DefaultTTL, "how long a won ticket stays openable")
+	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
+	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := requireFlag(fs, "campaign", "key", "budget", "count", "edges", "out"); err != nil {
+		return usageError(stderr, "gen: %v", err)
+	}
+	if *minA < 1 {
+		return usageError(stderr, "gen: --min: must be at least 1, have %d", *minA)
+	}
+	if *maxA < 0 {
+		return usageError(stderr, "gen: --max: must be positive, have %d", *maxA)
+	}
+	if *ttl < time.Second {
+		return usageError(stderr, "gen: --ttl: must be at least 1s, have %v", *ttl)
+	}
+	cfg := ticketgen.Config{
+		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
+		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out,
+	}
+	if *weights != "" {
+		ws, err := parseWeights(*weights)
+		if err != nil {
+			return usageError(stderr, "gen: --weights: %v", err)
+		}
+		cfg.Weights = ws
+	}
+	seedSet := false
+	fs.Visit(func(f *flag.Flag) { seedSet = seedSet || f.Name == "seed" })
+	if !seedSet {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Seed = binary.BigEndian.Uint64(b[:])
+	}
+	// Check everything that needs no key first, so a missing key is not the first complaint
+	// about an impossible budget; then read the key.
+	if _, err := ticketgen.Plan(withDummyKey(cfg)); err != nil {
+		return genError(stderr, err)
+	}
+	key, err := ticket.ReadKeyFile(*keyPath)
+	if err != nil {
+		return usageError(stderr, "gen: --key: %v", err)
+	}
+	cfg.CampaignKey = key
+	if isTerminal(stderr) {
+		cfg.Progress = stderr
+	}
+	m, err := ticketgen.Generate(context.Background(), cfg)
+	if err != nil {
+		return genError(stderr, err)
+	}
+	fmt.Fprintf(stdout, "campaign %s: %d tickets, budget %d %s, %d shards, seed %d, written to %s\n",
+		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), m.Seed, *out)
+	return 0
+}
+
+func withDummyKey(cfg ticketgen.Config) ticketgen.Config {
+	cfg.CampaignKey = make([]byte, ticket.KeySize)
+	return cfg
+}
+
+// genError maps a generator error to the exit code: 2 for bad input (naming the flag),
+// 1 for a failure while writing.
+func genError(stderr io.Writer, err error) int {
+	var ce *ticketgen.ConfigError
+	if errors.As(err, &ce) {
+		return usageError(stderr, "gen: %v", ce)
+	}
+	fmt.Fprintf(stderr, "shake gen: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	return 1
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"shake/ticket"
+)
+
+func init() {
+	register(command{name: "keys", summary: "create a campaign's secret keys (keys init)", run: runKeys})
+}
+
+const keysUsage = `
+Usage: shake keys init --out DIR
+
+Writes two fresh keys of 32 random bytes each, mode 0600, into DIR (created if missing):
+
+  DIR/campaign.key   the campaign's root secret: 'shake gen' derives every shard's AEAD
+                     key and the ticket-MAC key from it (HKDF-SHA256). Keep it on the
+                     generator and the verifier only; edges get their shard key alone.
+  DIR/session.key    the HMAC key of session tokens, shared with the app's login system.
+
+It refuses to overwrite either file if it exists (and then writes neither).
+`
+
+func runKeys(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, "keys: expected a subcommand: init (see 'shake keys -h')")
+	}
+	switch args[0] {
+	case "init":
+		return runKeysInit(args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
+		fs := newFlagSet("keys", keysUsage, stderr)
+		fs.Usage()
+		return 0
+	}
+	return usageError(stderr, "keys: unknown subcommand %q (want init)", args[0])
+}
+
+func runKeysInit(args []string, stdout, stderr io.Writer) int {
+	fset := newFlagSet("keys init", keysUsage, stderr)
+	out := fset.String("out", "", "`dir`ectory to write campaign.key and session.key into (required)")
+	if ok, code := parseFlags(fset, args); !ok {
+		return code
+	}
+	if err := requireFlag(fset, "out"); err != nil {
+		return usageError(stderr, "keys init: %v", err)
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return usageError(stderr, "keys init: --out: cannot create %s: %v", *out, err)
+	}
+	names := []string{"campaign.key", "session.key"}
+	// Check both first so that a refusal leaves no half-initialised directory.
+	for _, n := range names {
+		p := filepath.Join(*out, n)
+		if _, err := os.Lstat(p); err == nil {
+			return usageError(stderr, "keys init: --out: %s already exists, refusing to overwrite it", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return usageError(stderr, "keys init: --out: %v", err)
+		}
+	}
+	var written []string
+	for _, n := range names {
+		p := filepath.Join(*out, n)
+		if err := ticket.WriteKeyFile(p, ticket.NewKey()); err != nil {
+			for _, w := range written {
+				os.Remove(w)
+			}
+			return usageError(stderr, "keys init: --out: %v", err)
+		}
+		written = append(written, p)
+	}
+	if err := ticket.SyncDir(*out); err != nil {
+		fmt.Fprintf(stderr, "shake keys init: cannot sync %s: %v\n", *out, err)
+		return 1
+	}
+	for _, p := range written {
+		fmt.Fprintln(stdout, p)
+	}
+	return 0
+}
