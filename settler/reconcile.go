@@ -104,7 +104,7 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 		want := int64(shard.Records[id-shard.Header.FirstTicket].Amount)
 		if amount != want || currency != m.Currency {
 			r.Mismatches++
-			r.problem("ticket %d posted as %d %s, ticket is worth %d %s", id, amount, currency, want, m.Currency)
+			r.problem("ticket %d posted as %d (minor units, %s), ticket is worth %d (%s)", id, amount, currency, want, m.Currency)
 		}
 		return nil
 	})
