@@ -22,32 +22,6 @@ import (
 	"shake/ticket"
 )
 
-var (
-	vbinOnce sync.Once
-	vbin     string
-	vbinErr  error
-)
-
-// verifierBinary builds the shake binary once for the whole-process tests.
-func verifierBinary(t *testing.T) string {
-	vbinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shake-vbin")
-		if err != nil {
-			vbinErr = err
-			return
-		}
-		vbin = filepath.Join(dir, "shake")
-		out, err := exec.Command("go", "build", "-o", vbin, "shake/tools/shake").CombinedOutput()
-		if err != nil {
-			vbinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if vbinErr != nil {
-		t.Fatal(vbinErr)
-	}
-	return vbin
-}
-
 type verProc struct {
 	cmd  *exec.Cmd
 	addr string
@@ -56,7 +30,7 @@ type verProc struct {
 // startVerProc starts the binary and waits for its "... listening on ADDR" line.
 func startVerProc(t *testing.T, args ...string) *verProc {
 	t.Helper()
-	cmd := exec.Command(verifierBinary(t), args...)
+	cmd := exec.Command(shakeBinary(t), args...)
 	out, err := cmd.StdoutPipe()
 	verMust(t, err)
 	cmd.Stderr = io.Discard

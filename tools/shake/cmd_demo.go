@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"shake/bench"
+	"shake/broker"
+	"shake/internal/obs"
+	"shake/internal/proc"
+	"shake/settler"
+	"shake/settler/ledger"
+	"shake/ticket"
+	"shake/ticketgen"
+)
+
+func init() {
+	register(command{name: "demo", summary: "run the whole event on one machine and prove the money reconciles", run: runDemo})
+}
+
+const demoUsage = `
+Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration D]
+                  [--rate R] [--ledger URL] [--brokers HOST:PORT|embedded]
+
+Runs the whole event on this machine, with nothing installed, through the real chain:
+
+  1. writes campaign.key and session.key and generates a campaign of N red packets
+     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR;
+  2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
+     Kafka client, e.g. kcat -b ADDR -t shake.claims -C, can watch the claims), unless
+     --brokers names a real one;
+  3. starts E edges, one verifier and one settler as child processes of this binary
+     (logs in DIR/logs), with an SQLite ledger at DIR/ledger.db unless --ledger is given;
+  4. drives U simulated users at R shakes per second for D (open loop, see shake bench);
+     winners open their tickets;
+  5. waits until the settler has posted every opened ticket, stops the servers in order
+     (SIGTERM), and reconciles the ledger against the manifest;
+  6. checks every ticket a user was told it opened against the ledger, ticket by ticket;
+  7. writes DIR/report.html and DIR/summary.json and prints a summary.
+
+Exit codes: 0 the money reconciles and every opened ticket is settled exactly once;
+1 a check failed, a server failed, or the run was interrupted (Ctrl-C stops everything
+cleanly and says what was reached); 2 bad usage.
+`
+
+// demoConfig is a checked set of demo flags.
+type demoConfig struct {
+	out          string
+	tickets      uint64
+	edges        int
+	users        int
+	duration     time.Duration
+	rate         float64
+	ledgerURL    string
+	brokers      string
+	settleWithin time.Duration
+	progress     io.Writer
+}
+
+// demoSummary is DIR/summary.json.
+type demoSummary struct {
+	Campaign     string            `json:"campaign"`
+	Out          string            `json:"out"`
+	Brokers      string            `json:"brokers"`
+	Ledger       string            `json:"ledger"`
+	Edges        int               `json:"edges"`
+	Tickets      uint64            `json:"tickets"`
+	Budget       int64             `json:"budget"`
+	GenSeconds   float64           `json:"gen_seconds"`
+	SettleWait   float64           `json:"settle_wait_seconds"`
+	TotalSeconds float64           `json:"total_seconds"`
+	Bench        *bench.Result     `json:"bench"`
+	Reconcile    *settler.Report   `json:"reconcile"`
+	CrossCheck   demoCrossCheck    `json:"cross_check"`
+	Servers      map[string]string `json:"servers"`
+	OK           bool              `json:"ok"`
+	Failures     []string          `json:"failures"`
+}
+
+// demoCrossCheck compares the tickets users were told they opened with the ledger.
+type demoCrossCheck struct {
+	OpenedTickets  int64 `json:"opened_tickets"`
+	OpenedAmount   int64 `json:"opened_amount"`
+	Checked        int   `json:"checked"`
+	Missing        int   `json:"missing"`
+	WrongAmount    int   `json:"wrong_amount"`
+	NotOpened      int64 `json:"posted_but_not_opened"`
+	ExactlyMatched bool  `json:"exactly_matched"`
+}
+
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("demo", demoUsage, stderr)
+	var c demoConfig
+	fs.StringVar(&c.out, "out", "", "output `DIR` (default: a new directory under $TMPDIR)")
+	fs.Uint64Var(&c.tickets, "tickets", 50000, "red packets in the campaign")
+	fs.IntVar(&c.edges, "edges", 2, "edge servers (one shard each)")
+	fs.IntVar(&c.users, "users", 200000, "simulated users")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long users keep arriving")
+	fs.Float64Var(&c.rate, "rate", 10000, "shakes per second offered (open loop)")
+	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
+	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
+	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	switch {
+	case c.tickets == 0:
+		return usageError(stderr, "demo: --tickets must be at least 1")
+	case c.edges < 1 || uint64(c.edges) > c.tickets || c.edges > 64:
+		return usageError(stderr, "demo: --edges must be in 1..min(64, --tickets)")
+	case c.users < 1:
+		return usageError(stderr, "demo: --users must be at least 1")
+	case c.duration <= 0 || c.settleWithin <= 0:
+		return usageError(stderr, "demo: --duration and --settle-timeout must be positive")
+	case c.rate <= 0:
+		return usageError(stderr, "demo: --rate must be positive")
+	case c.brokers == "":
+		return usageError(stderr, "demo: --brokers must be HOST:PORT[,...] or embedded")
+	}
+	if c.tickets > ticket.MaxTicketAmount/188 {
+		return usageError(stderr, "demo: --tickets too large for the demo's budget")
+	}
+	if c.out == "" {
+		dir, err := os.MkdirTemp("", "shake-demo-")
+		if err != nil {
+			return usageError(stderr, "demo: cannot create an output directory: %v", err)
+		}
+		c.out = dir
+	} else if err := prepareOutDir(c.out); err != nil {
+		return usageError(stderr, "demo: --out: %v", err)
+	}
+	if isTerminal(stderr) {
+		c.progress = stderr
+	}
+	ctx, cancel := obs.SignalContext(context.Background())
+	defer cancel()
+	d := &demo{cfg: c, stdout: stdout, stderr: stderr}
+	return d.run(ctx)
+}
+
+// prepareOutDir creates dir, or accepts it if it exists and is empty: the demo never
+// mixes a new campaign with an old one's files.
+func prepareOutDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
+	}
+	return nil
+}
+
+type demo struct {
+	cfg     demoConfig
+	stdout  io.Writer
+	stderr  io.Writer
+	procs   []*proc.Proc
+	summary demoSummary
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.stdout, format+"\n", args...)
+}
+
+func (d *demo) fail(format string, args ...any) {
+	d.summary.Failures = append(d.summary.Failures, fmt.Sprintf(format, args...))
+}
+
+func (d *demo) run(ctx context.Context) int {
+	start := time.Now()
+	c := &d.cfg
+	s := &d.summary
+	s.Out, s.Edges, s.Tickets, s.Servers, s.Failures = c.out, c.edges, c.tickets, map[string]string{}, []string{}
+	defer d.stopAll()
+
+	// 1. Keys and campaign.
+	campaignKey, sessionKey := ticket.NewKey(), ticket.NewKey()
+	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
+	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey} {
+		if err := ticket.WriteKeyFile(path, k); err != nil {
+			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+			return 1
+		}
+	}
+	genStart := time.Now()
+	m, err := ticketgen.Generate(ctx, ticketgen.Config{
+		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
+		Edges: c.edges, Min: 1, Max: 2000, OutDir: c.out, Now: time.Now(),
+	})
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
+		return 1
+	}
+	s.Campaign, s.Budget, s.GenSeconds = m.Campaign, m.Budget, time.Since(genStart).Seconds()
+	d.say("campaign %q: %d red packets, budget %s, %d edge shards, generated in %.2fs into %s",
+		m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
+
+	// 2. Broker.
+	brokers := c.brokers
+	if brokers == "embedded" {
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{"shake.claims"}})
+		if err != nil {
+			fmt.Fprintf(d.stderr, "shake demo: starting the embedded broker: %v\n", err)
+			return 1
+		}
+		defer b.Close()
+		brokers = b.Addr()
+		d.say("embedded Kafka-protocol broker on %s (watch the claims: kcat -b %s -t shake.claims -C)", brokers, brokers)
+	}
+	s.Brokers = brokers
+	ledgerURL := c.ledgerURL
+	if ledgerURL == "" {
+		ledgerURL = "sqlite://" + filepath.Join(c.out, "ledger.db")
+	}
+	s.Ledger = ledgerURL
+
+	// 3. Servers.
+	if err := d.startServers(ctx, m, ckPath, skPath, brokers, ledgerURL); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v (logs in %s)\n", err, filepath.Join(c.out, "logs"))
+		return 1
+	}
+
+	// 4. Load.
+	var edgeURLs []string
+	for i := 0; i < c.edges; i++ {
+		edgeURLs = append(edgeURLs, "http://"+s.Servers[fmt.Sprintf("edge-%03d", i)])
+	}
+	d.say("driving %d users at %.0f shakes/s for %v ...", c.users, c.rate, c.duration)
+	res, err := bench.Run(ctx, bench.Config{
+		Label: "shake", EdgeURLs: edgeURLs, VerifierURL: "http://" + s.Servers["verifier"],
+		SessionKey: sessionKey, Users: c.users, Rate: c.rate, Duration: c.duration,
+		Think: 20 * time.Millisecond, MaxOpened: int(c.tickets), Progress: c.progress,
+	})
+	if c.progress != nil {
+		fmt.Fprintln(c.progress)
+	}
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: load: %v\n", err)
+		return 1
+	}
+	s.Bench = res
+	if res.Interrupted || ctx.Err() != nil {
+		d.fail("interrupted during the load")
+	}
+	d.say("load done: %d shakes, %d opened (%s)", res.Shake.Requests, res.OpenedN, fen(res.OpenedSum, m.Currency))
+
+	// 5. Settlement, then stop the servers in order and reconcile.
+	l, err := ledger.Open(context.Background(), ledgerURL)
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: opening the ledger: %v\n", err)
+		return 1
+	}
+	defer l.Close()
+	settleStart := time.Now()
+	d.waitSettled(ctx, l, m.Campaign, res.OpenedN)
+	s.SettleWait = time.Since(settleStart).Seconds()
+	d.stopAll()
+
+	rep, err := settler.Reconcile(context.Background(), m, c.out, l)
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: reconcile: %v\n", err)
+		return 1
+	}
+	s.Reconcile = rep
+	if !rep.OK {
+		d.fail("reconcile failed: %s", strings.Join(rep.Problems, "; "))
+	}
+	d.crossCheck(l, m.Campaign, res)
+
+	// 6. Report.
+	s.TotalSeconds = time.Since(start).Seconds()
+	s.OK = len(s.Failures) == 0
+	d.writeOutputs(res)
+	d.printSummary(m, res, rep)
+	if !s.OK {
+		return 1
+	}
+	return 0
+}
+
+// startServers starts the edges, the verifier and the settler and waits until each is ready.
+func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skPath, brokers, ledgerURL string) error {
+	c := &d.cfg
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this program to start the servers: %w", err)
+	}
+	logs := filepath.Join(c.out, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	manifest := filepath.Join(c.out, "manifest.json")
+	type spec struct {
+		name string
+		args []string
+	}
+	var specs []spec
+	for i, sh := range m.Shards {
+		specs = append(specs, spec{fmt.Sprintf("edge-%03d", i), []string{"edge",
+			"--tickets", filepath.Join(c.out, sh.File), "--key", filepath.Join(c.out, sh.KeyFile),
+			"--session-key", skPath, "--state", filepath.Join(c.out, fmt.Sprintf("edge-%03d.state", i))}})
+	}
+	specs = append(specs,
+		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
+			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
+		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
+			"--key", ckPath}},
+	)
+	for _, sp := range specs {
+		addr, err := proc.FreeAddr()
+		if err != nil {
+			return err
+		}
+		args := append(sp.args, "--listen", addr, "--log-format", "json")
+		p, err := proc.Start(sp.name, self, args, filepath.Join(logs, sp.name+".log"))
+		if err != nil {
+			return err
+		}
+		d.procs = append(d.procs, p)
+		if err := p.WaitReady(ctx, "http://"+addr+"/readyz", 30*time.Second); err != nil {
+			return err
+		}
+		d.summary.Servers[sp.name] = addr
+	}
+	d.say("started %d edges, a verifier and a settler (logs in %s)", len(m.Shards), logs)
+	return nil
+}
+
+// waitSettled polls the ledger until it holds at least want tickets of the campaign, the
+// settle timeout passes or the run is interrupted.
+func (d *demo) waitSettled(ctx context.Context, l ledger.Ledger, campaign string, want int64) {
+	deadline := time.Now().Add(d.cfg.settleWithin)
+	for {
+		st, err := l.Stats(ctx, campaign)
+		if err == nil && st.Tickets >= want {
+			return
+		}
+		if ctx.Err() != nil {
+			d.fail("interrupted while waiting for settlement")
+			return
+		}
+		if time.Now().After(deadline) {
+			d.fail("settlement incomplete after %v: %d of %d opened tickets posted", d.cfg.settleWithin, st.Tickets, want)
+			return
+		}
+		for _, p := range d.procs {
+			if p.ExitCode() != -1 || p.Err() != nil {
+				select {
+				case <-p.Done():
+					d.fail("%s exited early: %v", p.Name, p.Err())
+					return
+				default:
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// crossCheck compares, ticket by ticket, what users were told they opened with what the
+// ledger posted: every opened ticket posted once with its amount, nothing else posted.
+func (d *demo) crossCheck(l ledger.Ledger, campaign string, res *bench.Result) {
+	cc := &d.summary.CrossCheck
+	cc.OpenedTickets, cc.OpenedAmount = res.OpenedN, res.OpenedSum
+	opened := make(map[uint64]int64, len(res.Opened))
+	for _, o := range res.Opened {
+		opened[o.Ticket] = o.Amount
+	}
+	posted := make(map[uint64]int64, len(res.Opened))
+	var rows int64
+	err := l.Scan(context.Background(), campaign, func(id uint64, amount int64, _ string) error {
+		rows++
+		posted[id] = amount
+		if _, ok := opened[id]; !ok {
+			cc.NotOpened++
+		}
+		return nil
+	})
+	if err != nil {
+		d.fail("cross-check: scanning the ledger: %v", err)
+		return
+	}
+	for id, amount := range opened {
+		cc.Checked++
+		got, ok := posted[id]
+		switch {
+		case !ok:
+			cc.Missing++
+		case got != amount:
+			cc.WrongAmount++
+		}
+	}
+	if cc.Missing > 0 || cc.WrongAmount > 0 {
+		d.fail("cross-check: %d opened tickets missing from the ledger, %d with another amount", cc.Missing, cc.WrongAmount)
+	}
+	// Opened holds every opened ticket unless the bench truncated it; then extra postings
+	// cannot be told from unlisted opens, and only the totals are compared.
+	if !res.OpenedTruncated && cc.NotOpened > 0 {
+		d.fail("cross-check: %d tickets posted that no user was told were opened", cc.NotOpened)
+	}
+	if rows != res.OpenedN {
+		d.fail("cross-check: %d users were told they opened a ticket, the ledger holds %d postings", res.OpenedN, rows)
+	}
+	cc.ExactlyMatched = cc.Missing == 0 && cc.WrongAmount == 0 && rows == res.OpenedN && (res.OpenedTruncated || cc.NotOpened == 0)
+}
+
+// stopAll stops the servers in the order that loses nothing: edges first (no new
+// tickets), then the verifier (flushes its claims), then the settler (finishes its batch).
+func (d *demo) stopAll() {
+	for _, p := range d.procs {
+		if err := p.Stop(15 * time.Second); err != nil {
+			var exitErr interface{ ExitCode() int }
+			if errors.As(err, &exitErr) || err != nil {
+				d.fail("%s did not stop cleanly: %v", p.Name, err)
+			}
+		}
+	}
+	d.procs = nil
+}
+
+func (d *demo) writeOutputs(res *bench.Result) {
+	out := d.cfg.out
+	if b, err := json.MarshalIndent(&d.summary, "", "  "); err == nil {
+		if err := os.WriteFile(filepath.Join(out, "summary.json"), append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+		}
+	}
+	f, err := os.Create(filepath.Join(out, "report.html"))
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if err := bench.WriteHTML(f, res); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: writing the report: %v\n", err)
+	}
+}
+
+func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.Report) {
+	s := &d.summary
+	w := d.stdout
+	fmt.Fprintln(w)
+	if err := bench.WriteText(w, res); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+	}
+	fmt.Fprintf(w, "\nsettlement: %d tickets posted (%s) within %.1fs after the load\n",
+		rep.SettledTickets, fen(rep.SettledAmount, m.Currency), s.SettleWait)
+	fmt.Fprintf(w, "reconcile:  budget %s = settled %s + refunded %s + outstanding %s; duplicates %d, mismatches %d, unknown %d: %s\n",
+		fen(rep.Budget, m.Currency), fen(rep.SettledAmount, m.Currency), fen(rep.RefundedAmount, m.Currency),
+		fen(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
+	fmt.Fprintf(w, "cross-check: %d opened tickets checked against the ledger: %d missing, %d wrong amount, %d posted but never opened: %s\n",
+		s.CrossCheck.Checked, s.CrossCheck.Missing, s.CrossCheck.WrongAmount, s.CrossCheck.NotOpened, okWord(s.CrossCheck.ExactlyMatched))
+	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
+	for _, f := range s.Failures {
+		fmt.Fprintf(w, "FAILED: %s\n", f)
+	}
+	fmt.Fprintf(w, "demo %s in %.1fs\n", map[bool]string{true: "OK: the money reconciles", false: "FAILED"}[s.OK], s.TotalSeconds)
+}
+
+func okWord(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "NOT OK"
+}
+
+// fen formats an amount in minor units as major.minor with its currency, for people.
+func fen(amount int64, currency string) string {
+	sign := ""
+	if amount < 0 {
+		sign, amount = "-", -amount
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, amount/100, amount%100, currency)
+}

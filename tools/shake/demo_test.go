@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// runDemoProcess runs `shake demo` as a real process with small settings and returns its
+// exit code, stdout and the summary it wrote.
+func runDemoProcess(t *testing.T, out string, extra ...string) (int, string, map[string]any) {
+	t.Helper()
+	args := append([]string{"demo", "--out", out, "--tickets", "3000", "--edges", "2",
+		"--users", "6000", "--duration", "3s", "--rate", "1500"}, extra...)
+	cmd := exec.Command(shakeBinary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var summary map[string]any
+	if b, err := os.ReadFile(filepath.Join(out, "summary.json")); err == nil {
+		if err := json.Unmarshal(b, &summary); err != nil {
+			t.Fatalf("summary.json: %v", err)
+		}
+	}
+	if t.Failed() || code != 0 {
+		t.Logf("demo stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+	return code, stdout.String(), summary
+}
+
+func TestDemoReconciles(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "demo")
+	code, stdout, s := runDemoProcess(t, out)
+	if code != 0 {
+		t.Fatalf("demo exit %d, want 0", code)
+	}
+	if !strings.Contains(stdout, "the money reconciles") {
+		t.Errorf("stdout lacks the verdict:\n%s", stdout)
+	}
+	rec := s["reconcile"].(map[string]any)
+	cc := s["cross_check"].(map[string]any)
+	b := s["bench"].(map[string]any)
+	opened := b["opened_count"].(float64)
+	if s["ok"] != true || rec["ok"] != true || cc["exactly_matched"] != true {
+		t.Fatalf("summary not ok: ok=%v reconcile=%v cross_check=%v", s["ok"], rec["ok"], cc)
+	}
+	if opened == 0 || rec["settled_tickets"].(float64) != opened {
+		t.Fatalf("opened %v, settled %v", opened, rec["settled_tickets"])
+	}
+	if rec["settled_amount"].(float64) != b["opened_amount"].(float64) {
+		t.Fatalf("settled amount %v != opened amount %v", rec["settled_amount"], b["opened_amount"])
+	}
+	budget := rec["budget"].(float64)
+	if budget != rec["settled_amount"].(float64)+rec["refunded_amount"].(float64)+rec["outstanding_amount"].(float64) {
+		t.Fatalf("budget identity broken: %v", rec)
+	}
+	html, err := os.ReadFile(filepath.Join(out, "report.html"))
+	if err != nil || !bytes.Contains(html, []byte("<svg")) {
+		t.Fatalf("report.html missing or without charts: %v", err)
+	}
+}
+
+// TestDemoCatchesCorruptLedger changes one posted amount behind the settler's back while
+// the demo runs: the demo must notice and exit 1.
+func TestDemoCatchesCorruptLedger(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "ledger.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	corrupted := make(chan error, 1)
+	go func() { corrupted <- corruptFirstPosting(ctx, dbPath) }()
+
+	code, stdout, s := runDemoProcess(t, filepath.Join(dir, "demo"), "--ledger", "sqlite://"+dbPath)
+	cancel()
+	if err := <-corrupted; err != nil {
+		t.Fatalf("could not corrupt the ledger: %v", err)
+	}
+	if code != 1 {
+		t.Fatalf("demo exit %d on a corrupted ledger, want 1\n%s", code, stdout)
+	}
+	if s["ok"] != false || s["reconcile"].(map[string]any)["ok"] != false {
+		t.Fatalf("summary says ok on a corrupted ledger")
+	}
+	if !strings.Contains(stdout, "FAILED") {
+		t.Fatalf("stdout does not say it failed:\n%s", stdout)
+	}
+}
+
+// corruptFirstPosting waits for the first posting in the SQLite ledger and adds 1 to its
+// amount without touching any balance, as a buggy or malicious writer would.
+func corruptFirstPosting(ctx context.Context, path string) error {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+			if err != nil {
+				return err
+			}
+			res, err := db.ExecContext(ctx, `UPDATE postings SET amount = amount + 1 WHERE id = (SELECT min(id) FROM postings)`)
+			if err == nil {
+				if n, _ := res.RowsAffected(); n == 1 {
+					return db.Close()
+				}
+			}
+			db.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
