@@ -1,0 +1,717 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"shake/bench"
+	"shake/settler/ledger"
+)
+
+// Fault kinds, each injected at least once per run.
+type faultKind int
+
+const (
+	fKillEdge     faultKind = iota // SIGKILL one edge, restart it
+	fKillVerifier                  // SIGKILL the verifier, restart it
+	fKillSettler                   // SIGKILL the settler, restart it
+	fKillBroker                    // SIGKILL the broker, restart it (same --data)
+	fBrokerStop                    // SIGTERM the broker, leave it down a while, restart
+	fPGDown                        // cut the settler off PostgreSQL a while
+	fTermPeak                      // SIGTERM an edge, the verifier or the settler under load, restart
+	nFaultKinds
+)
+
+var faultNames = [nFaultKinds]string{"kill-edge", "kill-verifier", "kill-settler", "kill-broker",
+	"broker-stop", "pg-down", "term-under-load"}
+
+// fault is one scheduled injection.
+type fault struct {
+	at     time.Duration // from the start of the load
+	kind   faultKind
+	target int           // kill-edge: edge index; term-under-load: edge index, or edges = verifier, edges+1 = settler
+	down   time.Duration // broker-stop, pg-down: how long the component stays away
+}
+
+func (f fault) String() string {
+	return fmt.Sprintf("%s@%v(target %d, down %v)", faultNames[f.kind], f.at.Truncate(time.Millisecond), f.target, f.down.Truncate(time.Millisecond))
+}
+
+// makeSchedule draws the faults of a run from rng: every kind once, then random kinds,
+// one about every 5 s, spread over the load with jitter. The same seed gives the same
+// schedule (the moments are offsets from the start of the load; how long a restart
+// takes on the machine can delay the ones after it).
+func makeSchedule(rng *rand.Rand, d time.Duration, edges int) []fault {
+	n := max(int(nFaultKinds), int(d/(5*time.Second)))
+	kinds := make([]faultKind, 0, n)
+	for k := faultKind(0); k < nFaultKinds; k++ {
+		kinds = append(kinds, k)
+	}
+	for len(kinds) < n {
+		kinds = append(kinds, faultKind(rng.IntN(int(nFaultKinds))))
+	}
+	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	start, span := 2*time.Second, d-5*time.Second
+	if span < time.Second {
+		span = time.Second
+	}
+	slot := span / time.Duration(n)
+	out := make([]fault, n)
+	for i, k := range kinds {
+		f := fault{kind: k, at: start + time.Duration(i)*slot + time.Duration(rng.Int64N(int64(slot/2)+1))}
+		switch k {
+		case fKillEdge:
+			f.target = rng.IntN(edges)
+		case fTermPeak:
+			f.target = rng.IntN(edges + 2)
+		case fBrokerStop, fPGDown:
+			f.down = time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
+		}
+		out[i] = f
+	}
+	return out
+}
+
+// chaosRun is one TestChaos run in progress.
+type chaosRun struct {
+	t      *testing.T
+	replay string
+	c      *campaign
+	bin    string
+	edges  []*service
+	ver    *service
+	set    *service
+	brk    *service
+	proxy  *tcpProxy
+	pgURL  string
+
+	mu     sync.Mutex
+	counts [nFaultKinds]int
+	events []string
+}
+
+// breach reports one violated invariant, with the seed to replay it.
+func (r *chaosRun) breach(format string, args ...any) {
+	r.t.Helper()
+	r.t.Errorf("BREACH: "+format+" ["+r.replay+"]", args...)
+}
+
+func (r *chaosRun) services() []*service {
+	return append(append([]*service{}, r.edges...), r.ver, r.set, r.brk)
+}
+
+// sleep waits d or until ctx ends; it is the length of an outage, not synchronisation.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// inject runs one fault to completion: the component is back and ready when it returns.
+func (r *chaosRun) inject(ctx context.Context, f fault) error {
+	restart := func(s *service) error {
+		if err := s.start(ctx); err != nil {
+			return fmt.Errorf("restarting %s after %s: %w", s.name, faultNames[f.kind], err)
+		}
+		return nil
+	}
+	term := func(s *service) error {
+		if err := s.stop(30 * time.Second); err != nil {
+			r.breach("%s did not exit 0 on SIGTERM under load: %v (see %s)", s.name, err, s.logPath)
+		}
+		return restart(s)
+	}
+	switch f.kind {
+	case fKillEdge:
+		r.edges[f.target].kill()
+		return restart(r.edges[f.target])
+	case fKillVerifier:
+		r.ver.kill()
+		return restart(r.ver)
+	case fKillSettler:
+		r.set.kill()
+		return restart(r.set)
+	case fKillBroker:
+		r.brk.kill()
+		return restart(r.brk)
+	case fBrokerStop:
+		if err := r.brk.stop(30 * time.Second); err != nil {
+			r.breach("broker did not exit 0 on SIGTERM: %v (see %s)", err, r.brk.logPath)
+		}
+		sleep(ctx, f.down)
+		return restart(r.brk)
+	case fPGDown:
+		r.proxy.down()
+		sleep(ctx, f.down)
+		return r.proxy.up()
+	case fTermPeak:
+		switch {
+		case f.target < len(r.edges):
+			return term(r.edges[f.target])
+		case f.target == len(r.edges):
+			return term(r.ver)
+		default:
+			return term(r.set)
+		}
+	}
+	return fmt.Errorf("unknown fault kind %d", f.kind)
+}
+
+// runFaults injects the schedule, in order, until it is done or ctx ends.
+func (r *chaosRun) runFaults(ctx context.Context, loadStart time.Time, sched []fault) error {
+	for _, f := range sched {
+		sleep(ctx, time.Until(loadStart.Add(f.at)))
+		if ctx.Err() != nil {
+			return nil
+		}
+		t0 := time.Now()
+		if err := r.inject(ctx, f); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.counts[f.kind]++
+		r.events = append(r.events, fmt.Sprintf("%v %s took %v", time.Since(loadStart).Truncate(time.Millisecond), f, time.Since(t0).Truncate(time.Millisecond)))
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: want a positive Go duration", name, v)
+	}
+	return d
+}
+
+func envFloat(t *testing.T, name string, def float64) float64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return f
+}
+
+// TestChaos runs the whole chain as real processes under load while a seeded schedule
+// kills, stops and cuts off its components, then checks the money invariants. See
+// README.md for the knobs (SHAKE_CHAOS_SEED, SHAKE_CHAOS_DURATION, SHAKE_CHAOS_RATE).
+func TestChaos(t *testing.T) {
+	pgURL := os.Getenv("SHAKE_TEST_POSTGRES")
+	if pgURL == "" {
+		t.Skip("SHAKE_TEST_POSTGRES is unset: TestChaos needs a PostgreSQL ledger " +
+			"(CI sets it, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SHAKE_CHAOS_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("SHAKE_CHAOS_SEED=%q: want a decimal uint64", v)
+		}
+	}
+	duration := envDuration(t, "SHAKE_CHAOS_DURATION", 60*time.Second)
+	rate := envFloat(t, "SHAKE_CHAOS_RATE", 300)
+	const edges = 2
+	replay := fmt.Sprintf("replay with SHAKE_CHAOS_SEED=%d", seed)
+	t.Logf("chaos seed %d, duration %v, rate %.0f/s (%s)", seed, duration, rate, replay)
+	rng := rand.New(rand.NewPCG(seed, seed^0x6368616f73))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if dl, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-30*time.Second))
+		defer cancel()
+	}
+
+	bin := shakeBinary(t)
+	work, err := os.MkdirTemp("", "shake-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("SHAKE_CHAOS_KEEP") != "" {
+			t.Logf("work directory kept (logs in %s/logs) [%s]", work, replay)
+			return
+		}
+		os.RemoveAll(work)
+	})
+	logs := filepath.Join(work, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := "chaos-" + strconv.FormatUint(seed, 36) + "-" + strconv.FormatInt(time.Now().Unix(), 36)
+	const tickets = 20000
+	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, rng.Uint64())
+	t.Logf("campaign %s: %d tickets, budget %d, %d shards, in %s", id, c.manifest.Count, c.manifest.Budget, len(c.manifest.Shards), c.dir)
+
+	// PostgreSQL, reached by the settler only through the proxy.
+	pu, err := url.Parse(pgURL)
+	if err != nil {
+		t.Fatalf("SHAKE_TEST_POSTGRES: %v", err)
+	}
+	target := pu.Host
+	if pu.Port() == "" {
+		target += ":5432"
+	}
+	proxy, err := startTCPProxy(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.close()
+	su := *pu
+	su.Host = proxy.addr
+	settlerLedger := su.String()
+
+	r := &chaosRun{t: t, replay: replay, c: c, bin: bin, proxy: proxy, pgURL: pgURL}
+	mk := func(name string, args []string, http bool) *service {
+		s, err := newService(name, bin, args, logs, http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	r.brk = mk("broker", []string{"broker", "--data", filepath.Join(work, "broker"), "--partitions", "4", "--log-format", "json"}, false)
+	for i := 0; i < edges; i++ {
+		r.edges = append(r.edges, mk(fmt.Sprintf("edge-%03d", i), c.edgeArgs(i), true))
+	}
+	r.ver = mk("verifier", c.verifierArgs(r.brk.addr), true)
+	r.set = mk("settler", []string{"settler", "--brokers", r.brk.addr, "--ledger", settlerLedger,
+		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, true)
+	defer func() {
+		for _, s := range r.services() {
+			if s.running() {
+				s.kill()
+			}
+		}
+	}()
+	for _, s := range append([]*service{r.brk}, append(append([]*service{}, r.edges...), r.ver, r.set)...) {
+		if err := s.start(ctx); err != nil {
+			t.Fatalf("starting %s: %v (log %s)", s.name, err, s.logPath)
+		}
+	}
+
+	// Taps between the bench and the servers: they see every token and every open.
+	truth := newLedgerOfTruth(c)
+	var edgeURLs []string
+	var taps []*tap
+	for i, s := range r.edges {
+		tp, err := startTap(s.name, s.addr, truth.onShake(s.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		taps = append(taps, tp)
+		edgeURLs = append(edgeURLs, tp.url())
+		_ = i
+	}
+	vtap, err := startTap("verifier", r.ver.addr, truth.onOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taps = append(taps, vtap)
+	defer func() {
+		for _, tp := range taps {
+			tp.close()
+		}
+	}()
+
+	sched := makeSchedule(rng, duration, edges)
+	var windows []time.Duration
+	for total := time.Duration(0); total < duration; {
+		w := 4*time.Second + time.Duration(rng.Int64N(int64(5*time.Second)))
+		w = min(w, duration-total)
+		windows = append(windows, w)
+		total += w
+	}
+	t.Logf("schedule (%d faults): %v", len(sched), sched)
+
+	// Load, in back-to-back bench windows, while the faults run.
+	loadStart := time.Now()
+	faultCtx, stopFaults := context.WithCancel(ctx)
+	faultErr := make(chan error, 1)
+	go func() { faultErr <- r.runFaults(faultCtx, loadStart, sched) }()
+	var results []*bench.Result
+	for i, w := range windows {
+		res, err := bench.Run(ctx, bench.Config{
+			Label: fmt.Sprintf("w%d", i), EdgeURLs: edgeURLs, VerifierURL: vtap.url(),
+			SessionKey: c.sessionKey, Users: 50000, Rate: rate, Ramp: w / 3, Duration: w,
+			Think: 20 * time.Millisecond, Timeout: 5 * time.Second, Seed: rng.Uint64(),
+		})
+		if res != nil {
+			results = append(results, res)
+			t.Logf("window %d (%v): shakes %d %v errors %v | opens %d errors %v", i, w, res.Shake.Requests,
+				res.Shake.Results, res.Shake.Errors, res.OpenedN, openErrors(res))
+		}
+		if err != nil {
+			t.Errorf("bench window %d: %v [%s]", i, err, replay)
+			break
+		}
+	}
+	t.Logf("load done after %v", time.Since(loadStart).Truncate(time.Millisecond))
+	// Let the schedule finish what is due: faults drawn inside the duration still run
+	// even when the load windows ended a little early, so a seed always replays in full.
+	var ferr error
+	select {
+	case ferr = <-faultErr:
+	case <-time.After(time.Until(loadStart.Add(duration + 2*time.Minute))):
+		stopFaults()
+		ferr = <-faultErr
+	}
+	stopFaults()
+	if ferr != nil {
+		t.Errorf("fault injection: %v [%s]", ferr, replay)
+	}
+	for k := faultKind(0); k < nFaultKinds; k++ {
+		t.Logf("faults injected: %-16s %d", faultNames[k], r.counts[k])
+	}
+	for _, e := range r.events {
+		t.Logf("  %s", e)
+	}
+
+	// Restore everything.
+	if err := proxy.up(); err != nil {
+		t.Fatalf("PostgreSQL proxy cannot listen again: %v", err)
+	}
+	for _, s := range append([]*service{r.brk}, append(append([]*service{}, r.edges...), r.ver, r.set)...) {
+		if !s.running() {
+			if err := s.start(ctx); err != nil {
+				t.Fatalf("restoring %s: %v (log %s) [%s]", s.name, err, s.logPath, replay)
+			}
+		}
+	}
+
+	r.check(ctx, results, truth)
+}
+
+// openErrors returns a run's open errors (nil when it opened nothing).
+func openErrors(res *bench.Result) map[string]int64 {
+	if res.Open == nil {
+		return nil
+	}
+	return res.Open.Errors
+}
+
+// opened is a ticket a client was answered 200 "opened" for.
+type opened struct {
+	uid    uint64
+	amount int64
+}
+
+type postingRow struct {
+	amount int64
+	uid    string
+	n      int
+}
+
+// check waits for settlement to drain and checks every invariant.
+func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *ledgerOfTruth) {
+	t := r.t
+	c := r.c
+	truth.mu.Lock()
+	defer truth.mu.Unlock()
+
+	// 1. No ticket issued to two users: every won token the edges handed out, opened
+	// with the shard keys derived from campaign.key.
+	issued := map[uint64][]issue{}
+	for _, is := range truth.issues {
+		issued[is.tok.Ticket] = append(issued[is.tok.Ticket], is)
+		if is.tok.UID != is.sessUID {
+			r.breach("%s sealed ticket %d for uid %d, but uid %d asked", is.edge, is.tok.Ticket, is.tok.UID, is.sessUID)
+		}
+		if fmt.Sprintf("edge-%03d", is.tok.Shard) != is.edge || !c.manifest.InShard(int(is.tok.Shard), is.tok.Ticket) {
+			r.breach("%s handed out ticket %d sealed as shard %d, outside its range", is.edge, is.tok.Ticket, is.tok.Shard)
+		}
+	}
+	for _, u := range truth.undecodable {
+		r.breach("an edge handed out a token the campaign keys cannot open: %s", u)
+	}
+	doubleUsers, doubleSame := 0, 0
+	for id, list := range issued {
+		if len(list) < 2 {
+			continue
+		}
+		uids := map[uint64]bool{}
+		for _, is := range list {
+			uids[is.tok.UID] = true
+		}
+		if len(uids) > 1 {
+			doubleUsers++
+			if doubleUsers <= 10 {
+				r.breach("ticket %d issued to %d different users: %+v", id, len(uids), list)
+			}
+		} else {
+			doubleSame++
+			if doubleSame <= 10 {
+				r.breach("ticket %d issued %d times (same user %d): %+v", id, len(list), list[0].tok.UID, list)
+			}
+		}
+	}
+	t.Logf("tokens handed out: %d (distinct tickets %d), undecodable %d, issued to two users %d, issued twice to one user %d; shake answers %v, hang-ups %d",
+		len(truth.issues), len(issued), len(truth.undecodable), doubleUsers, doubleSame, truth.shakeStatus, truth.shakeErrs)
+
+	// 2. What clients were answered 200 for, from the bench and from the tap.
+	ok200 := map[uint64]opened{}
+	var benchOpened int64
+	benchErr := map[string]int64{}
+	for _, res := range results {
+		if res.OpenedTruncated {
+			r.breach("bench run %s truncated its opened list; the cross-check would be partial", res.Label)
+		}
+		benchOpened += res.OpenedN
+		for k, v := range openErrors(res) {
+			benchErr[k] += v
+		}
+		for _, o := range res.Opened {
+			if prev, ok := ok200[o.Ticket]; ok && (prev.uid != o.UID || prev.amount != o.Amount) {
+				r.breach("ticket %d opened by uid %d (amount %d) and by uid %d (amount %d)", o.Ticket, prev.uid, prev.amount, o.UID, o.Amount)
+			}
+			ok200[o.Ticket] = opened{o.UID, o.Amount}
+		}
+	}
+	for _, k := range []string{"already_opened", "not_your_ticket", "invalid_token", "expired", "bad_response", "http_error"} {
+		if benchErr[k] > 0 {
+			r.breach("the verifier answered %d genuine opens %q", benchErr[k], k)
+		}
+	}
+	tapOnly := 0
+	for id, a := range truth.attempts {
+		if a.otherUID {
+			r.breach("ticket %d was opened by two different sessions", id)
+		}
+		if a.ok200 == 0 {
+			continue
+		}
+		if is, ok := issued[id]; ok && int64(is[0].tok.Amount) != a.amount {
+			r.breach("ticket %d opened with amount %d, its token says %d", id, a.amount, is[0].tok.Amount)
+		}
+		if _, ok := ok200[id]; !ok {
+			tapOnly++ // answered 200 after the bench's own timeout
+			ok200[id] = opened{a.uid, a.amount}
+		}
+	}
+	for _, w := range truth.wrong200 {
+		r.breach("the verifier answered 200 for the wrong ticket or amount: %s", w)
+	}
+	if truth.badOpenBody > 0 || truth.badShakeBody > 0 {
+		r.breach("%d open and %d shake 200 answers were not valid JSON", truth.badOpenBody, truth.badShakeBody)
+	}
+	t.Logf("opens answered 200: %d distinct tickets (bench counted %d, %d more seen only by the tap); open answers %v, hang-ups %d; bench open errors %v",
+		len(ok200), benchOpened, tapOnly, truth.openStatus, truth.openErrs, benchErr)
+
+	// 3. Settlement drains: poll the ledger until every opened ticket is posted and the
+	// count has stopped moving.
+	l, err := ledger.Open(ctx, r.pgURL)
+	if err != nil {
+		t.Fatalf("opening the ledger: %v", err)
+	}
+	defer l.Close()
+	drainStart := time.Now()
+	const drainBound = 3 * time.Minute
+	var st ledger.Stats
+	last, lastChange := int64(-1), time.Now()
+	for {
+		st, err = l.Stats(ctx, c.id)
+		if err == nil && st.Tickets != last {
+			last, lastChange = st.Tickets, time.Now()
+		}
+		if err == nil && st.Tickets >= int64(len(ok200)) && time.Since(lastChange) >= 5*time.Second {
+			break
+		}
+		if time.Since(drainStart) > drainBound || ctx.Err() != nil {
+			r.breach("settlement did not drain within %v: %d tickets posted, %d opened with 200 (last error %v)", drainBound, st.Tickets, len(ok200), err)
+			break
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+	t.Logf("settlement drained in %v: %+v", time.Since(drainStart).Truncate(time.Millisecond), st)
+
+	// 4. The postings, straight from PostgreSQL.
+	conn, err := pgx.Connect(ctx, r.pgURL)
+	if err != nil {
+		t.Fatalf("connecting to PostgreSQL: %v", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT ticket, amount, uid FROM postings WHERE campaign = $1`, c.id)
+	if err != nil {
+		t.Fatalf("querying postings: %v", err)
+	}
+	posted := map[uint64]*postingRow{}
+	var postedSum int64
+	for rows.Next() {
+		var tid, amount int64
+		var uid string
+		if err := rows.Scan(&tid, &amount, &uid); err != nil {
+			t.Fatalf("scanning postings: %v", err)
+		}
+		postedSum += amount
+		if p, ok := posted[uint64(tid)]; ok {
+			p.n++
+			continue
+		}
+		posted[uint64(tid)] = &postingRow{amount: amount, uid: uid, n: 1}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("reading postings: %v", err)
+	}
+	rows.Close()
+	dupPost, missing, wrongAmount, wrongUID := 0, 0, 0, 0
+	for id, p := range posted {
+		if p.n > 1 {
+			dupPost++
+			r.breach("ticket %d posted %d times", id, p.n)
+		}
+	}
+	for id, o := range ok200 {
+		p, ok := posted[id]
+		switch {
+		case !ok:
+			missing++
+			if missing <= 10 {
+				r.breach("ticket %d was opened (200, uid %d, amount %d) but is not in the ledger: a lost claim", id, o.uid, o.amount)
+			}
+		case p.amount != o.amount:
+			wrongAmount++
+			r.breach("ticket %d posted with amount %d, opened with %d", id, p.amount, o.amount)
+		case p.uid != strconv.FormatUint(o.uid, 10):
+			wrongUID++
+			r.breach("ticket %d posted to uid %s, opened by uid %d", id, p.uid, o.uid)
+		}
+	}
+	// Postings nobody was answered 200 for are acceptable only when a client did try to
+	// open that ticket (its answer was lost to a timeout, a hang-up or a 503 while the
+	// claim was in fact durable), and then only for that client and the token's amount.
+	unanswered, invented := 0, 0
+	for id, p := range posted {
+		if _, ok := ok200[id]; ok {
+			continue
+		}
+		a, tried := truth.attempts[id]
+		if !tried {
+			invented++
+			if invented <= 10 {
+				r.breach("ticket %d posted (uid %s, amount %d) but no client ever tried to open it", id, p.uid, p.amount)
+			}
+			continue
+		}
+		unanswered++
+		if p.uid != strconv.FormatUint(a.uid, 10) {
+			r.breach("ticket %d posted to uid %s, but uid %d tried to open it", id, p.uid, a.uid)
+		}
+		if is, ok := issued[id]; ok && int64(is[0].tok.Amount) != p.amount {
+			r.breach("ticket %d posted with amount %d, its token says %d", id, p.amount, is[0].tok.Amount)
+		}
+	}
+	t.Logf("ledger: %d postings (amount %d): opened-200 missing %d, wrong amount %d, wrong uid %d, posted twice %d; "+
+		"posted after an unanswered open (timeout/hang-up/503, acceptable) %d; posted but never opened %d",
+		len(posted), postedSum, missing, wrongAmount, wrongUID, dupPost, unanswered, invented)
+
+	// 5. Resources, before the servers stop.
+	for _, s := range r.services() {
+		p := s.current()
+		if p == nil || !s.running() {
+			r.breach("%s is not running at the end", s.name)
+			continue
+		}
+		fds, ferr := fdCount(p.Pid())
+		thr, terr := threadCount(p.Pid())
+		if ferr != nil || terr != nil {
+			t.Errorf("reading /proc for %s: %v %v", s.name, ferr, terr)
+			continue
+		}
+		note := "goroutines not exposed on /metrics (no go_goroutines): not checked"
+		if s.http {
+			if page, err := httpGet("http://" + s.addr + "/metrics"); err == nil {
+				if g, ok := metricValue(page, "go_goroutines"); ok {
+					note = fmt.Sprintf("goroutines %.0f", g)
+					if g > 10000 {
+						r.breach("%s has %.0f goroutines (bound 10000)", s.name, g)
+					}
+				}
+			}
+		}
+		t.Logf("%s (pid %d, started %d times): fds %d, threads %d; %s", s.name, p.Pid(), s.starts, fds, thr, note)
+		if fds >= 1000 {
+			r.breach("%s holds %d file descriptors (bound 1000)", s.name, fds)
+		}
+		if thr >= 500 {
+			r.breach("%s runs %d OS threads (bound 500)", s.name, thr)
+		}
+	}
+
+	// 6. Clean stop, in the order that loses nothing.
+	for _, s := range append(append([]*service{}, r.edges...), r.ver, r.set, r.brk) {
+		if err := s.stop(30 * time.Second); err != nil {
+			r.breach("%s did not exit 0 on the final SIGTERM: %v", s.name, err)
+		}
+	}
+
+	// 7. shake reconcile, against PostgreSQL directly.
+	cmd := exec.CommandContext(ctx, r.bin, "reconcile", "--manifest", c.manPath, "--ledger", r.pgURL)
+	out, err := cmd.Output()
+	var rep struct {
+		OK                bool  `json:"ok"`
+		Budget            int64 `json:"budget"`
+		SettledTickets    int64 `json:"settled_tickets"`
+		SettledAmount     int64 `json:"settled_amount"`
+		RefundedAmount    int64 `json:"refunded_amount"`
+		OutstandingAmount int64 `json:"outstanding_amount"`
+	}
+	if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil || !rep.OK {
+		r.breach("shake reconcile: exit %v, ok %v, output %s", err, rep.OK, strings.TrimSpace(string(out)))
+	} else if rep.Budget != rep.SettledAmount+rep.RefundedAmount+rep.OutstandingAmount || rep.SettledAmount != postedSum {
+		r.breach("reconcile totals do not add up: %s (postings sum %d)", out, postedSum)
+	}
+	t.Logf("reconcile: %s", strings.TrimSpace(string(out)))
+
+	// 8. No process panicked or broke an invariant it checks itself.
+	for _, s := range r.services() {
+		hits, err := scanLog(s.logPath, 5)
+		if err != nil {
+			t.Errorf("reading %s: %v", s.logPath, err)
+		}
+		for _, h := range hits {
+			r.breach("%s log: %s", s.name, h)
+		}
+	}
+	names := make([]string, 0, nFaultKinds)
+	for k := faultKind(0); k < nFaultKinds; k++ {
+		names = append(names, fmt.Sprintf("%s=%d", faultNames[k], r.counts[k]))
+	}
+	sort.Strings(names)
+	t.Logf("summary: faults %s; opened %d, posted %d; %s", strings.Join(names, " "), len(ok200), len(posted), r.replay)
+}
+
+func httpGet(u string) ([]byte, error) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+}

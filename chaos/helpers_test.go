@@ -1,0 +1,306 @@
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"shake/internal/proc"
+	"shake/ticket"
+)
+
+// readyTimeout bounds how long a (re)started server may take to answer /readyz 200. It
+// is generous: the tests run on a small machine shared with other builds and tests.
+const readyTimeout = 90 * time.Second
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// shakeBinary builds shake/tools/shake once per test binary (without -race: the children
+// are the subject, and a race-instrumented child is several times slower) and returns
+// its path.
+func shakeBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "shake-chaos-bin-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "shake")
+		cmd := exec.Command("go", "build", "-o", binPath, "shake/tools/shake")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build shake/tools/shake: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("cannot build the shake binary: %v", buildErr)
+	}
+	return binPath
+}
+
+// campaign is a generated campaign on disk plus what the test needs to check tokens.
+type campaign struct {
+	dir         string
+	id          string
+	manifest    *ticket.Manifest
+	manPath     string
+	ckPath      string
+	skPath      string
+	campaignKey []byte
+	sessionKey  []byte
+	sess        *ticket.SessionKey
+	opener      *ticket.Opener
+}
+
+// runCLI runs the shake binary with args and fails the test on a non-zero exit.
+func runCLI(t testing.TB, bin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("shake %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return stdout.Bytes()
+}
+
+// newCampaign generates a campaign through the CLI (keys init, gen) into dir, exactly as
+// an operator would, and derives the shard keys from campaign.key so that the test can
+// open every token it sees.
+func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, seed uint64) *campaign {
+	t.Helper()
+	runCLI(t, bin, "keys", "init", "--out", dir)
+	runCLI(t, bin, "gen", "--campaign", id, "--key", filepath.Join(dir, "campaign.key"),
+		"--budget", strconv.FormatUint(count*188, 10), "--count", strconv.FormatUint(count, 10),
+		"--edges", strconv.Itoa(edges), "--min", "1", "--max", "2000",
+		"--seed", strconv.FormatUint(seed, 10), "--out", dir)
+	c := &campaign{dir: dir, id: id, manPath: filepath.Join(dir, "manifest.json"),
+		ckPath: filepath.Join(dir, "campaign.key"), skPath: filepath.Join(dir, "session.key")}
+	var err error
+	if c.manifest, err = ticket.LoadManifest(c.manPath); err != nil {
+		t.Fatal(err)
+	}
+	if c.campaignKey, err = ticket.ReadKeyFile(c.ckPath); err != nil {
+		t.Fatal(err)
+	}
+	if c.sessionKey, err = ticket.ReadKeyFile(c.skPath); err != nil {
+		t.Fatal(err)
+	}
+	if c.sess, err = ticket.NewSessionKey(c.sessionKey); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([][]byte, len(c.manifest.Shards))
+	for i := range keys {
+		if keys[i], err = ticket.ShardKey(c.campaignKey, id, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.opener, err = ticket.NewOpener(keys); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// edgeArgs returns the command line of edge i (without --listen).
+func (c *campaign) edgeArgs(i int) []string {
+	sh := c.manifest.Shards[i]
+	return []string{"edge", "--tickets", filepath.Join(c.dir, sh.File), "--key", filepath.Join(c.dir, sh.KeyFile),
+		"--session-key", c.skPath, "--state", filepath.Join(c.dir, fmt.Sprintf("edge-%03d.state", i)),
+		"--log-format", "json"}
+}
+
+// verifierArgs returns the verifier's command line (without --listen).
+func (c *campaign) verifierArgs(brokers string) []string {
+	return []string{"verifier", "--manifest", c.manPath, "--key", c.ckPath, "--session-key", c.skPath,
+		"--brokers", brokers, "--spool", filepath.Join(c.dir, "spool"), "--log-format", "json"}
+}
+
+// service is one long-lived child process that the tests may kill and restart on the
+// same address with the same command line.
+type service struct {
+	name    string
+	bin     string
+	args    []string // without --listen
+	addr    string
+	logPath string
+	http    bool // ready on GET /readyz; otherwise when the port accepts connections
+
+	mu     sync.Mutex
+	p      *proc.Proc
+	starts int
+}
+
+func newService(name, bin string, args []string, logDir string, http bool) (*service, error) {
+	addr, err := proc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return &service{name: name, bin: bin, args: args, addr: addr, http: http,
+		logPath: filepath.Join(logDir, name+".log")}, nil
+}
+
+// start starts the process and waits until it is ready.
+func (s *service) start(ctx context.Context) error {
+	args := append(append([]string{}, s.args...), "--listen", s.addr)
+	p, err := proc.Start(s.name, s.bin, args, s.logPath)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.p = p
+	s.starts++
+	s.mu.Unlock()
+	if s.http {
+		return p.WaitReady(ctx, "http://"+s.addr+"/readyz", readyTimeout)
+	}
+	return waitListening(ctx, p, s.addr, readyTimeout)
+}
+
+// current returns the running process (nil before the first start).
+func (s *service) current() *proc.Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+// running reports whether the current process is alive.
+func (s *service) running() bool {
+	p := s.current()
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (s *service) kill() {
+	if p := s.current(); p != nil {
+		p.Kill()
+	}
+}
+
+// stop sends SIGTERM and returns the exit error (nil for a clean exit 0).
+func (s *service) stop(timeout time.Duration) error {
+	p := s.current()
+	if p == nil {
+		return nil
+	}
+	return p.Stop(timeout)
+}
+
+// waitListening polls addr until a TCP connection succeeds, p exits or timeout passes.
+func waitListening(ctx context.Context, p *proc.Proc, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("%s exited before it listened (%v): %w", p.Name, p.Err(), proc.ErrNotReady)
+		case <-ctx.Done():
+			return fmt.Errorf("%s at %s: %w", p.Name, addr, proc.ErrNotReady)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// crashMarkers are the log lines that mean a process crashed or broke an invariant:
+// Go's own panic and fatal-error banners, the obs server's recovered handler panic, and
+// the "BUG:" prefix the team uses for a broken invariant.
+var crashMarkers = []string{"panic:", "fatal error:", "handler panic", "BUG:"}
+
+// scanLog returns the log lines that carry a crash marker (at most max of them).
+func scanLog(path string, max int) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer f.Close()
+	var hits []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, m := range crashMarkers {
+			if strings.Contains(line, m) {
+				if len(hits) < max {
+					hits = append(hits, line)
+				}
+				break
+			}
+		}
+	}
+	return hits, sc.Err()
+}
+
+// fdCount returns the number of open file descriptors of pid (Linux /proc).
+func fdCount(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
+// threadCount returns the number of OS threads of pid (Linux /proc).
+func threadCount(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, errors.New("no Threads line")
+}
+
+// metricValue returns the value of an unlabelled metric from a Prometheus text page.
+func metricValue(page []byte, name string) (float64, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(page))
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
