@@ -94,6 +94,9 @@ type durable struct {
 	mProduce, mBatch                                                 *obs.Histogram
 }
 
+// kafkaBatchSize is kafka-go's per-partition batch size (see newDurable).
+const kafkaBatchSize = 64
+
 var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
 
 func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logger) *durable {
@@ -109,7 +112,12 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 			Balancer:     &kafka.Hash{},
 			RequiredAcks: kafka.RequireAll,
 			Async:        false,
-			BatchSize:    cfg.BatchMax,
+			// kafka-go allocates a []Message of BatchSize for every partition batch it
+			// opens, so BatchSize is the expected claims per partition per linger, not our
+			// group size: 1024 made each small write allocate ~160 KB per partition and
+			// the GC dominated the verifier's CPU. A fuller partition simply opens another
+			// batch; our groups of up to BatchMax claims still go in one WriteMessages.
+			BatchSize:    kafkaBatchSize,
 			BatchBytes:   int64(cfg.BatchMax) * ticket.MaxClaimLen,
 			// kafka-go's default is 1 s, which would add a second to every open.
 			BatchTimeout:           cfg.BatchTimeout,
