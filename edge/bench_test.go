@@ -33,7 +33,8 @@ func BenchmarkShakeWin(b *testing.B) {
 		if i == pool {
 			b.StopTimer()
 			// The pool is spent: start over on a fresh edge so every op stays a win.
-			s = startEdge(b, benchFixture(b, pool), nil)
+			f = benchFixture(b, pool)
+			s = startEdge(b, f, nil)
 			h = s.Handler()
 			auths = benchSessions(f, pool)
 			i = 0
