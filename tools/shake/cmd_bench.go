@@ -69,7 +69,7 @@ Example:
 func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("bench", benchUsage, stderr)
 	edges := fs.String("edge", "", "edge base `URL`s, comma-separated (required)")
-	verifier := fs.String("verifier", "", "verifier base `URL` (required)")
+	verifier := fs.String("verifier", "", "verifier base `URL` (required unless --no-open)")
 	keyPath := fs.String("session-key", "", "session.key `file` (required)")
 	users := fs.Int("users", bench.DefaultUsers, "number of simulated users (uids 1..N)")
 	rate := fs.Float64("rate", 1000, "arrivals (shakes) per second; 0 = closed loop, as fast as --connections clients go")
@@ -91,7 +91,11 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
-	if err := requireFlag(fs, "edge", "verifier", "session-key"); err != nil {
+	required := []string{"edge", "verifier", "session-key"}
+	if *noOpen {
+		required = []string{"edge", "session-key"} // nothing is opened, so no verifier is needed
+	}
+	if err := requireFlag(fs, required...); err != nil {
 		return usageError(stderr, "bench: %v", err)
 	}
 	var edgeURLs []string
