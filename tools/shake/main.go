@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"text/tabwriter"
 )
@@ -33,7 +34,37 @@ func register(c command) {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stop := startProfile(os.Getenv("SHAKE_CPUPROFILE"), os.Args[1:])
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// startProfile writes a CPU profile of this process to PREFIX.<command>.<pid>.pprof when
+// SHAKE_CPUPROFILE=PREFIX is set. Child processes (the demo's servers) inherit the
+// variable, so one run profiles every process of the chain, each into its own file.
+func startProfile(prefix string, args []string) (stop func()) {
+	if prefix == "" {
+		return func() {}
+	}
+	name := "shake"
+	if len(args) > 0 {
+		name = args[0]
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", prefix, name, os.Getpid()))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "shake: SHAKE_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(os.Stderr, "shake: SHAKE_CPUPROFILE: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run dispatches args to a subcommand and returns the exit code; tests call it directly.
