@@ -32,7 +32,9 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
   1. writes campaign.key and session.key and generates a campaign of N red packets
-     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR;
+     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
+     with one round that spans the load; edges pace its tickets evenly over the round
+     (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
      Kafka client, e.g. kcat -b ADDR -t shake.claims -C, can watch the claims), unless
      --brokers names a real one;
@@ -49,6 +51,9 @@ Exit codes: 0 the money reconciles and every opened ticket is settled exactly on
 1 a check failed, a server failed, or the run was interrupted (Ctrl-C stops everything
 cleanly and says what was reached); 2 bad usage.
 `
+
+// demoStartup is the time the round allows for starting the servers before the load.
+const demoStartup = 3 * time.Second
 
 // demoConfig is a checked set of demo flags.
 type demoConfig struct {
@@ -102,8 +107,8 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.Uint64Var(&c.tickets, "tickets", 50000, "red packets in the campaign")
 	fs.IntVar(&c.edges, "edges", 2, "edge servers (one shard each)")
 	fs.IntVar(&c.users, "users", 200000, "simulated users")
-	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long users keep arriving")
-	fs.Float64Var(&c.rate, "rate", 10000, "shakes per second offered (open loop)")
+	fs.DurationVar(&c.duration, "duration", 40*time.Second, "how long users keep arriving")
+	fs.Float64Var(&c.rate, "rate", 5000, "shakes per second offered (open loop)")
 	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
@@ -193,10 +198,14 @@ func (d *demo) run(ctx context.Context) int {
 			return 1
 		}
 	}
+	// One timed round that covers the load, with its tickets paced evenly over the
+	// window, as at the gala: wins (and so opens) arrive at a steady rate instead of all
+	// in the first seconds. The round opens now and allows demoStartup for the servers.
 	genStart := time.Now()
+	round := ticket.RoundWindow{Start: genStart.Truncate(time.Second), End: genStart.Add(demoStartup + c.duration).Truncate(time.Second)}
 	m, err := ticketgen.Generate(ctx, ticketgen.Config{
 		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
-		Edges: c.edges, Min: 1, Max: 2000, OutDir: c.out, Now: time.Now(),
+		Edges: c.edges, Min: 1, Max: 2000, Rounds: []ticket.RoundWindow{round}, OutDir: c.out, Now: genStart,
 	})
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
@@ -205,6 +214,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.Campaign, s.Budget, s.GenSeconds = m.Campaign, m.Budget, time.Since(genStart).Seconds()
 	d.say("campaign %q: %d red packets, budget %s, %d edge shards, generated in %.2fs into %s",
 		m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
+	d.say("round 0 open %s to %s, tickets paced evenly over it", round.Start.Format(time.TimeOnly), round.End.Format(time.TimeOnly))
 
 	// 2. Broker.
 	brokers := c.brokers
@@ -309,7 +319,7 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	for i, sh := range m.Shards {
 		specs = append(specs, spec{fmt.Sprintf("edge-%03d", i), []string{"edge",
 			"--tickets", filepath.Join(c.out, sh.File), "--key", filepath.Join(c.out, sh.KeyFile),
-			"--session-key", skPath, "--state", filepath.Join(c.out, fmt.Sprintf("edge-%03d.state", i))}})
+			"--session-key", skPath, "--state", filepath.Join(c.out, fmt.Sprintf("edge-%03d.state", i)), "--pace"}})
 	}
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
