@@ -117,8 +117,8 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 			// group size: 1024 made each small write allocate ~160 KB per partition and
 			// the GC dominated the verifier's CPU. A fuller partition simply opens another
 			// batch; our groups of up to BatchMax claims still go in one WriteMessages.
-			BatchSize:    kafkaBatchSize,
-			BatchBytes:   int64(cfg.BatchMax) * ticket.MaxClaimLen,
+			BatchSize:  kafkaBatchSize,
+			BatchBytes: int64(cfg.BatchMax) * ticket.MaxClaimLen,
 			// kafka-go's default is 1 s, which would add a second to every open.
 			BatchTimeout:           cfg.BatchTimeout,
 			MaxAttempts:            2,
