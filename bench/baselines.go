@@ -47,6 +47,11 @@ type BaselineOptions struct {
 	StoreConns int
 	// Log receives one line per baseline as it starts (nil: silent).
 	Log io.Writer
+	// BareURL, when set, is a bare baseline server already running in a process of its
+	// own (shake baseline), measured instead of one started in this process. The edge
+	// always runs in its own process, and a server that shares the client's runtime
+	// answers measurably faster, so the fair ceiling is out of process too.
+	BareURL string
 }
 
 // BaselineResult is one baseline's run, or why it was skipped.
@@ -124,6 +129,9 @@ func runBaseline(ctx context.Context, cfg Config, opt BaselineOptions, kind stri
 	var cleanup func()
 	switch kind {
 	case BaselineBare:
+		if opt.BareURL != "" {
+			return runAgainst(ctx, cfg, br, opt.BareURL, func() {})
+		}
 		srv, err := obs.Listen(obs.ServerConfig{Name: "bare", Listen: "127.0.0.1:0"}, baseline.Handler)
 		if err != nil {
 			br.Skipped = err.Error()

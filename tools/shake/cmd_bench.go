@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"shake/bench"
 	"shake/internal/obs"
+	"shake/internal/proc"
 	"shake/ticket"
 )
 
@@ -152,8 +154,18 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		if cfg.Progress != nil {
 			logw = stderr
 		}
-		res.Baselines, runErr = bench.RunBaselines(ctx, bcfg, bench.BaselineOptions{
-			Kinds: kinds, RedisAddr: *redisAddr, PostgresURL: *pgURL, Log: logw})
+		opt := bench.BaselineOptions{Kinds: kinds, RedisAddr: *redisAddr, PostgresURL: *pgURL, Log: logw}
+		if slices.Contains(kinds, bench.BaselineBare) {
+			// The edge runs in a process of its own, so the bare ceiling does too.
+			url, stop, err := startBareBaseline(ctx)
+			if err != nil {
+				fmt.Fprintf(stderr, "shake bench: bare baseline in its own process failed (%v); measuring it in this process\n", err)
+			} else {
+				defer stop()
+				opt.BareURL = url
+			}
+		}
+		res.Baselines, runErr = bench.RunBaselines(ctx, bcfg, opt)
 		for _, b := range res.Baselines {
 			if b.Skipped != "" {
 				fmt.Fprintf(stderr, "shake bench: baseline %s skipped: %s\n", b.Name, b.Skipped)
@@ -222,4 +234,26 @@ func checkBenchFlags(c *bench.Config) error {
 		return fmt.Errorf("--max-opened: must be >= 1, have %d", c.MaxOpened)
 	}
 	return nil
+}
+
+// startBareBaseline runs `shake baseline` as a child process on a free loopback port and
+// returns its URL once it answers /readyz.
+func startBareBaseline(ctx context.Context) (url string, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	addr, err := proc.FreeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := proc.Start("baseline", self, []string{"baseline", "--listen", addr}, os.DevNull)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := p.WaitReady(ctx, "http://"+addr+"/readyz", 10*time.Second); err != nil {
+		p.Kill()
+		return "", nil, err
+	}
+	return "http://" + addr, func() { p.Stop(5 * time.Second) }, nil
 }
