@@ -104,6 +104,7 @@ func newFixture(t testing.TB, spec shardSpec) *fixture {
 		Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY",
 		Shard: spec.shard, Shards: spec.shards, FirstTicket: spec.first, Count: spec.count,
 		Amount: total, TTLSeconds: spec.ttl, Rounds: spec.rounds, CreatedAt: spec.created,
+		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard),
 	}
 	next := spec.first
 	for i, n := range spec.perRnd {

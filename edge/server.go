@@ -261,6 +261,12 @@ func (s *Server) loadKeys() error {
 			return fmt.Errorf("%w: %s is shard %d's key, %s is shard %d", ErrKey, s.cfg.Key, n, s.cfg.Tickets, s.hdr.Shard)
 		}
 	}
+	if err := ticket.CheckShardKey(key, s.hdr.Campaign, s.hdr.Shard, s.hdr.KeyCheck); err != nil {
+		return fmt.Errorf("%w: %s is not the key %s was generated with: %w", ErrKey, s.cfg.Key, s.cfg.Tickets, err)
+	}
+	if s.hdr.KeyCheck == "" {
+		s.log.Warn("shard has no key check (made by an older generator): the key is only checked for form", "shard", s.cfg.Tickets)
+	}
 	if st, err := os.Stat(s.cfg.Key); err == nil && st.Mode().Perm()&0o077 != 0 {
 		s.log.Warn("shard key is readable by other users", "key", s.cfg.Key, "mode", st.Mode().Perm().String())
 	}

@@ -2,8 +2,11 @@ package ticket
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -86,4 +89,32 @@ func ReadKeyFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("key %s holds %d bytes: %w", path, len(b), ErrKeySize)
 	}
 	return b, nil
+}
+
+// ErrKeyMismatch reports a key that is well formed but not the one a shard or manifest
+// was generated with.
+var ErrKeyMismatch = errors.New("key does not match the campaign's key check")
+
+// KeyCheck is a public fingerprint of a shard key: the first 16 bytes of
+// HMAC-SHA256(shardKey, "shake/v1/key-check|<campaign>|<shard>"), in hex. The generator
+// records it in the shard header and the manifest, so an edge refuses a key that would
+// seal tokens no verifier can open, and a verifier refuses a campaign.key that is not
+// the one the campaign was generated with. It reveals nothing usable about the key.
+func KeyCheck(shardKey []byte, campaign string, shard int) string {
+	m := hmac.New(sha256.New, shardKey)
+	m.Write([]byte("shake/v1/key-check|" + campaign + "|" + strconv.Itoa(shard)))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// CheckShardKey returns ErrKeyMismatch unless shardKey matches want (a KeyCheck value).
+// An empty want (a shard made before key checks existed) passes.
+func CheckShardKey(shardKey []byte, campaign string, shard int, want string) error {
+	if want == "" {
+		return nil
+	}
+	got := KeyCheck(shardKey, campaign, shard)
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return fmt.Errorf("%w (shard %d of campaign %s)", ErrKeyMismatch, shard, campaign)
+	}
+	return nil
 }

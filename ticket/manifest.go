@@ -22,6 +22,9 @@ type ManifestShard struct {
 	Amount      int64        `json:"amount"`
 	SHA256      string       `json:"sha256"`
 	Rounds      []RoundRange `json:"rounds"`
+	// KeyCheck is the shard key's KeyCheck: the verifier refuses a campaign.key whose
+	// derived shard keys do not match it.
+	KeyCheck string `json:"key_check,omitempty"`
 }
 
 // Manifest describes a whole campaign: its budget, its rounds and every shard.

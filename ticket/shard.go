@@ -87,6 +87,9 @@ type ShardHeader struct {
 	Rounds      []RoundWindow `json:"rounds"`
 	RoundRanges []RoundRange  `json:"round_ranges"`
 	CreatedAt   time.Time     `json:"created_at"`
+	// KeyCheck is KeyCheck(shard key, campaign, shard): the edge refuses a key that
+	// does not match it.
+	KeyCheck string `json:"key_check,omitempty"`
 }
 
 // Validate checks the header's internal consistency.

@@ -450,6 +450,7 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 	if err := ticket.WriteKeyFile(filepath.Join(dir, keyFile(i)), shardKey); err != nil {
 		return err
 	}
+	s.KeyCheck = ticket.KeyCheck(shardKey, p.cfg.Campaign, i)
 	path := filepath.Join(dir, shardFile(i))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -466,6 +467,7 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 		Version: ticket.ShardVersion, Campaign: p.cfg.Campaign, Currency: p.cfg.Currency,
 		Shard: i, Shards: len(p.shards), FirstTicket: s.FirstTicket, Count: s.Count, Amount: s.Amount,
 		TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds, RoundRanges: s.Rounds, CreatedAt: p.created,
+		KeyCheck: s.KeyCheck,
 	}
 	sw, err := ticket.NewShardWriter(io.MultiWriter(f, sum), h)
 	if err != nil {

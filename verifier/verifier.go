@@ -157,6 +157,10 @@ func New(cfg Config) (*Server, error) {
 		if keys[i], err = ticket.ShardKey(ck, man.Campaign, i); err != nil {
 			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 		}
+		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
+		if err := ticket.CheckShardKey(keys[i], man.Campaign, i, sh.KeyCheck); err != nil {
+			return nil, fmt.Errorf("campaign key %s is not the key manifest %s was generated with: %w", cfg.Key, cfg.Manifest, err)
+		}
 		firsts[i], counts[i] = sh.FirstTicket, sh.Count
 	}
 	if s.opener, err = ticket.NewOpener(keys); err != nil {
