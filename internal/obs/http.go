@@ -89,6 +89,7 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
+	RegisterProcessMetrics(cfg.Registry)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot listen on %s: %w", cfg.Name, cfg.Listen, err)

@@ -247,3 +247,22 @@ func BenchmarkCounterInc(b *testing.B) {
 		c.Inc()
 	}
 }
+
+func TestProcessMetrics(t *testing.T) {
+	r := NewRegistry()
+	RegisterProcessMetrics(r)
+	RegisterProcessMetrics(r) // idempotent
+	var b strings.Builder
+	if _, err := r.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, name := range []string{"go_goroutines ", "process_open_fds ", "go_heap_live_bytes "} {
+		if strings.Count(out, "\n"+name) != 1 {
+			t.Errorf("%q appears %d times in:\n%s", name, strings.Count(out, "\n"+name), out)
+		}
+	}
+	if strings.Contains(out, "go_goroutines 0\n") || strings.Contains(out, "process_open_fds 0\n") {
+		t.Errorf("implausible zero values:\n%s", out)
+	}
+}
