@@ -290,16 +290,47 @@ func stripScheme(u string) string {
 	return u
 }
 
+// ReportSection is a titled table of facts that a caller (the demo) puts at the top of
+// the report: settlement and reconciliation, say. Verdict, when set, is shown as OK or
+// FAILED next to the title.
+type ReportSection struct {
+	Title   string
+	Verdict *bool
+	Rows    [][2]string
+}
+
 // WriteHTML writes one self-contained HTML page for res: inline CSS and SVG charts, no
 // script and no external resource, so it renders offline.
-func WriteHTML(w io.Writer, res *Result) error {
+func WriteHTML(w io.Writer, res *Result) error { return WriteHTMLReport(w, res, "shake bench", nil) }
+
+// WriteHTMLReport is WriteHTML with a title and sections of the caller's, shown first.
+func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSection) error {
 	var b strings.Builder
-	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>shake bench report</title><style>" +
+	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + esc(title) + " report</title><style>" +
 		"body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:960px}" +
 		"table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}" +
 		"th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}svg{display:block;margin:1.5em 0;font-family:inherit}" +
 		".note{color:#666;font-size:90%}</style></head><body>\n")
-	fmt.Fprintf(&b, "<h1>shake bench</h1><p>%s, ", esc(res.Mode))
+	fmt.Fprintf(&b, "<h1>%s</h1>", esc(title))
+	for _, sec := range sections {
+		fmt.Fprintf(&b, "<h2>%s", esc(sec.Title))
+		if sec.Verdict != nil {
+			if *sec.Verdict {
+				b.WriteString(` <span style="color:#1a7f37">OK</span>`)
+			} else {
+				b.WriteString(` <span style="color:#cf222e">FAILED</span>`)
+			}
+		}
+		b.WriteString("</h2><table>")
+		for _, r := range sec.Rows {
+			fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td></tr>", esc(r[0]), esc(r[1]))
+		}
+		b.WriteString("</table>\n")
+	}
+	if len(sections) > 0 {
+		b.WriteString("<h2>Load</h2>")
+	}
+	fmt.Fprintf(&b, "<p>%s, ", esc(res.Mode))
 	if res.Rate > 0 {
 		fmt.Fprintf(&b, "%.0f shakes/s offered", res.Rate)
 		if res.Ramp > 0 {

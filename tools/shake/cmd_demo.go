@@ -291,7 +291,7 @@ func (d *demo) run(ctx context.Context) int {
 	// 6. Report.
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.OK = len(s.Failures) == 0
-	d.writeOutputs(res)
+	d.writeOutputs(res, m, rep)
 	d.printSummary(m, res, rep)
 	if !s.OK {
 		return 1
@@ -442,7 +442,7 @@ func (d *demo) stopAll() {
 	d.procs = nil
 }
 
-func (d *demo) writeOutputs(res *bench.Result) {
+func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.Report) {
 	out := d.cfg.out
 	if b, err := json.MarshalIndent(&d.summary, "", "  "); err == nil {
 		if err := os.WriteFile(filepath.Join(out, "summary.json"), append(b, '\n'), 0o644); err != nil {
@@ -455,9 +455,42 @@ func (d *demo) writeOutputs(res *bench.Result) {
 		return
 	}
 	defer f.Close()
-	if err := bench.WriteHTML(f, res); err != nil {
+	if err := bench.WriteHTMLReport(f, res, "shake demo", d.reportSections(m, rep)); err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: writing the report: %v\n", err)
 	}
+}
+
+// reportSections puts the verdict, the money and the cross-check at the top of
+// report.html, above the load charts.
+func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.ReportSection {
+	s := &d.summary
+	cc := &s.CrossCheck
+	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Rows: [][2]string{
+		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards))},
+		{"broker", s.Brokers}, {"ledger", s.Ledger},
+		{"settlement wait after the load", fmt.Sprintf("%.1fs", s.SettleWait)},
+		{"total time", fmt.Sprintf("%.1fs", s.TotalSeconds)},
+	}}}
+	for _, f := range s.Failures {
+		verdict[0].Rows = append(verdict[0].Rows, [2]string{"failure", f})
+	}
+	ccOK := cc.ExactlyMatched
+	return append(verdict,
+		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{
+			{"budget", fen(rep.Budget, m.Currency)},
+			{"settled", fmt.Sprintf("%s in %d tickets", fen(rep.SettledAmount, m.Currency), rep.SettledTickets)},
+			{"refunded", fen(rep.RefundedAmount, m.Currency)},
+			{"outstanding", fen(rep.OutstandingAmount, m.Currency)},
+			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
+			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
+		}},
+		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
+			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, fen(cc.OpenedAmount, m.Currency))},
+			{"checked one by one", fmt.Sprintf("%d", cc.Checked)},
+			{"missing from the ledger", fmt.Sprintf("%d", cc.Missing)},
+			{"posted with another amount", fmt.Sprintf("%d", cc.WrongAmount)},
+			{"posted but never opened", fmt.Sprintf("%d", cc.NotOpened)},
+		}})
 }
 
 func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.Report) {

@@ -73,6 +73,11 @@ func TestDemoReconciles(t *testing.T) {
 	if err != nil || !bytes.Contains(html, []byte("<svg")) {
 		t.Fatalf("report.html missing or without charts: %v", err)
 	}
+	for _, want := range []string{"<title>shake demo report</title>", "Reconciliation <span", "Every opened ticket against the ledger"} {
+		if !bytes.Contains(html, []byte(want)) {
+			t.Errorf("report.html lacks %q", want)
+		}
+	}
 }
 
 // TestDemoCatchesCorruptLedger changes one posted amount behind the settler's back while
