@@ -167,7 +167,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return genError(stderr, err)
 	}
-	fmt.Fprintf(stdout, "campaign %s: %d tickets, budget %d %s, %d shards, seed %d, written to %s\n",
+	fmt.Fprintf(stdout, "campaign %s: %d tickets, budget %d (minor units, %s), %d shards, seed %d, written to %s\n",
 		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), m.Seed, *out)
 	return 0
 }
