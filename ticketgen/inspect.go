@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"shake/ticket"
 )
@@ -219,7 +220,7 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 		if !sameRounds(h.Rounds, m.Rounds) {
 			sr.problem("round windows differ from the manifest's")
 		}
-		if !sameRanges(h.RoundRanges, ms.Rounds) {
+		if !slices.Equal(h.RoundRanges, ms.Rounds) {
 			sr.problem("round ranges differ from the manifest's")
 		}
 		if h.Count > 0 && (int64(sr.MinAmount) < m.Min || int64(sr.MaxAmount) > m.Max) {
@@ -254,18 +255,6 @@ func sameRounds(a, b []ticket.RoundWindow) bool {
 	}
 	for i := range a {
 		if a[i].Index != b[i].Index || !a[i].Start.Equal(b[i].Start) || !a[i].End.Equal(b[i].End) {
-			return false
-		}
-	}
-	return true
-}
-
-func sameRanges(a, b []ticket.RoundRange) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -133,7 +134,7 @@ func (r *Registry) Histogram(name, help string, buckets []float64, labels ...str
 	}
 	checkBuckets(name, buckets)
 	s := r.register(name, help, typeHistogram, labels, func(s *series) { s.hist = newHistogram(buckets) })
-	if !equalFloats(s.hist.bounds, buckets) {
+	if !slices.Equal(s.hist.bounds, buckets) {
 		panic("BUG: obs: histogram " + name + " registered again with other buckets")
 	}
 	return s.hist
@@ -151,18 +152,6 @@ func checkBuckets(name string, buckets []float64) {
 			panic("BUG: obs: histogram " + name + " buckets are not strictly increasing")
 		}
 	}
-}
-
-func equalFloats(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // register finds or creates the series name{labels}; mk initialises a new series.

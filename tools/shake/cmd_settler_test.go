@@ -213,29 +213,39 @@ func metric(addr, name string) (float64, bool) {
 // It uses 20,000 claims by default (this package's tests run often, on a shared
 // machine); SHAKE_KILL9_CLAIMS=100000 runs the full size.
 func TestSettlerKill9(t *testing.T) {
-	count := 20_000
+	count := 50_000
 	if s := os.Getenv("SHAKE_KILL9_CLAIMS"); s != "" {
 		count, _ = strconv.Atoi(s)
 	}
 	e := newSettlerEnv(t, count)
 	e.produceClaims(t, 1, uint64(count))
 	url := "sqlite://" + filepath.Join(e.dir, "ledger.db")
-	// Kill until at least 5 kills have landed while claims were still being settled.
+	// Kill until at least 5 kills have landed while this run was settling: each run is
+	// killed at a random moment after it has posted something (a settler that has not yet
+	// rejoined the group is consuming nothing, so a kill then would prove nothing).
 	kills, mid := 0, 0
 	for mid < 5 && kills < 20 {
+		before := settledTickets(t, url, e.m.Campaign)
+		if before == int64(count) {
+			break
+		}
 		cmd, _ := e.startSettler(t, url, freePort(t))
-		time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
+		progress := time.Now().Add(30 * time.Second)
+		for settledTickets(t, url, e.m.Campaign) == before && before < int64(count) && time.Now().Before(progress) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rand.IntN(80)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		kills++
 		n := settledTickets(t, url, e.m.Campaign)
-		if n < int64(count) {
+		if n > before && n < int64(count) {
 			mid++
 		}
-		t.Logf("kill %d: %d tickets settled", kills, n)
+		t.Logf("kill %d: %d -> %d tickets settled", kills, before, n)
 	}
 	if mid < 5 {
-		t.Logf("only %d kills landed mid-run (%d claims are too few); set SHAKE_KILL9_CLAIMS higher", mid, count)
+		t.Fatalf("only %d of %d kills landed while claims were being settled; raise SHAKE_KILL9_CLAIMS", mid, kills)
 	}
 	listen := freePort(t)
 	cmd, logs := e.startSettler(t, url, listen)

@@ -12,17 +12,11 @@ import (
 	"shake/ticket"
 )
 
-func shake(args ...string) (code int, stdout, stderr string) {
-	var out, errb bytes.Buffer
-	code = run(args, &out, &errb)
-	return code, out.String(), errb.String()
-}
-
 // keysDir runs keys init into a fresh directory and returns it.
 func keysDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "keys")
-	if code, _, errOut := shake("keys", "init", "--out", dir); code != 0 {
+	if code, _, errOut := runCLI("keys", "init", "--out", dir); code != 0 {
 		t.Fatalf("keys init: %d %s", code, errOut)
 	}
 	return dir
@@ -31,7 +25,7 @@ func keysDir(t *testing.T) string {
 // wantUsage checks exit code 2, one line on stderr starting with prefix and naming want.
 func wantUsage(t *testing.T, args []string, prefix, want string) {
 	t.Helper()
-	code, out, errOut := shake(args...)
+	code, out, errOut := runCLI(args...)
 	if code != 2 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, prefix) || !strings.Contains(errOut, want) {
 		t.Errorf("%v: code %d stdout %q stderr %q (want %q)", args, code, out, errOut, want)
 	}
@@ -70,7 +64,7 @@ func TestKeysInit(t *testing.T) {
 func TestSessionMint(t *testing.T) {
 	dir := keysDir(t)
 	kp := filepath.Join(dir, "session.key")
-	code, out, errOut := shake("session", "mint", "--key", kp, "--uid", "1234", "--ttl", "2h")
+	code, out, errOut := runCLI("session", "mint", "--key", kp, "--uid", "1234", "--ttl", "2h")
 	if code != 0 || errOut != "" || !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("code %d out %q err %q", code, out, errOut)
 	}
@@ -100,7 +94,7 @@ func genArgs(keys, out string, extra ...string) []string {
 func TestGenAndInspect(t *testing.T) {
 	keys := keysDir(t)
 	out := filepath.Join(t.TempDir(), "camp")
-	code, stdout, errOut := shake(genArgs(keys, out, "--seed", "9", "--weights", "1,2,3,4",
+	code, stdout, errOut := runCLI(genArgs(keys, out, "--seed", "9", "--weights", "1,2,3,4",
 		"--round", "2030-01-28T12:00:00Z/2030-01-28T12:05:00Z", "--round", "2030-01-28T13:00:00+08:00/2030-01-28T13:05:00+08:00"[0:0]+"2030-01-28T13:00:00Z/2030-01-28T13:05:00Z",
 		"--min", "10", "--max", "500", "--ttl", "48h", "--currency", "USD")...)
 	if code != 0 || errOut != "" || !strings.Contains(stdout, "1000 tickets") {
@@ -114,19 +108,19 @@ func TestGenAndInspect(t *testing.T) {
 		m.Shards[3].Count != 400 || m.Shards[0].Count != 100 {
 		t.Fatalf("manifest %+v", m)
 	}
-	code, stdout, errOut = shake("inspect", "--key", filepath.Join(keys, "campaign.key"), filepath.Join(out, "manifest.json"))
+	code, stdout, errOut = runCLI("inspect", "--key", filepath.Join(keys, "campaign.key"), filepath.Join(out, "manifest.json"))
 	if code != 0 || errOut != "" || !strings.Contains(stdout, "OK: every check passed") || !strings.Contains(stdout, "4 shard key files match") {
 		t.Fatalf("inspect manifest: %d\n%s\n%s", code, stdout, errOut)
 	}
 	shard := filepath.Join(out, "edge-002.tickets")
-	code, stdout, _ = shake("inspect", shard, "--key", filepath.Join(keys, "campaign.key"))
+	code, stdout, _ = runCLI("inspect", shard, "--key", filepath.Join(keys, "campaign.key"))
 	if code != 0 || !strings.Contains(stdout, "300 checked, 0 bad") || !strings.Contains(stdout, "shard     2 of 4") {
 		t.Fatalf("inspect shard: %d\n%s", code, stdout)
 	}
 
 	// Wrong key: every MAC fails, exit 1.
 	other := keysDir(t)
-	code, stdout, errOut = shake("inspect", "--key", filepath.Join(other, "campaign.key"), shard)
+	code, stdout, errOut = runCLI("inspect", "--key", filepath.Join(other, "campaign.key"), shard)
 	if code != 1 || !strings.Contains(stdout, "FAILED") || !strings.Contains(errOut, "problem") {
 		t.Fatalf("wrong key: %d\n%s\n%s", code, stdout, errOut)
 	}
@@ -135,10 +129,10 @@ func TestGenAndInspect(t *testing.T) {
 	bad := bytes.Clone(orig)
 	bad[len(bad)/2] ^= 1
 	os.WriteFile(shard, bad, 0o644)
-	if code, _, _ := shake("inspect", shard); code != 1 {
+	if code, _, _ := runCLI("inspect", shard); code != 1 {
 		t.Fatalf("flipped shard: exit %d", code)
 	}
-	if code, _, _ := shake("inspect", filepath.Join(out, "manifest.json")); code != 1 {
+	if code, _, _ := runCLI("inspect", filepath.Join(out, "manifest.json")); code != 1 {
 		t.Fatalf("manifest with a flipped shard: exit %d", code)
 	}
 	os.WriteFile(shard, orig, 0o644)
@@ -154,7 +148,7 @@ func TestGenReproducibleWithSeed(t *testing.T) {
 	keys := keysDir(t)
 	load := func(seed string) []ticket.Record {
 		out := t.TempDir()
-		if code, _, errOut := shake(genArgs(keys, out, "--seed", seed)...); code != 0 {
+		if code, _, errOut := runCLI(genArgs(keys, out, "--seed", seed)...); code != 0 {
 			t.Fatal(errOut)
 		}
 		var all []ticket.Record
@@ -223,7 +217,7 @@ func TestGenBadInput(t *testing.T) {
 		}
 	}
 	wantUsage(t, []string{"gen", "--campaign", "c1"}, "shake gen: ", "--key is required")
-	if code, _, errOut := shake("gen", "-h"); code != 0 || !strings.Contains(errOut, "double-mean") {
+	if code, _, errOut := runCLI("gen", "-h"); code != 0 || !strings.Contains(errOut, "double-mean") {
 		t.Fatalf("gen -h: %d", code)
 	}
 }
@@ -233,10 +227,7 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "shake")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := shakeBinary(t)
 	dir := t.TempDir()
 	exit := func(args ...string) (int, string, string) {
 		cmd := exec.Command(bin, args...)

@@ -17,10 +17,10 @@ func TestServersRefuseWrongKeys(t *testing.T) {
 	bin := shakeBinary(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "camp")
-	if code, _, errOut := shake("keys", "init", "--out", dir); code != 0 {
+	if code, _, errOut := runCLI("keys", "init", "--out", dir); code != 0 {
 		t.Fatalf("keys init: %s", errOut)
 	}
-	if code, _, errOut := shake("gen", "--campaign", "kc", "--key", filepath.Join(dir, "campaign.key"),
+	if code, _, errOut := runCLI("gen", "--campaign", "kc", "--key", filepath.Join(dir, "campaign.key"),
 		"--budget", "1000", "--count", "100", "--edges", "2", "--out", out); code != 0 {
 		t.Fatalf("gen: %s", errOut)
 	}
