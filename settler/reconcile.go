@@ -35,10 +35,15 @@ type Report struct {
 	UnknownTickets    int64  `json:"unknown_tickets"`
 	OK                bool   `json:"ok"`
 
-	Currency        string   `json:"currency"`
-	Funded          bool     `json:"funded"`
-	Refunded        bool     `json:"refunded"`
-	RefundPosted    bool     `json:"refund_posted,omitempty"` // this run posted the refund
+	Currency     string `json:"currency"`
+	Funded       bool   `json:"funded"`
+	Refunded     bool   `json:"refunded"`
+	RefundPosted bool   `json:"refund_posted,omitempty"` // this run posted the refund
+	// LateTickets and LateAmount are claims opened before expiry that reached the ledger
+	// after the refund and were paid from the sponsor account; RefundedAmount is the
+	// refund net of them, so budget = settled + refunded + outstanding still holds.
+	LateTickets     int64    `json:"late_settled_tickets"`
+	LateAmount      int64    `json:"late_settled_amount"`
 	BalanceSum      int64    `json:"balance_sum"`
 	DriftedAccounts int64    `json:"drifted_accounts"`
 	Problems        []string `json:"problems"`
@@ -66,7 +71,8 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 		return nil, err
 	}
 	r := &Report{Campaign: m.Campaign, Budget: m.Budget, Tickets: m.Count, Currency: m.Currency, Problems: []string{},
-		SettledTickets: st.Tickets, SettledAmount: st.SettledAmount, RefundedAmount: st.RefundedAmount,
+		SettledTickets: st.Tickets, SettledAmount: st.SettledAmount, RefundedAmount: st.RefundedAmount - st.LateAmount,
+		LateTickets: st.LateTickets, LateAmount: st.LateAmount,
 		Funded: st.Funded, Refunded: st.Refunded, BalanceSum: au.BalanceSum, DriftedAccounts: au.DriftedAccounts}
 
 	var (
@@ -119,6 +125,15 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 	if r.OutstandingAmount < 0 {
 		r.problem("settled %d + refunded %d exceed the budget %d", r.SettledAmount, r.RefundedAmount, m.Budget)
 	}
+	lateOK := true
+	if st.LateAmount > 0 && !st.Refunded {
+		lateOK = false
+		r.problem("%d postings (%d) paid from the sponsor account, but the campaign was never refunded", st.LateTickets, st.LateAmount)
+	}
+	if st.LateAmount > st.RefundedAmount {
+		lateOK = false
+		r.problem("late claims paid by the sponsor (%d) exceed the refund (%d)", st.LateAmount, st.RefundedAmount)
+	}
 	if uint64(r.SettledTickets) > m.Count {
 		r.problem("%d tickets settled, campaign has %d", r.SettledTickets, m.Count)
 	}
@@ -143,7 +158,7 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 		r.problem("postings exist but the campaign was never funded")
 	}
 	r.OK = r.Duplicates == 0 && r.Mismatches == 0 && r.UnknownTickets == 0 && r.OutstandingAmount >= 0 &&
-		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK
+		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK && lateOK
 	return r, nil
 }
 

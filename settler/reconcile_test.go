@@ -203,6 +203,20 @@ func TestRefundOnceAfterExpiry(t *testing.T) {
 			if err != nil || !r.OK || r.OutstandingAmount != 0 || r.RefundedAmount != c.manifest.Budget-settled {
 				t.Fatalf("after refund %+v %v", r, err)
 			}
+
+			// Ticket 4 was opened before expiry but its claim arrives only now (it sat in a
+			// verifier's spool while Kafka was down): it is paid, by the sponsor, and the
+			// refund is reported net of it, so the budget identity still holds.
+			settle(t, l, c, 4)
+			r, err = Reconcile(ctx, c.manifest, c.dir, l)
+			late := amountOf(4)
+			if err != nil || !r.OK || r.LateTickets != 1 || r.LateAmount != late ||
+				r.SettledAmount != settled+late || r.RefundedAmount != c.manifest.Budget-settled-late || r.OutstandingAmount != 0 {
+				t.Fatalf("after a late claim %+v %v", r, err)
+			}
+			if r.Budget != r.SettledAmount+r.RefundedAmount+r.OutstandingAmount {
+				t.Fatalf("budget identity broken: %+v", r)
+			}
 		})
 	}
 }

@@ -312,21 +312,12 @@ func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Write
 			}
 			return err
 		})
-		switch {
-		case errors.Is(err, ledger.ErrRefunded):
-			// Not one of these can be paid any more: park them all for an operator.
-			for i := range msgs {
-				if _, reason, _ := s.cfg.Validator.Check(msgs[i].Value); reason == "" {
-					b.dead = append(b.dead, deadLetter(&msgs[i], ReasonRefunded, err.Error()))
-				}
-			}
-		case err != nil:
+		if err != nil {
 			return err
-		default:
-			s.mPosted.Add(uint64(res.Posted))
-			s.mDup.Add(uint64(res.Duplicates))
-			s.mAmount.Add(uint64(res.Amount))
 		}
+		s.mPosted.Add(uint64(res.Posted))
+		s.mDup.Add(uint64(res.Duplicates))
+		s.mAmount.Add(uint64(res.Amount))
 	}
 	if len(b.dead) > 0 {
 		if err := s.retryWith(ctx, "dead-letter", nil, s.mDLQErrs, func(actx context.Context) error {
@@ -380,7 +371,7 @@ func (s *Settler) observeLag(msgs []kafka.Message) {
 }
 
 // retry runs fn until it succeeds, ctx ends, or it fails for good (ErrInvalid,
-// ErrRefunded, ErrConflict: retrying cannot change the answer). Every failure counts
+// ErrConflict: retrying cannot change the answer). Every failure counts
 // against the breaker; while the breaker is open nothing is attempted (and, since the
 // Run loop is waiting here, nothing is fetched).
 func (s *Settler) retry(ctx context.Context, what string, fn func(context.Context) error) error {
@@ -409,7 +400,7 @@ func (s *Settler) retryWith(ctx context.Context, what string, br *Breaker, errs 
 			}
 			return nil
 		}
-		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrRefunded) || errors.Is(err, ledger.ErrConflict) {
+		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) {
 			if br != nil {
 				br.Success() // the ledger answered; it is up
 			}

@@ -12,20 +12,19 @@ import (
 
 // Reasons a claim is sent to the dead-letter topic instead of the ledger.
 const (
-	ReasonMalformed     = "malformed"         // not a well-formed claim (ticket.ParseClaim failed)
-	ReasonCampaign      = "wrong_campaign"    // another campaign than the manifest's
-	ReasonUnknownTicket = "unknown_ticket"    // ticket id inside no shard of the manifest
-	ReasonShard         = "wrong_shard"       // the claim names another shard than the one owning the ticket
-	ReasonRound         = "wrong_round"       // the claim names another round than the ticket's
-	ReasonCurrency      = "wrong_currency"    // another currency than the campaign's
-	ReasonAmount        = "wrong_amount"      // amount outside [min, max] or not the ticket's amount
-	ReasonMAC           = "bad_mac"           // ticket MAC missing or not the generator's (with --key)
-	ReasonRefunded      = "campaign_refunded" // the campaign's remainder went back to the sponsor
+	ReasonMalformed     = "malformed"      // not a well-formed claim (ticket.ParseClaim failed)
+	ReasonCampaign      = "wrong_campaign" // another campaign than the manifest's
+	ReasonUnknownTicket = "unknown_ticket" // ticket id inside no shard of the manifest
+	ReasonShard         = "wrong_shard"    // the claim names another shard than the one owning the ticket
+	ReasonRound         = "wrong_round"    // the claim names another round than the ticket's
+	ReasonCurrency      = "wrong_currency" // another currency than the campaign's
+	ReasonAmount        = "wrong_amount"   // amount outside [min, max] or not the ticket's amount
+	ReasonMAC           = "bad_mac"        // ticket MAC missing or not the generator's (with --key)
 )
 
 // Reasons lists every dead-letter reason (one metric series each).
 var Reasons = []string{ReasonMalformed, ReasonCampaign, ReasonUnknownTicket, ReasonShard, ReasonRound,
-	ReasonCurrency, ReasonAmount, ReasonMAC, ReasonRefunded}
+	ReasonCurrency, ReasonAmount, ReasonMAC}
 
 // Validator checks claims against the campaign's manifest: the settler's second check of
 // what the verifier already checked, so that nothing the manifest disagrees with is paid.

@@ -33,9 +33,6 @@ var (
 	ErrInvalid = errors.New("invalid posting")
 	// ErrNotFunded reports a posting for a campaign whose budget was never funded.
 	ErrNotFunded = errors.New("campaign not funded")
-	// ErrRefunded reports a posting for a campaign whose remainder was already refunded:
-	// posting it would spend money that has gone back to the sponsor.
-	ErrRefunded = errors.New("campaign already refunded")
 	// ErrConflict reports a fund or refund that disagrees with the one already recorded.
 	ErrConflict = errors.New("conflicting campaign transfer")
 	// ErrBadURL reports a ledger URL that names no supported backend.
@@ -76,7 +73,11 @@ type Stats struct {
 	Funded         bool
 	FundedAmount   int64
 	Refunded       bool
-	RefundedAmount int64
+	RefundedAmount int64 // the refund transfer, before late claims
+	// LateTickets and LateAmount are the postings paid from the sponsor account after
+	// the refund (late claims); the net refund is RefundedAmount - LateAmount.
+	LateTickets int64
+	LateAmount  int64
 	// BudgetBalance is the balance of budget:<campaign> (0 if it does not exist).
 	BudgetBalance int64
 }
@@ -98,8 +99,11 @@ type Ledger interface {
 	// Funding again with the same amount is a no-op; another amount is ErrConflict.
 	Fund(ctx context.Context, campaign, currency string, budget int64) error
 	// Post inserts the postings that are not yet in the ledger and moves their amounts,
-	// all in one transaction. Postings of a campaign that is refunded fail the whole
-	// batch with ErrRefunded; of an unfunded campaign, with ErrNotFunded.
+	// all in one transaction. Postings of an unfunded campaign fail the whole batch with
+	// ErrNotFunded. A posting of a campaign that is already refunded is a late claim: a
+	// ticket opened before expiry whose claim arrived after the refund (from a verifier's
+	// spool, say). The user was told it was opened, so it is paid, from the sponsor
+	// account, which got that ticket's money back in the refund.
 	Post(ctx context.Context, batch []Posting) (Result, error)
 	// Refund funds the campaign if needed, then moves what is left in its budget account
 	// back to the sponsor, once. A second call posts nothing and reports the first.
@@ -138,6 +142,15 @@ func Open(ctx context.Context, url string) (Ledger, error) {
 
 // BudgetAccount names the campaign's budget account.
 func BudgetAccount(campaign string) string { return "budget:" + campaign }
+
+// debitAccount is the account a posting of campaign is paid from: its budget, or, once
+// the campaign is refunded, its sponsor (a late claim; see Ledger.Post).
+func debitAccount(campaign string, refunded map[string]bool) string {
+	if refunded[campaign] {
+		return SponsorAccount(campaign)
+	}
+	return BudgetAccount(campaign)
+}
 
 // SponsorAccount names the campaign sponsor's account.
 func SponsorAccount(campaign string) string { return "sponsor:" + campaign }

@@ -87,7 +87,7 @@ func (l *pgLedger) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 	}
 	if err := fn(l.conn); err != nil {
 		var keep bool
-		keep = errors.Is(err, ErrRefunded) || errors.Is(err, ErrNotFunded) || errors.Is(err, ErrConflict)
+		keep = errors.Is(err, ErrNotFunded) || errors.Is(err, ErrConflict)
 		if !keep {
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			l.conn.Close(cctx)
@@ -202,9 +202,10 @@ func (l *pgLedger) Fund(ctx context.Context, campaign, currency string, budget i
 
 // stagingSource feeds a batch to CopyFrom without building a [][]any up front.
 type stagingSource struct {
-	batch []Posting
-	i     int
-	row   [10]any
+	batch    []Posting
+	refunded map[string]bool // campaigns whose late claims the sponsor pays
+	i        int
+	row      [10]any
 }
 
 func (s *stagingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
@@ -212,7 +213,7 @@ func (s *stagingSource) Err() error { return nil }
 func (s *stagingSource) Values() ([]any, error) {
 	p := &s.batch[s.i-1]
 	s.row = [10]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
-		strconv.FormatUint(p.UID, 10), BudgetAccount(p.Campaign), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
+		strconv.FormatUint(p.UID, 10), debitAccount(p.Campaign, s.refunded), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
 	return s.row[:], nil
 }
 
@@ -228,6 +229,7 @@ func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			refunded := map[string]bool{}
 			for _, camp := range campaignsOf(batch) {
 				_, exists, err := pgLockBudget(ctx, tx, camp)
 				if err != nil {
@@ -239,10 +241,10 @@ func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 				if _, _, ok, err := pgTransfer(ctx, tx, camp, "refund"); err != nil {
 					return err
 				} else if ok {
-					return fmt.Errorf("%w: %s", ErrRefunded, camp)
+					refunded[camp] = true
 				}
 			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch}); err != nil {
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, refunded: refunded}); err != nil {
 				return fmt.Errorf("copy to staging: %w", err)
 			}
 			var n, upd int64
@@ -319,6 +321,10 @@ func (l *pgLedger) Stats(ctx context.Context, campaign string) (Stats, error) {
 				return err
 			}
 			if s.RefundedAmount, _, s.Refunded, err = pgTransfer(ctx, tx, campaign, "refund"); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(amount), 0)::BIGINT FROM postings
+				WHERE campaign = $1 AND debit = $2`, campaign, SponsorAccount(campaign)).Scan(&s.LateTickets, &s.LateAmount); err != nil {
 				return err
 			}
 			return tx.QueryRow(ctx, `SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts WHERE name = $1`,

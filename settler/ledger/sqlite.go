@@ -148,6 +148,7 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		res = Result{}
 		clear(deltas)
+		refunded := map[string]bool{}
 		for _, c := range campaignsOf(batch) {
 			if _, _, ok, err := sqliteTransfer(ctx, tx, c, "fund"); err != nil {
 				return err
@@ -157,7 +158,7 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 			if _, _, ok, err := sqliteTransfer(ctx, tx, c, "refund"); err != nil {
 				return err
 			} else if ok {
-				return fmt.Errorf("%w: %s", ErrRefunded, c)
+				refunded[c] = true
 			}
 		}
 		st, err := tx.PrepareContext(ctx, `INSERT INTO postings
@@ -170,7 +171,7 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 		now := time.Now().UnixMicro()
 		for i := range batch {
 			p := &batch[i]
-			debit, credit := BudgetAccount(p.Campaign), WalletAccount(p.Currency, p.UID)
+			debit, credit := debitAccount(p.Campaign, refunded), WalletAccount(p.Currency, p.UID)
 			r, err := st.ExecContext(ctx, p.Campaign, int64(p.Ticket), p.Shard, p.Round, p.Amount, p.Currency,
 				strconv.FormatUint(p.UID, 10), debit, credit, micros(p.OpenedAt), now)
 			if err != nil {
@@ -282,6 +283,10 @@ func (l *sqliteLedger) Stats(ctx context.Context, campaign string) (Stats, error
 			default:
 				*k.ok = true
 			}
+		}
+		if err := c.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM postings
+			WHERE campaign = ? AND debit = ?`, campaign, SponsorAccount(campaign)).Scan(&s.LateTickets, &s.LateAmount); err != nil {
+			return err
 		}
 		return c.QueryRowContext(ctx, `SELECT COALESCE(SUM(balance), 0) FROM accounts WHERE name = ?`,
 			BudgetAccount(campaign)).Scan(&s.BudgetBalance)
