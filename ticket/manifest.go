@@ -88,10 +88,16 @@ func (m *Manifest) Validate() error {
 		if len(s.Rounds) != len(m.Rounds) {
 			return fmt.Errorf("shard %d: %d round ranges for %d rounds", i, len(s.Rounds), len(m.Rounds))
 		}
+		if s.Count > m.Count-count || s.Amount < 0 || s.Amount > m.Budget-amount {
+			return fmt.Errorf("shard %d: count or amount exceeds the campaign's", i)
+		}
 		rn, rc, ra := s.FirstTicket, uint64(0), int64(0)
 		for j, r := range s.Rounds {
 			if r.Round != j || r.FirstTicket != rn || r.Amount < 0 {
 				return fmt.Errorf("shard %d: round range %d not contiguous", i, j)
+			}
+			if r.Count > s.Count-rc || r.Amount > s.Amount-ra {
+				return fmt.Errorf("shard %d: round range %d exceeds the shard's count or amount", i, j)
 			}
 			rn += r.Count
 			rc += r.Count

@@ -123,6 +123,10 @@ func (h *ShardHeader) Validate() error {
 		if r.Round != i || r.FirstTicket != next || r.Amount < 0 {
 			return fmt.Errorf("round range %d is not contiguous", i)
 		}
+		// Checked before adding, so crafted counts cannot wrap around to h.Count.
+		if r.Count > h.Count-count || r.Amount > h.Amount-amount {
+			return fmt.Errorf("round range %d exceeds the shard's count or amount", i)
+		}
 		next += r.Count
 		count += r.Count
 		amount += r.Amount
