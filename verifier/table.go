@@ -102,6 +102,13 @@ func (t *claimTable) state(shard int, id uint64) (free, durable bool) {
 	return v == 0, v&slotDurable != 0
 }
 
+// heldBy reports whether the user with fingerprint fp holds the claim on ticket id
+// (durable or still being written).
+func (t *claimTable) heldBy(shard int, id uint64, fp uint32) bool {
+	v := t.slot(shard, id).Load()
+	return v != 0 && v&fpMask == fp
+}
+
 // markDurable records that the owner's open is durable.
 func (t *claimTable) markDurable(shard int, id uint64, fp uint32) {
 	t.slot(shard, id).Store(slotClaimed | slotDurable | fp)
