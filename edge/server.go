@@ -154,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReserveWait == 0 {
 		cfg.ReserveWait = DefaultReserveWait
 	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = obs.DefaultShutdownTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -412,7 +415,7 @@ func (s *Server) startReserver() (stop func(), err error) {
 func (s *Server) shutdown(stopReserver func()) error {
 	s.disp.stopping.Store(true)
 	s.disp.wakeAll()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
 	for s.inflight.Load() != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -421,7 +424,10 @@ func (s *Server) shutdown(stopReserver func()) error {
 	if n := s.inflight.Load(); n != 0 {
 		// A handler still inside may yet take a position: keep the reservation as it
 		// is (those tickets count as lost on the next start) rather than risk it.
-		err = fmt.Errorf("edge: %d requests still in flight at shutdown; state left at its last reservation", n)
+		// Nor close the state: unmapping the cursors under a handler that still reads
+		// them would turn a clean stop into a crash. The process exits next and the
+		// kernel releases the mapping and the lock.
+		return fmt.Errorf("edge: %d requests still in flight at shutdown; state left at its last reservation", n)
 	} else if ferr := s.disp.finish(); ferr != nil {
 		err = ferr
 	} else {

@@ -249,6 +249,25 @@ type stateFile struct {
 // openState opens or creates the state file for the shard described by h, recovers
 // from a previous crash, and returns the file with its cursors set to where this run
 // resumes. It fails with ErrState, ErrStateCorrupt, ErrStateForeign or ErrStateLocked.
+// neverWritten reports whether a state file of the expected size still has both slots
+// all zero bytes: created, but killed before its first reservation was written. A torn
+// or damaged slot is not all zeros and is still refused as corrupt.
+func neverWritten(f *os.File, size int64, rounds int, slotLen int64) bool {
+	if size != stateFileSize(rounds) {
+		return false
+	}
+	b := make([]byte, 2*slotLen)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return false
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func openState(path string, h *ticket.ShardHeader) (*stateFile, error) {
 	id := identityOf(h)
 	rounds := len(h.RoundRanges)
@@ -275,8 +294,10 @@ func openState(path string, h *ticket.ShardHeader) (*stateFile, error) {
 	}
 	sf := &stateFile{path: path, f: f, rounds: rounds, slotLen: slotSize(rounds)}
 	var prev *stateSnapshot
-	if st.Size() == 0 {
-		// A new (or freshly touched) file: the first run of this shard.
+	if st.Size() == 0 || neverWritten(f, st.Size(), rounds, sf.slotLen) {
+		// A new (or freshly touched) file: the first run of this shard. A file whose
+		// first start died between sizing it and its first fsynced slot is new too: no
+		// ticket is handed out before a slot is durable, so nothing was issued from it.
 		if err := f.Truncate(stateFileSize(rounds)); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
 		}

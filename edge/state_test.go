@@ -212,3 +212,32 @@ func FuzzDecodeSlot(f *testing.F) {
 		}
 	})
 }
+
+// TestStateKilledBeforeFirstSlot: a first start killed between sizing the file and
+// writing its first slot leaves a zeroed file; nothing was issued from it, so the next
+// start treats it as new. A slot with any byte written is still refused as corrupt.
+func TestStateKilledBeforeFirstSlot(t *testing.T) {
+	h := testHeader(1000, 2)
+	path := filepath.Join(t.TempDir(), "edge.state")
+	if err := os.WriteFile(path, make([]byte, stateFileSize(len(h.RoundRanges))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := openState(path, h)
+	if err != nil {
+		t.Fatalf("zeroed state file refused: %v", err)
+	}
+	if sf.snap.Gen != 1 {
+		t.Fatalf("zeroed state file not treated as new: gen %d", sf.snap.Gen)
+	}
+	sf.close()
+
+	torn := filepath.Join(t.TempDir(), "torn.state")
+	b := make([]byte, stateFileSize(len(h.RoundRanges)))
+	b[3] = 1 // a slot that was partly written
+	if err := os.WriteFile(torn, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openState(torn, h); !errors.Is(err, ErrStateCorrupt) {
+		t.Fatalf("torn slot: %v, want ErrStateCorrupt", err)
+	}
+}
