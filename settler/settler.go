@@ -34,6 +34,9 @@ const (
 	DefaultBackoffMax     = 2 * time.Second
 	DefaultAttemptTimeout = 15 * time.Second
 	DefaultDrainTimeout   = 10 * time.Second
+	// DefaultStallTimeout is how long claims may wait with nothing settled before the
+	// group reader is recreated.
+	DefaultStallTimeout   = 30 * time.Second
 	DefaultSessionTimeout = 10 * time.Second
 	// MaxBatch bounds a batch whatever the flags say: a batch is held in memory and
 	// posted in one transaction.
@@ -63,6 +66,7 @@ type Config struct {
 	BackoffMax      time.Duration // retry delay cap (default 2s)
 	AttemptTimeout  time.Duration // one ledger call (default 15s)
 	DrainTimeout    time.Duration // after shutdown, how long the batch in hand may take (default 10s)
+	StallTimeout    time.Duration // claims waiting, nothing settled, breaker closed: recreate the reader (default 30s)
 	SessionTimeout  time.Duration // consumer group session timeout (default 10s)
 
 	Registry *obs.Registry // metrics (nil: a private registry)
@@ -88,6 +92,9 @@ type Settler struct {
 	mLedgerErrs  *obs.Counter
 	mCommitErrs  *obs.Counter
 	mFetchErrs   *obs.Counter
+	mRestarts    *obs.Counter
+	stalled      atomic.Bool // set by watchStall, cleared when work resumes
+	mGroupLag    *obs.Gauge
 	mDLQErrs     *obs.Counter
 	mDLQ         map[string]*obs.Counter
 	mBatchSize   *obs.Histogram
@@ -136,6 +143,7 @@ func New(cfg Config) (*Settler, error) {
 	def(&cfg.BackoffMax, DefaultBackoffMax)
 	def(&cfg.AttemptTimeout, DefaultAttemptTimeout)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	def(&cfg.StallTimeout, DefaultStallTimeout)
 	def(&cfg.SessionTimeout, DefaultSessionTimeout)
 	if cfg.Registry == nil {
 		cfg.Registry = obs.NewRegistry()
@@ -161,6 +169,8 @@ func New(cfg Config) (*Settler, error) {
 	s.mLedgerErrs = r.Counter("shake_settler_ledger_errors_total", "Failed ledger calls (each retried).")
 	s.mCommitErrs = r.Counter("shake_settler_commit_errors_total", "Failed offset commits (the claims will be redelivered and deduplicated).")
 	s.mFetchErrs = r.Counter("shake_settler_fetch_errors_total", "Failed fetches from Kafka.")
+	s.mRestarts = r.Counter("shake_settler_reader_restarts_total", "Group readers recreated because the consumer stalled.")
+	s.mGroupLag = r.Gauge("shake_settler_group_lag", "Claims in the topic the group has not committed, over all partitions (asked of the broker).")
 	s.mDLQErrs = r.Counter("shake_settler_dlq_errors_total", "Failed writes to the dead-letter topic (each retried).")
 	s.mDLQ = make(map[string]*obs.Counter, len(Reasons))
 	for _, reason := range Reasons {
@@ -176,7 +186,7 @@ func New(cfg Config) (*Settler, error) {
 // Ready reports whether the settler is consuming: the campaign is funded in the ledger
 // and the breaker is not open.
 func (s *Settler) Ready() bool {
-	return s.running.Load() && s.funded.Load() && s.br.State() != BreakerOpen
+	return s.running.Load() && s.funded.Load() && s.br.State() != BreakerOpen && !s.stalled.Load()
 }
 
 // BreakerState returns the ledger breaker's state.
@@ -198,7 +208,72 @@ func (s *Settler) Run(ctx context.Context) error {
 	}
 	s.funded.Store(true)
 
-	rd := kafka.NewReader(kafka.ReaderConfig{
+	rd := s.newReader()
+	defer func() { rd.Close() }()
+	dlq := &kafka.Writer{
+		Addr:                   kafka.TCP(s.cfg.Brokers...),
+		Topic:                  s.dlqTopic,
+		Balancer:               &kafka.Hash{},
+		RequiredAcks:           kafka.RequireAll,
+		BatchTimeout:           5 * time.Millisecond,
+		AllowAutoTopicCreation: true,
+	}
+	defer dlq.Close()
+	s.running.Store(true)
+	defer s.running.Store(false)
+	s.log.Info("consuming", "topic", s.cfg.Topic, "group", s.cfg.Group, "campaign", m.Campaign, "batch", s.cfg.Batch, "linger", s.cfg.Linger)
+
+	msgs := make([]kafka.Message, 0, s.cfg.Batch)
+	b := &batch{postings: make([]ledger.Posting, 0, s.cfg.Batch)}
+	stalled := make(chan struct{}, 1)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.watchStall(wctx, stalled)
+	fetch := newScope(ctx)
+	defer func() { fetch.cancel() }()
+	for ctx.Err() == nil {
+		select {
+		case <-stalled:
+			// The group reader has stopped delivering while claims wait (seen after
+			// broker restarts): a new reader rejoins the group from the committed
+			// offsets. Nothing is skipped; anything uncommitted comes again.
+			fetch.cancel()
+			rd.Close()
+			rd = s.newReader()
+			fetch = newScope(ctx)
+			s.mRestarts.Inc()
+		default:
+		}
+		msgs = s.collect(fetch.ctx, rd, msgs[:0])
+		if len(msgs) == 0 {
+			continue
+		}
+		// The batch in hand is finished even after shutdown began, within DrainTimeout.
+		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
+		err := s.settle(dctx, rd, dlq, msgs, b)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// scope is a cancellable context: the fetches of one group reader.
+type scope struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newScope(parent context.Context) scope {
+	ctx, cancel := context.WithCancel(parent)
+	return scope{ctx, cancel}
+}
+
+// newReader returns the consumer-group reader.
+func (s *Settler) newReader() *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           s.cfg.Brokers,
 		GroupID:           s.cfg.Group,
 		Topic:             s.cfg.Topic,
@@ -215,37 +290,130 @@ func (s *Settler) Run(ctx context.Context) error {
 		ReadBackoffMax:    time.Second,
 		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
-	defer rd.Close()
-	dlq := &kafka.Writer{
-		Addr:                   kafka.TCP(s.cfg.Brokers...),
-		Topic:                  s.dlqTopic,
-		Balancer:               &kafka.Hash{},
-		RequiredAcks:           kafka.RequireAll,
-		BatchTimeout:           5 * time.Millisecond,
-		AllowAutoTopicCreation: true,
-	}
-	defer dlq.Close()
-	s.running.Store(true)
-	defer s.running.Store(false)
-	s.log.Info("consuming", "topic", s.cfg.Topic, "group", s.cfg.Group, "campaign", m.Campaign, "batch", s.cfg.Batch, "linger", s.cfg.Linger)
+}
 
-	msgs := make([]kafka.Message, 0, s.cfg.Batch)
-	b := &batch{postings: make([]ledger.Posting, 0, s.cfg.Batch)}
-	for ctx.Err() == nil {
-		msgs = s.collect(ctx, rd, msgs[:0])
-		if len(msgs) == 0 {
+// watchStall signals stalled when the group's committed lag (claims in the topic not yet
+// committed by anyone, asked of the broker) stays above zero while this settler settles
+// nothing for StallTimeout with its ledger breaker closed. It also exports that lag.
+func (s *Settler) watchStall(ctx context.Context, stalled chan<- struct{}) {
+	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
+	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
+	defer tick.Stop()
+	lastWork, lastChange := s.work(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		lag, err := groupLag(ctx, client, s.cfg.Group, s.cfg.Topic)
+		if err != nil {
+			continue // the broker is down: nothing to tell
+		}
+		s.mGroupLag.Set(lag)
+		if w := s.work(); w != lastWork || lag == 0 || s.br.State() != BreakerClosed {
+			lastWork, lastChange = w, time.Now()
+			s.stalled.Store(false)
 			continue
 		}
-		// The batch in hand is finished even after shutdown began, within DrainTimeout.
-		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
-		err := s.settle(dctx, rd, dlq, msgs, b)
-		cancel()
-		if err != nil {
-			return err
+		if time.Since(lastChange) >= s.cfg.StallTimeout {
+			// Not ready until something settles again: whatever watches /readyz sees it.
+			s.stalled.Store(true)
+			s.log.Error("consumer stalled: claims are waiting but nothing was settled; restarting the group reader",
+				"group_lag", lag, "for", time.Since(lastChange).Round(time.Second))
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
+			lastChange = time.Now()
 		}
 	}
-	s.log.Info("stopped")
-	return nil
+}
+
+// work counts the claims this settler has dealt with (posted, duplicate, dead-lettered).
+func (s *Settler) work() uint64 {
+	n := s.mPosted.Value() + s.mDup.Value()
+	for _, c := range s.mDLQ {
+		n += c.Value()
+	}
+	return n
+}
+
+// groupLag asks the broker how many claims of topic the group has not committed yet,
+// over all partitions, whoever owns them.
+func groupLag(ctx context.Context, c *kafka.Client, group, topic string) (int64, error) {
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, err
+	}
+	var parts []int
+	for _, t := range meta.Topics {
+		if t.Name == topic {
+			for _, p := range t.Partitions {
+				parts = append(parts, p.ID)
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return 0, fmt.Errorf("topic %s has no partitions", topic)
+	}
+	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return 0, err
+	}
+	first, err := listOffsets(ctx, c, topic, parts, false)
+	if err != nil {
+		return 0, err
+	}
+	last, err := listOffsets(ctx, c, topic, parts, true)
+	if err != nil {
+		return 0, err
+	}
+	done := map[int]int64{}
+	for _, po := range committed.Topics[topic] {
+		if po.Error != nil {
+			return 0, po.Error
+		}
+		done[po.Partition] = po.CommittedOffset
+	}
+	var lag int64
+	for _, p := range parts {
+		// A partition the group never committed is absent or -1: it starts at the start.
+		from, ok := done[p]
+		if !ok || from < 0 {
+			from = first[p]
+		}
+		lag += max(0, last[p]-from)
+	}
+	return lag, nil
+}
+
+// listOffsets returns each partition's first offset, or its last (high watermark).
+func listOffsets(ctx context.Context, c *kafka.Client, topic string, parts []int, latest bool) (map[int]int64, error) {
+	reqs := make([]kafka.OffsetRequest, len(parts))
+	for i, p := range parts {
+		if latest {
+			reqs[i] = kafka.LastOffsetOf(p)
+		} else {
+			reqs[i] = kafka.FirstOffsetOf(p)
+		}
+	}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]int64, len(parts))
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, po.Error
+		}
+		if latest {
+			out[po.Partition] = po.LastOffset
+		} else {
+			out[po.Partition] = po.FirstOffset
+		}
+	}
+	return out, nil
 }
 
 // drainContext returns a context that ends DrainTimeout after parent does.

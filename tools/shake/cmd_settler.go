@@ -66,6 +66,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	failures := fs.Int("breaker-failures", settler.DefaultBreakerFails, "consecutive ledger failures that open the circuit breaker")
 	cooldown := fs.Duration("breaker-cooldown", settler.DefaultCooldown, "how long the breaker stays open before a probe")
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
+	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -84,6 +85,8 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--breaker-failures must be >= 1")
 	case *cooldown <= 0 || *session < time.Second:
 		return flagError(fs, "--breaker-cooldown must be > 0 and --session-timeout >= 1s")
+	case *stall < time.Second:
+		return flagError(fs, "--stall-timeout must be >= 1s")
 	}
 	var bl []string
 	for _, b := range strings.Split(*brokers, ",") {
@@ -140,7 +143,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 
 	reg := obs.NewRegistry()
 	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
-		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session,
+		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall,
 		Registry: reg, Logger: log})
 	if err != nil {
 		return flagError(fs, "%v", err)
