@@ -10,6 +10,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"shake/settler/ledger"
+
+	"shake/internal/testpg"
 )
 
 // TestEndToEndLag produces claims at a fixed rate and reports the p50/p99 from a claim's
@@ -25,7 +27,7 @@ func TestEndToEndLag(t *testing.T) {
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "lag", []uint64{rate * seconds}, time.Now().Add(time.Hour))
 	url := "sqlite://" + filepath.Join(dir, "ledger.db")
-	if u := pgURL(t); u != "" {
+	if u := testpg.URL(t); u != "" {
 		url = u
 	}
 	l, err := ledger.Open(context.Background(), url)

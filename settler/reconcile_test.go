@@ -8,44 +8,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"shake/settler/ledger"
-)
 
-var schemaSeq atomic.Int64
+	"shake/internal/testpg"
+)
 
 // ledgerURLs returns a fresh SQLite ledger URL always and a fresh PostgreSQL schema when
 // SHAKE_TEST_POSTGRES is set.
 func ledgerURLs(t testing.TB) map[string]string {
 	t.Helper()
 	urls := map[string]string{"sqlite": "sqlite://" + filepath.Join(t.TempDir(), "ledger.db")}
-	if u := pgURL(t); u != "" {
+	if u := testpg.URL(t); u != "" {
 		urls["postgres"] = u
 	} else {
 		t.Log("SHAKE_TEST_POSTGRES not set: PostgreSQL not tested")
 	}
 	return urls
-}
-
-func pgURL(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv("SHAKE_TEST_POSTGRES")
-	if base == "" {
-		return ""
-	}
-	schema := fmt.Sprintf("shake_s_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, schemaSeq.Add(1))
-	execSQL(t, base, "CREATE SCHEMA "+schema)
-	t.Cleanup(func() { execSQL(t, base, "DROP SCHEMA "+schema+" CASCADE") })
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 // execSQL runs statements directly against a ledger's database, behind its back.

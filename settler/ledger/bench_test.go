@@ -4,13 +4,15 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+
+	"shake/internal/testpg"
 )
 
 // BenchmarkPost measures postings/s in batches of 2000 (the settler's default batch),
 // every posting new, wallets spread over 100,000 users.
 func BenchmarkPost(b *testing.B) {
 	bs := []backend{{"sqlite", "sqlite://" + filepath.Join(b.TempDir(), "ledger.db")}}
-	if u := PostgresURL(b); u != "" {
+	if u := testpg.URL(b); u != "" {
 		bs = append(bs, backend{"postgres", u})
 	}
 	for _, be := range bs {

@@ -162,16 +162,10 @@ func settledTickets(t *testing.T, url, campaign string) int64 {
 
 func (e *settlerEnv) reconcile(t *testing.T, url string, extra ...string) (int, map[string]any) {
 	t.Helper()
-	out, err := exec.Command(e.bin, append([]string{"reconcile", "--manifest", e.manifest, "--ledger", url}, extra...)...).Output()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	code, out, _ := runBinary(t, append([]string{"reconcile", "--manifest", e.manifest, "--ledger", url}, extra...)...)
 	var rep map[string]any
 	if code != 2 {
-		if err := json.Unmarshal(out, &rep); err != nil {
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("reconcile output %q: %v", out, err)
 		}
 	}

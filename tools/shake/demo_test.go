@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,16 +20,7 @@ func runDemoProcess(t *testing.T, out string, extra ...string) (int, string, map
 	t.Helper()
 	args := append([]string{"demo", "--out", out, "--tickets", "3000", "--edges", "2",
 		"--users", "6000", "--duration", "3s", "--rate", "1500"}, extra...)
-	cmd := exec.Command(shakeBinary(t), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	code, stdout, stderr := runBinary(t, args...)
 	var summary map[string]any
 	if b, err := os.ReadFile(filepath.Join(out, "summary.json")); err == nil {
 		if err := json.Unmarshal(b, &summary); err != nil {
@@ -38,9 +28,9 @@ func runDemoProcess(t *testing.T, out string, extra ...string) (int, string, map
 		}
 	}
 	if t.Failed() || code != 0 {
-		t.Logf("demo stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		t.Logf("demo stdout:\n%s\nstderr:\n%s", stdout, stderr)
 	}
-	return code, stdout.String(), summary
+	return code, stdout, summary
 }
 
 func TestDemoReconciles(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -227,33 +226,19 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := shakeBinary(t)
 	dir := t.TempDir()
-	exit := func(args ...string) (int, string, string) {
-		cmd := exec.Command(bin, args...)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return code, o.String(), e.String()
-	}
-	if c, _, e := exit("keys", "init", "--out", dir); c != 0 {
+	if c, _, e := runBinary(t, "keys", "init", "--out", dir); c != 0 {
 		t.Fatal(e)
 	}
-	c, _, e := exit(genArgs(dir, filepath.Join(dir, "camp"), "--count", "20000")...)
+	c, _, e := runBinary(t, genArgs(dir, filepath.Join(dir, "camp"), "--count", "20000")...)
 	// Not a terminal: no progress line.
 	if c != 0 || e != "" {
 		t.Fatalf("gen: %d %q", c, e)
 	}
-	if c, _, _ := exit("inspect", filepath.Join(dir, "camp", "manifest.json")); c != 0 {
+	if c, _, _ := runBinary(t, "inspect", filepath.Join(dir, "camp", "manifest.json")); c != 0 {
 		t.Fatalf("inspect exit %d", c)
 	}
-	if c, _, e := exit(genArgs(dir, filepath.Join(dir, "x"), "--budget", "1")...); c != 2 || !strings.Contains(e, "--budget") {
+	if c, _, e := runBinary(t, genArgs(dir, filepath.Join(dir, "x"), "--budget", "1")...); c != 2 || !strings.Contains(e, "--budget") {
 		t.Fatalf("bad budget: %d %q", c, e)
 	}
 }
