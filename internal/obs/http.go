@@ -1,12 +1,14 @@
 package obs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +24,29 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 )
 
+// Common is the part of a server's configuration every server takes from the command
+// line the same way: its admin listener, drain and connection limits. The roles pass it
+// through to Listen unchanged.
+type Common struct {
+	// AdminListen is the admin listener's host:port, serving /metrics, /debug/pprof/,
+	// /healthz, /readyz and /admin/... ("" = no admin listener; see DefaultAdminListen).
+	AdminListen string
+	// Admin serves every /admin/... path of the admin listener (nil: 404).
+	Admin fasthttp.RequestHandler
+	// AdminAuth, when set, must approve a /debug/pprof/ request (the admin token):
+	// profiles are expensive enough to be a denial of service.
+	AdminAuth func(*fasthttp.RequestCtx) bool
+	// Drain is how long /readyz answers 503 {"status":"draining"} after the shutdown
+	// began while requests are still served, so that load balancers move away first.
+	Drain time.Duration
+	// MaxConns caps the public listener's open connections (0: derived from the
+	// descriptor limit by AutoMaxConns). Connections beyond it get a 503 and are closed.
+	MaxConns int
+	// MaxConnsPerIP caps the open connections of one client IP address on the public
+	// listener (0: no limit). Beyond it a connection gets a 503 and is closed.
+	MaxConnsPerIP int
+}
+
 // ServerConfig configures a Server. Zero durations and sizes take the defaults above.
 type ServerConfig struct {
 	Name            string        // role name ("edge"), used in logs and the Server header ("shake-edge")
@@ -30,34 +55,72 @@ type ServerConfig struct {
 	ReadTimeout     time.Duration // default 5s
 	WriteTimeout    time.Duration // default 5s
 	IdleTimeout     time.Duration // keep-alive idle limit, default 60s
-	Concurrency     int           // maximum concurrent connections (0 = fasthttp default)
+	Concurrency     int           // maximum concurrent connections (0 = the connection cap)
 	ShutdownTimeout time.Duration // how long Serve waits for in-flight requests, default 10s
 	Logger          *slog.Logger  // nil discards logs
 	Registry        *Registry     // served on GET /metrics; nil serves an empty registry
 	Ready           func() bool   // GET /readyz; nil means always ready
+	// Status, when set, replaces Ready: "ready" answers 200 {"status":"ready"}, any
+	// other word 503 {"status":"<word>"} (for example "paused").
+	Status func() string
+	// AdminOnly makes Listen itself an admin listener (the settler's --listen): it
+	// serves the admin endpoints and nothing of the role's handler.
+	AdminOnly bool
+	Common
 }
 
-// Server is a fasthttp server bound to its address, serving the health, readiness and
-// metrics endpoints itself and everything else through the role's handler.
+// DefaultAdminListen is the admin address SPEC.md gives a server whose public listener is
+// listen: 127.0.0.1 and listen's port plus 1000 (port 0, any free port, stays 0).
+func DefaultAdminListen(listen string) (string, error) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", fmt.Errorf("listen address %q: bad port", listen)
+	}
+	if p == 0 {
+		return "127.0.0.1:0", nil
+	}
+	if p+1000 > 65535 {
+		return "", fmt.Errorf("listen port %d: the default admin port %d does not exist, set --admin-listen", p, p+1000)
+	}
+	return "127.0.0.1:" + strconv.Itoa(p+1000), nil
+}
+
+// Server is a fasthttp server bound to its address, serving the health and readiness
+// endpoints itself and everything else through the role's handler, with an optional
+// admin listener beside it for metrics, profiles and switches.
 type Server struct {
-	cfg    ServerConfig
-	ln     net.Listener
-	srv    *fasthttp.Server
-	h      fasthttp.RequestHandler
-	log    *slog.Logger
-	served atomic.Bool
+	cfg      ServerConfig
+	pub      *listener
+	adm      *listener // nil without an admin listener
+	h        fasthttp.RequestHandler
+	log      *slog.Logger
+	served   atomic.Bool
+	draining atomic.Bool
+}
+
+// listener is one bound socket and the fasthttp server on it.
+type listener struct {
+	name  string
+	ln    *guardedListener
+	srv   *fasthttp.Server
+	stats listenerStats
 }
 
 var (
 	bodyHealthOK  = []byte(`{"status":"ok"}`)
 	bodyReady     = []byte(`{"status":"ready"}`)
 	bodyNotReady  = []byte(`{"status":"not_ready"}`)
+	bodyDraining  = []byte(`{"status":"draining"}`)
 	contentJSON   = []byte("application/json")
 	contentMetric = []byte("text/plain; version=0.0.4; charset=utf-8")
 )
 
-// Listen validates cfg and binds the listening socket now, so that the caller can read
-// Addr before calling Serve.
+// Listen validates cfg and binds the listening sockets now, so that the caller can read
+// Addr and AdminAddr before calling Serve.
 func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	if h == nil {
 		panic("BUG: obs.Listen: nil handler")
@@ -89,17 +152,51 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
-	RegisterProcessMetrics(cfg.Registry)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("%s: cannot listen on %s: %w", cfg.Name, cfg.Listen, err)
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = AutoMaxConns(FDLimit())
 	}
-	s := &Server{cfg: cfg, ln: ln, h: h, log: cfg.Logger.With("server", cfg.Name)}
-	s.srv = &fasthttp.Server{
-		Handler:      s.handle,
+	if cfg.MaxConnsPerIP < 0 {
+		cfg.MaxConnsPerIP = 0
+	}
+	RegisterProcessMetrics(cfg.Registry)
+	s := &Server{cfg: cfg, h: h, log: cfg.Logger.With("server", cfg.Name)}
+	pubHandler, pubName, pubMax := s.handle, "public", cfg.MaxConns
+	if cfg.AdminOnly {
+		pubHandler, pubName, pubMax = s.handleAdmin, "admin", max(cfg.MaxConns/8, adminMaxConns)
+	}
+	var err error
+	if s.pub, err = s.bind(pubName, cfg.Listen, pubHandler, pubMax, cfg.MaxConnsPerIP); err != nil {
+		return nil, err
+	}
+	if cfg.AdminListen != "" && !cfg.AdminOnly {
+		if s.adm, err = s.bind("admin", cfg.AdminListen, s.handleAdmin, adminMaxConns, 0); err != nil {
+			s.pub.ln.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// bind listens on addr and builds the fasthttp server of one listener.
+func (s *Server) bind(name, addr string, h fasthttp.RequestHandler, maxConns, perIP int) (*listener, error) {
+	cfg := &s.cfg
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot listen on %s: %w", cfg.Name, addr, err)
+	}
+	l := &listener{name: name}
+	l.ln = newGuardedListener(ln, name, maxConns, perIP, &l.stats, s.log)
+	concurrency := cfg.Concurrency
+	if concurrency <= 0 || concurrency < maxConns {
+		// fasthttp holds a worker per open connection: its own cap must not refuse a
+		// connection the listener has admitted.
+		concurrency = maxConns + 1
+	}
+	l.srv = &fasthttp.Server{
+		Handler:      h,
 		ErrorHandler: errorHandler,
 		Name:         "shake-" + cfg.Name,
-		Concurrency:  cfg.Concurrency,
+		Concurrency:  concurrency,
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
@@ -116,79 +213,198 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 		CloseOnShutdown: true,
 		Logger:          fasthttpLogger{s.log},
 	}
-	return s, nil
+	r := cfg.Registry
+	const lbl = "listener"
+	st := &l.stats
+	r.GaugeFunc("shake_http_connections_open", "Open connections by listener.", func() float64 { return float64(st.open.Load()) }, lbl, name)
+	r.GaugeFunc("shake_http_connections_max", "The connection cap by listener (below the descriptor limit).", func() float64 { return float64(maxConns) }, lbl, name)
+	r.CounterFunc("shake_http_connections_accepted_total", "Connections accepted by listener.", func() float64 { return float64(st.accepted.Load()) }, lbl, name)
+	r.CounterFunc("shake_http_connections_refused_total", "Connections closed at once with a 503, by listener and cap.", func() float64 { return float64(st.refused.Load()) }, lbl, name, "reason", "max_conns")
+	r.CounterFunc("shake_http_connections_refused_total", "Connections closed at once with a 503, by listener and cap.", func() float64 { return float64(st.refusedIP.Load()) }, lbl, name, "reason", "per_ip")
+	r.CounterFunc("shake_http_accept_errors_total", "Temporary accept errors (out of descriptors, aborted handshakes) survived by retrying.", func() float64 { return float64(st.acceptErrors.Load()) }, lbl, name)
+	return l, nil
 }
 
-// Addr returns the bound host:port.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr returns the bound host:port of the public listener (the admin one for AdminOnly).
+func (s *Server) Addr() string { return s.pub.ln.Addr().String() }
 
-// Close releases the listening socket of a server that will not be served.
-func (s *Server) Close() error { return s.ln.Close() }
+// AdminAddr returns the admin listener's host:port ("" without one).
+func (s *Server) AdminAddr() string {
+	if s.cfg.AdminOnly {
+		return s.Addr()
+	}
+	if s.adm == nil {
+		return ""
+	}
+	return s.adm.ln.Addr().String()
+}
 
-// Serve serves until ctx is cancelled, then shuts down gracefully: it stops accepting,
-// waits up to ShutdownTimeout for in-flight requests, and returns nil on a clean
-// shutdown. It returns an error if the listener fails or the shutdown times out.
+// Close releases the listening sockets of a server that will not be served.
+func (s *Server) Close() error {
+	err := s.pub.ln.Close()
+	if s.adm != nil {
+		err = errors.Join(err, s.adm.ln.Close())
+	}
+	return err
+}
+
+// Draining reports whether the shutdown has begun (/readyz answers 503).
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Serve serves until ctx is cancelled, then shuts down gracefully: /readyz answers 503
+// for Drain while requests are still served, then it stops accepting, waits up to
+// ShutdownTimeout for in-flight requests, and returns nil on a clean shutdown. It
+// returns an error if a listener fails or the shutdown times out.
 func (s *Server) Serve(ctx context.Context) error {
 	if !s.served.CompareAndSwap(false, true) {
 		return fmt.Errorf("%s: Serve called twice", s.cfg.Name)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	s.log.Info("listening", "addr", s.Addr())
+	ls := []*listener{s.pub}
+	if s.adm != nil {
+		ls = append(ls, s.adm)
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- l.srv.Serve(l.ln) }()
+		msg := "listening"
+		if l.name == "admin" {
+			msg = "admin listening"
+		}
+		s.log.Info(msg, "addr", l.ln.Addr().String(), "max_conns", l.ln.maxConns, "max_conns_per_ip", l.ln.perIP, "fd_limit", FDLimit())
+	}
+	var failed error
 	select {
 	case err := <-errc:
-		_ = s.ln.Close()
 		if err == nil {
 			err = errors.New("listener closed")
 		}
-		return fmt.Errorf("%s: serve %s: %w", s.cfg.Name, s.Addr(), err)
+		failed = fmt.Errorf("%s: serve: %w", s.cfg.Name, err)
 	case <-ctx.Done():
+		s.draining.Store(true)
+		if s.cfg.Drain > 0 {
+			s.log.Info("draining: /readyz answers 503, requests are still served", "drain", s.cfg.Drain)
+			select {
+			case err := <-errc:
+				failed = fmt.Errorf("%s: serve while draining: %w", s.cfg.Name, err)
+			case <-time.After(s.cfg.Drain):
+			}
+		}
 	}
+	s.draining.Store(true)
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.srv.ShutdownWithContext(sctx)
-	// If the shutdown raced ahead of fasthttp registering the listener, closing it here
-	// is what makes Serve return.
-	_ = s.ln.Close()
-	<-errc
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("%s: shutdown: %w", s.cfg.Name, err)
+	var err error
+	for _, l := range ls {
+		if serr := l.srv.ShutdownWithContext(sctx); serr != nil && !errors.Is(serr, net.ErrClosed) {
+			err = errors.Join(err, fmt.Errorf("%s: shutdown: %w", s.cfg.Name, serr))
+		}
+		// If the shutdown raced ahead of fasthttp registering the listener, closing it
+		// here is what makes Serve return.
+		_ = l.ln.Close()
+	}
+	for range ls {
+		if failed != nil {
+			break // one Serve already returned; the others return after Close
+		}
+		<-errc
+	}
+	if failed != nil {
+		return failed
+	}
+	if err != nil {
+		return err
 	}
 	s.log.Info("stopped")
 	return nil
 }
 
-// handle serves /healthz, /readyz and /metrics and passes everything else to the role.
+// handle serves a public listener: /healthz and /readyz here, the role's /v1/... API
+// in h. The admin endpoints are never served on a public listener.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer s.recoverPanic(ctx)
 	path := ctx.Path()
 	switch string(path) {
-	case "/healthz", "/readyz", "/metrics":
-	default:
-		s.h(ctx)
+	case "/healthz", "/readyz":
+		s.health(ctx, path)
+		return
+	case "/metrics":
+		NotFound(ctx)
 		return
 	}
-	if !ctx.IsGet() && !ctx.IsHead() {
-		MethodNotAllowed(ctx, "GET, HEAD")
+	if bytes.HasPrefix(path, prefixAdmin) || bytes.HasPrefix(path, prefixDebug) {
+		NotFound(ctx)
 		return
 	}
-	switch string(path) {
-	case "/healthz":
-		WriteJSON(ctx, fasthttp.StatusOK, bodyHealthOK)
-	case "/readyz":
-		if s.cfg.Ready == nil || s.cfg.Ready() {
-			WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
-		} else {
-			WriteJSON(ctx, fasthttp.StatusServiceUnavailable, bodyNotReady)
+	s.h(ctx)
+}
+
+var (
+	prefixAdmin = []byte("/admin/")
+	prefixDebug = []byte("/debug/")
+	prefixPprof = []byte("/debug/pprof/")
+)
+
+// handleAdmin serves an admin listener: /healthz, /readyz, /metrics, /debug/pprof/ and
+// /admin/... (through Common.Admin).
+func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) {
+	defer s.recoverPanic(ctx)
+	path := ctx.Path()
+	switch {
+	case string(path) == "/healthz" || string(path) == "/readyz":
+		s.health(ctx, path)
+	case string(path) == "/metrics":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			MethodNotAllowed(ctx, "GET, HEAD")
+			return
 		}
-	default:
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.Response.Header.SetContentTypeBytes(contentMetric)
 		ctx.Response.ResetBody()
 		if _, err := s.cfg.Registry.WriteTo(ctx); err != nil {
 			WriteError(ctx, fasthttp.StatusInternalServerError, "internal")
 		}
+	case bytes.HasPrefix(path, prefixPprof):
+		if s.cfg.AdminAuth != nil && !s.cfg.AdminAuth(ctx) {
+			WriteError(ctx, fasthttp.StatusUnauthorized, "unauthorized")
+			return
+		}
+		servePprof(ctx)
+	case bytes.HasPrefix(path, prefixAdmin) && s.cfg.Admin != nil:
+		s.cfg.Admin(ctx)
+	default:
+		NotFound(ctx)
+	}
+}
+
+// health answers /healthz and /readyz.
+func (s *Server) health(ctx *fasthttp.RequestCtx, path []byte) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		MethodNotAllowed(ctx, "GET, HEAD")
+		return
+	}
+	if string(path) == "/healthz" {
+		WriteJSON(ctx, fasthttp.StatusOK, bodyHealthOK)
+		return
+	}
+	switch {
+	case s.draining.Load():
+		WriteJSON(ctx, fasthttp.StatusServiceUnavailable, bodyDraining)
+	case s.cfg.Status != nil:
+		st := s.cfg.Status()
+		if st == "ready" {
+			WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
+			return
+		}
+		var buf [64]byte
+		b := append(buf[:0], `{"status":"`...)
+		b = appendJSONString(b, st)
+		b = append(b, `"}`...)
+		WriteJSON(ctx, fasthttp.StatusServiceUnavailable, b)
+	case s.cfg.Ready == nil || s.cfg.Ready():
+		WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
+	default:
+		WriteJSON(ctx, fasthttp.StatusServiceUnavailable, bodyNotReady)
 	}
 }
 

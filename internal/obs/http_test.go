@@ -70,6 +70,7 @@ func TestServerEndpoints(t *testing.T) {
 	reg.Counter("shake_test_total", "Test counter.", "result", "won").Add(7)
 	var ready atomic.Bool
 	ts := startServer(t, ServerConfig{
+		Common:      Common{AdminListen: "127.0.0.1:0"},
 		Registry:    reg,
 		Ready:       ready.Load,
 		MaxBodySize: 1024,
@@ -100,7 +101,9 @@ func TestServerEndpoints(t *testing.T) {
 		{"GET", "/healthz", nil, 200, `{"status":"ok"}`, "application/json"},
 		{"GET", "/readyz", nil, 503, `{"status":"not_ready"}`, "application/json"},
 		{"POST", "/healthz", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
-		{"DELETE", "/metrics", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
+		{"GET", "/metrics", nil, 404, `{"error":"not_found"}`, "application/json"},
+		{"GET", "/admin/switches", nil, 404, `{"error":"not_found"}`, "application/json"},
+		{"GET", "/debug/pprof/", nil, 404, `{"error":"not_found"}`, "application/json"},
 		{"PUT", "/readyz", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
 		{"GET", "/nope", nil, 404, `{"error":"not_found"}`, "application/json"},
 		{"GET", "/v1/echo", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
@@ -131,7 +134,22 @@ func TestServerEndpoints(t *testing.T) {
 		t.Errorf("readyz after ready = %d %s", status, body)
 	}
 
-	status, body, hdr := do(t, "GET", ts.base+"/metrics", nil)
+	admin := "http://" + ts.srv.AdminAddr()
+	if status, body, _ := do(t, "DELETE", admin+"/metrics", nil); status != 405 || body != `{"error":"method_not_allowed"}` {
+		t.Errorf("DELETE admin /metrics = %d %s", status, body)
+	}
+	if status, _, _ := do(t, "GET", admin+"/debug/pprof/", nil); status != 200 {
+		t.Errorf("admin /debug/pprof/ = %d", status)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if status, _, _ := do(t, "GET", admin+p, nil); status != 200 {
+			t.Errorf("admin %s = %d", p, status)
+		}
+	}
+	if status, _, _ := do(t, "GET", admin+"/v1/echo", nil); status != 404 {
+		t.Errorf("admin /v1/echo = %d, want 404 (the role's API is not on the admin listener)", status)
+	}
+	status, body, hdr := do(t, "GET", admin+"/metrics", nil)
 	if status != 200 || !strings.Contains(body, "shake_test_total{result=\"won\"} 7\n") {
 		t.Errorf("metrics = %d %s", status, body)
 	}
