@@ -645,7 +645,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 		}
 		note := "goroutines not exposed on /metrics (no go_goroutines): not checked"
 		if s.http {
-			if page, err := httpGet("http://" + s.addr + "/metrics"); err == nil {
+			if page, err := httpGet("http://" + s.admin + "/metrics"); err == nil {
 				if g, ok := metricValue(page, "go_goroutines"); ok {
 					note = fmt.Sprintf("goroutines %.0f", g)
 					if g > 10000 {

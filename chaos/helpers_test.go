@@ -145,6 +145,7 @@ type service struct {
 	bin     string
 	args    []string // without --listen
 	addr    string
+	admin   string // the admin listener (/metrics): addr itself for the settler
 	logPath string
 	http    bool // ready on GET /readyz; otherwise when the port accepts connections
 
@@ -158,8 +159,16 @@ func newService(name, bin string, args []string, logDir string, http bool) (*ser
 	if err != nil {
 		return nil, err
 	}
-	return &service{name: name, bin: bin, args: args, addr: addr, http: http,
-		logPath: filepath.Join(logDir, name+".log")}, nil
+	s := &service{name: name, bin: bin, args: args, addr: addr, admin: addr, http: http,
+		logPath: filepath.Join(logDir, name+".log")}
+	if len(args) > 0 && (args[0] == "edge" || args[0] == "verifier") {
+		// Edges and verifiers serve /metrics on their admin listener only.
+		if s.admin, err = proc.FreeAddr(); err != nil {
+			return nil, err
+		}
+		s.args = append(append([]string{}, args...), "--admin-listen", s.admin)
+	}
+	return s, nil
 }
 
 // start starts the process and waits until it is ready.

@@ -47,12 +47,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		obs.WriteJSON(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	}
+	// Every answer from here on is given under one version of the switches.
+	sw, epoch := s.sw.Enter()
+	defer s.sw.Exit(epoch)
 	// Shedding must cost next to nothing: one atomic, a prebuilt body.
 	n := s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	if n > s.maxInFlight || s.disp.stopping.Load() {
 		s.m.retry.Inc()
 		s.writeRetry(ctx)
+		return
+	}
+	if sw.early && s.early(ctx, sw) {
 		return
 	}
 	start := time.Now()
@@ -70,12 +76,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.unauthorized(ctx)
 		return
 	}
-	s.shake(ctx, uid, now)
+	s.shake(ctx, uid, now, sw)
 	s.m.latency.ObserveDuration(time.Since(start))
 }
 
 // shake decides and writes the answer for an authenticated user.
-func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time) {
+func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time, sw *edgeSwitches) {
 	ns := now.UnixNano()
 	r, next := s.disp.roundAt(ns)
 	if r == nil {
@@ -91,22 +97,26 @@ func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time) {
 		obs.WriteJSON(ctx, fasthttp.StatusOK, b)
 		return
 	}
+	if s.roundClosed(ctx, sw, r) {
+		return
+	}
+	per, pns := sw.per, sw.paceTime(r, ns)
 	// Look before touching the per-user table, so users who only meet an empty or
 	// paced pool leave no entry behind.
-	if !s.disp.available(r, ns) {
+	if !s.disp.available(r, pns) {
 		s.m.miss.Inc()
 		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyMiss)
 		return
 	}
-	if s.per != nil && !s.per.acquire(uid, r.index) {
+	if per != nil && !per.acquire(uid, r.index) {
 		s.m.miss.Inc()
 		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyMiss)
 		return
 	}
-	pos, res := s.disp.take(r, ns)
+	pos, res := s.disp.take(r, pns)
 	if res != takeWon {
-		if s.per != nil {
-			s.per.release(uid, r.index)
+		if per != nil {
+			per.release(uid, r.index)
 		}
 		if res == takeRetry {
 			s.m.retry.Inc()

@@ -324,7 +324,12 @@ func TestServeOverHTTP(t *testing.T) {
 	if code, body := get("POST", "/v1/shake", "Bearer "+f.session(1), make([]byte, 5000)); code != 413 || !strings.Contains(body, "too_large") {
 		t.Fatalf("big body: %d %s", code, body)
 	}
+	if code, _ := get("GET", "/metrics", "", nil); code != 404 {
+		t.Errorf("public /metrics: %d, want 404", code)
+	}
+	url = "http://" + s.AdminAddr()
 	_, metrics := get("GET", "/metrics", "", nil)
+	url = "http://" + s.Addr()
 	for _, want := range []string{
 		`shake_edge_shakes_total{result="won"} 30`, "shake_edge_tickets_issued_total 30",
 		"shake_edge_tickets_lost_total 0", "shake_edge_tickets_left 70", `shake_edge_round_tickets_left{round="0"} 70`,

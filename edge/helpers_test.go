@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/obs"
 	"shake/ticket"
 )
 
@@ -160,7 +161,7 @@ func (f *fixture) session(uid uint64) string {
 func (f *fixture) config(state string) Config {
 	return Config{
 		Tickets: f.tickets, Key: f.key, SessionKey: f.sessPath, State: state,
-		Listen: "127.0.0.1:0", PerUser: 1,
+		Listen: "127.0.0.1:0", PerUser: 1, HTTP: obs.Common{AdminListen: "127.0.0.1:0"},
 	}
 }
 

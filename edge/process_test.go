@@ -53,14 +53,18 @@ func needBinary(t *testing.T) {
 }
 
 type edgeProc struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan error
-	log  *strings.Builder
-	mu   *sync.Mutex
+	cmd   *exec.Cmd
+	addr  string
+	admin string // the admin listener: /metrics
+	done  chan error
+	log   *strings.Builder
+	mu    *sync.Mutex
 }
 
-var addrRE = regexp.MustCompile(`msg="edge ready".* addr=(\S+)`)
+var (
+	addrRE  = regexp.MustCompile(`msg="edge ready".* addr=(\S+)`)
+	adminRE = regexp.MustCompile(`msg="admin listening".* addr=(\S+)`)
+)
 
 // startProc starts `shake edge` on f with extra flags and waits until it is ready.
 func startProc(t *testing.T, f *fixture, state string, extra ...string) *edgeProc {
@@ -81,14 +85,19 @@ func startProc(t *testing.T, f *fixture, state string, extra ...string) *edgePro
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
-			if m := addrRE.FindStringSubmatch(line); m != nil {
+			if m := adminRE.FindStringSubmatch(line); m != nil {
 				addrc <- m[1]
 			}
 		}
 		p.done <- cmd.Wait()
 	}()
 	select {
-	case p.addr = <-addrc:
+	case p.admin = <-addrc:
+		m := addrRE.FindStringSubmatch(p.logs())
+		if m == nil {
+			t.Fatalf("admin listening before the edge was ready:\n%s", p.logs())
+		}
+		p.addr = m[1]
 	case err := <-p.done:
 		t.Fatalf("edge exited before ready: %v\n%s", err, p.logs())
 	case <-time.After(20 * time.Second):
@@ -112,7 +121,7 @@ func (p *edgeProc) logs() string {
 // metric reads one unlabelled (or fully labelled) sample from /metrics.
 func (p *edgeProc) metric(t *testing.T, name string) uint64 {
 	t.Helper()
-	code, body, err := fasthttp.GetTimeout(nil, "http://"+p.addr+"/metrics", 5*time.Second)
+	code, body, err := fasthttp.GetTimeout(nil, "http://"+p.admin+"/metrics", 5*time.Second)
 	if err != nil || code != 200 {
 		t.Fatalf("metrics: %d %v", code, err)
 	}

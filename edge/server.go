@@ -24,6 +24,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -85,6 +86,10 @@ type Config struct {
 	Logger          *slog.Logger     // nil discards
 	Now             func() time.Time // nil means time.Now
 	Registry        *obs.Registry    // nil makes a new one (served on /metrics)
+	// HTTP is the admin listener, drain and connection limits, passed to obs.Listen.
+	HTTP obs.Common
+	// Switches are the --switches file and the admin key (see switches.go).
+	Switches control.Options
 }
 
 // Server is a running edge.
@@ -111,6 +116,10 @@ type Server struct {
 	expiresCap  int64 // unix seconds: no token outlives the campaign's issue end + ttl
 
 	m        metrics
+	sw       *control.Live[edgeSwitches] // the switches in force (switches.go)
+	ctl      *control.Store
+	swTable  *perUser // the per-user table a per_user switch made on an edge without one
+	mShed    *obs.Counter
 	runOnce  atomic.Bool
 	closeOne sync.Once
 }
@@ -207,13 +216,19 @@ func New(cfg Config) (*Server, error) {
 	s.retryBody = []byte(`{"result":"retry","retry_after_ms":` + strconv.FormatInt(ms, 10) + `}`)
 	s.retryAfter = []byte(strconv.FormatInt(max((ms+999)/1000, 1), 10))
 	s.registerMetrics()
+	common, err := s.setupSwitches()
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 
 	srv, err := obs.Listen(obs.ServerConfig{
 		Name: "edge", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
 		ShutdownTimeout: cfg.ShutdownTimeout, Logger: cfg.Logger, Registry: s.reg,
-		Ready: s.ready,
+		Ready: s.ready, Common: common,
 	}, s.handle)
 	if err != nil {
+		s.ctl.Close()
 		st.close()
 		return nil, fmt.Errorf("%w: %w", ErrListen, err)
 	}
@@ -442,7 +457,7 @@ func (s *Server) shutdown(stopReserver func()) error {
 
 func (s *Server) close() error {
 	var err error
-	s.closeOne.Do(func() { err = s.state.close() })
+	s.closeOne.Do(func() { s.ctl.Close(); err = s.state.close() })
 	return err
 }
 

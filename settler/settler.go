@@ -17,6 +17,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/settler/ledger"
 	"shake/ticket"
@@ -71,6 +72,8 @@ type Config struct {
 
 	Registry *obs.Registry // metrics (nil: a private registry)
 	Logger   *slog.Logger  // nil discards
+	// Switches are the --switches file and the admin key (see switches.go).
+	Switches control.Options
 	// Now is the clock (tests); nil uses time.Now.
 	Now func() time.Time
 }
@@ -78,6 +81,8 @@ type Config struct {
 // Settler consumes claims and posts them. Create with New, then Run.
 type Settler struct {
 	cfg      Config
+	sw       *control.Live[settlerSwitches] // the switches in force (switches.go)
+	ctl      *control.Store
 	log      *slog.Logger
 	br       *Breaker
 	funded   atomic.Bool
@@ -180,6 +185,9 @@ func New(cfg Config) (*Settler, error) {
 	s.mPostLatency = r.Histogram("shake_settler_post_seconds", "Latency of one successful ledger transaction.", obs.LatencyBuckets)
 	s.mE2E = r.Histogram("shake_settler_claim_to_commit_seconds", "From a claim's Kafka timestamp to its batch being posted and committed.", obs.LatencyBuckets)
 	s.mLagTotal = r.Gauge("shake_settler_consumer_lag", "Claims behind the high watermark, summed over this member's partitions.")
+	if err := s.setupSwitches(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -248,10 +256,15 @@ func (s *Settler) Run(ctx context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
+		epoch, ok := s.enterUnpaused(ctx)
+		if !ok {
+			break // stopped while paused: the claims in hand were never committed
+		}
 		// The batch in hand is finished even after shutdown began, within DrainTimeout.
 		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
 		err := s.settle(dctx, rd, dlq, msgs, b)
 		cancel()
+		s.sw.Exit(epoch)
 		if err != nil {
 			return err
 		}
@@ -311,7 +324,7 @@ func (s *Settler) watchStall(ctx context.Context, stalled chan<- struct{}) {
 			continue // the broker is down: nothing to tell
 		}
 		s.mGroupLag.Set(lag)
-		if w := s.work(); w != lastWork || lag == 0 || s.br.State() != BreakerClosed {
+		if w := s.work(); w != lastWork || lag == 0 || s.br.State() != BreakerClosed || s.paused() {
 			lastWork, lastChange = w, time.Now()
 			s.stalled.Store(false)
 			continue

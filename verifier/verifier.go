@@ -18,6 +18,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -54,6 +55,10 @@ type Config struct {
 	Registry *obs.Registry
 	// Now is the clock, default time.Now (tests move it).
 	Now func() time.Time
+	// HTTP is the admin listener, drain and connection limits, passed to obs.Listen.
+	HTTP obs.Common
+	// Switches are the --switches file and the admin key (see switches.go).
+	Switches control.Options
 }
 
 // Server is a verifier bound to its listen address.
@@ -76,6 +81,8 @@ type Server struct {
 	opens     [numResults]*obs.Counter
 	mOpenTime *obs.Histogram
 	restored  int
+	sw        *control.Live[verifierSwitches] // the switches in force (switches.go)
+	ctl       *control.Store
 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
@@ -94,13 +101,14 @@ const (
 	resUnavailable
 	resNotFound
 	resMethod
+	resRevoked
 	numResults
 )
 
 var resultNames = [numResults]string{"opened", "repeat", "unauthorized", "bad_request", "too_large",
-	"invalid_token", "not_your_ticket", "expired", "already_opened", "unavailable", "not_found", "method_not_allowed"}
+	"invalid_token", "not_your_ticket", "expired", "already_opened", "unavailable", "not_found", "method_not_allowed", "revoked"}
 
-var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 503, 404, 405}
+var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 503, 404, 405, 422}
 
 // New loads the manifest and keys, opens the spool (replaying what it holds at start and
 // rebuilding the opened-ticket table from it), starts the Kafka writers and binds the
@@ -194,13 +202,19 @@ func New(cfg Config) (*Server, error) {
 		Producers: cfg.Producers, BatchTimeout: cfg.BatchTimeout, KafkaTimeout: cfg.KafkaTimeout,
 		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond,
 	}, s.sp, reg, cfg.Logger)
+	common, err := s.setupSwitches()
+	if err != nil {
+		s.dur.close()
+		return nil, err
+	}
 	s.srv, err = obs.Listen(obs.ServerConfig{
 		Name: "verifier", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger: cfg.Logger, Registry: reg, Ready: s.dur.writable,
+		Logger: cfg.Logger, Registry: reg, Ready: s.dur.writable, Common: common,
 	}, s.handle)
 	if err != nil {
+		s.ctl.Close()
 		s.dur.close()
 		return nil, err
 	}
@@ -243,6 +257,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 // flushes or spools every queued claim and closes the spool.
 func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
+	s.ctl.Close()
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -252,6 +267,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Close releases a server that was never Run (tests): it flushes and closes like Run.
 func (s *Server) Close() error {
 	s.srv.Close()
+	s.ctl.Close()
 	return s.dur.close()
 }
 
@@ -265,6 +281,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if !ctx.IsPost() {
 		s.opens[resMethod].Inc()
 		obs.MethodNotAllowed(ctx, "POST")
+		return
+	}
+	// Every answer from here on is given under one version of the switches.
+	sw, epoch := s.sw.Enter()
+	defer s.sw.Exit(epoch)
+	if sw.openPaused {
+		s.pausedOpen(ctx, sw)
 		return
 	}
 	start := time.Now()
@@ -302,6 +325,9 @@ func (s *Server) open(o *op, auth, body []byte) result {
 	}
 	if r := s.verify(o, body, uid, now.Unix()); r != resOpened {
 		return r
+	}
+	if s.revoked(int(o.tok.Shard)) {
+		return resRevoked
 	}
 	t := &o.tok
 	shard := int(t.Shard)

@@ -333,6 +333,15 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 			return err
 		}
 		args := append(sp.args, "--listen", addr, "--log-format", "json")
+		admin := addr // the settler's --listen is its admin listener
+		if sp.args[0] != "settler" {
+			// The default admin port (--listen's plus 1000) may be taken on a shared
+			// machine; no load balancer watches the demo's /readyz, so no drain either.
+			if admin, err = proc.FreeAddr(); err != nil {
+				return err
+			}
+			args = append(args, "--admin-listen", admin, "--drain", "0s")
+		}
 		p, err := proc.Start(sp.name, self, args, filepath.Join(logs, sp.name+".log"))
 		if err != nil {
 			return err

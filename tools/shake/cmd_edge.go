@@ -16,7 +16,8 @@ func init() {
 const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE
-                  [--listen 127.0.0.1:8080] [--per-user 1] [--pace] [--log-format text|json]
+                  [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin.key]
+                  [--switches FILE] [--drain 2s] [--per-user 1] [--pace] [--log-format text|json]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
 each sealed to the user whose session asked (Authorization: Bearer <session token>),
@@ -24,8 +25,8 @@ with no database and no call to any other service.
 
 Answers: 200 won (token, campaign, expires_at) / miss / closed (next_round_at),
 429 retry (Retry-After) when more than --max-in-flight requests are inside,
-401 unauthorized, 405, 413 (any request body), 404. GET /healthz, /readyz and /metrics
-(Prometheus text) are served on the same address.
+401 unauthorized, 405, 413 (any request body), 404. GET /healthz and /readyz are served
+on the same address; /metrics (Prometheus text) on the admin listener.
 
 --state is the edge's memory across restarts. Before any ticket is handed out its
 position is reserved in this file with fdatasync, in blocks sized to about 100 ms of
@@ -48,7 +49,7 @@ shard, a key that does not seal and open tokens for this shard, a bad session ke
 state file that is corrupt, locked, unwritable or another shard's, or a listen address
 that cannot be bound. SIGTERM or SIGINT: stop accepting, finish in-flight requests,
 sync the state file, exit 0.
-`
+` + serverFlagsUsage
 
 func runEdge(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("edge", edgeUsage, stderr)
@@ -62,8 +63,13 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	sf := addServerFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
+	}
+	httpCfg, swOpts, err := sf.build(*listen)
+	if err != nil {
+		return usageError(stderr, "edge: %v", err)
 	}
 	if err := requireFlag(fs, "tickets", "key", "session-key", "state"); err != nil {
 		return usageError(stderr, "edge: %v", err)
@@ -84,7 +90,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	srv, err := edge.New(edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, Listen: *listen,
 		PerUser: *perUser, Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
-		Logger: log,
+		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	})
 	if err != nil {
 		return usageError(stderr, "edge: %v", err)

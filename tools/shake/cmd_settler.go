@@ -25,7 +25,8 @@ func init() {
 const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
                      [--topic shake.claims] [--group shake-settler] [--key campaign.key]
-                     [--listen 127.0.0.1:8082] [--batch 2000] [--linger 50ms]
+                     [--listen 127.0.0.1:8082] [--admin-key admin.key] [--switches FILE]
+                     [--batch 2000] [--linger 50ms]
 
 Consumes claims from the Kafka topic as a member of a consumer group (several settlers
 in one group share the partitions), checks each claim against the manifest, and posts
@@ -49,7 +50,7 @@ While the ledger fails, the batch is retried with exponential backoff and jitter
 consuming until a probe after --breaker-cooldown succeeds. Nothing is skipped and nothing
 is committed early. SIGTERM finishes (posts and commits) the batch in hand, then exits 0.
 GET /healthz, /readyz (funded and breaker not open) and /metrics on --listen.
-`
+` + serverFlagsUsage
 
 func runSettler(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("settler", settlerUsage, stderr)
@@ -59,7 +60,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also check every claim's ticket MAC")
-	listen := fs.String("listen", "127.0.0.1:8082", "`HOST:PORT` for /healthz, /readyz, /metrics")
+	listen := fs.String("listen", "127.0.0.1:8082", "admin listener `HOST:PORT`: /healthz, /readyz, /metrics, /debug/pprof/, /admin/switches")
 	batch := fs.Int("batch", settler.DefaultBatch, fmt.Sprintf("most claims per ledger transaction (1..%d)", settler.MaxBatch))
 	linger := fs.Duration("linger", settler.DefaultLinger, "how long a batch waits for more claims after its first")
 	checkAmounts := fs.Bool("check-amounts", true, "load the shard files next to the manifest to check every amount exactly")
@@ -68,8 +69,13 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	sf := addServerFlags(fs, false)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
+	}
+	httpCfg, swOpts, err := sf.build(*listen)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	if err := requireFlag(fs, "brokers", "ledger", "manifest"); err != nil {
 		return flagError(fs, "%v", err)
@@ -144,12 +150,13 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	reg := obs.NewRegistry()
 	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall,
-		Registry: reg, Logger: log})
+		Registry: reg, Logger: log, Switches: swOpts})
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
-	srv, err := obs.Listen(obs.ServerConfig{Name: "settler", Listen: *listen, Logger: log, Registry: reg, Ready: s.Ready},
-		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
+	defer s.Close()
+	srv, err := obs.Listen(obs.ServerConfig{Name: "settler", Listen: *listen, Logger: log, Registry: reg, Status: s.Status,
+		AdminOnly: true, Common: s.Wire(httpCfg)}, func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
 	if err != nil {
 		return flagError(fs, "--listen: %v", err)
 	}

@@ -20,7 +20,8 @@ const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--spool-max-bytes 1073741824]
-                      [--log-format text|json]
+                      [--admin-listen ADDR] [--admin-key admin.key] [--switches FILE]
+                      [--drain 2s] [--log-format text|json]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
@@ -49,7 +50,7 @@ settler posts it once (it is idempotent on campaign and ticket).
 Also serves GET /healthz, /readyz (Kafka or the spool writable) and /metrics. SIGTERM or
 SIGINT: stops accepting, finishes in-flight opens, flushes or spools every queued claim,
 exits 0.
-`
+` + serverFlagsUsage
 
 func runVerifier(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("verifier", verifierUsage, stderr)
@@ -62,8 +63,13 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	sf := addServerFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
+	}
+	httpCfg, swOpts, err := sf.build(*listen)
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	if err := requireFlag(fs, "manifest", "key", "session-key", "brokers", "spool"); err != nil {
 		return usageError(stderr, "verifier: %v", err)
@@ -88,7 +94,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	srv, err := verifier.New(verifier.Config{
 		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic,
-		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, Logger: log,
+		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, Logger: log, HTTP: httpCfg, Switches: swOpts,
 	})
 	if err != nil {
 		// Missing or bad files, keys, a corrupt spool, a busy port: all bad input.

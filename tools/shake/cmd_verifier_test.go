@@ -107,6 +107,9 @@ func TestVerifierWholeProcess(t *testing.T) {
 	br := startVerProc(t, brokerArgs...)
 	verArgs := []string{"verifier", "--manifest", manPath, "--key", ckPath, "--session-key", skPath,
 		"--brokers", baddr, "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
+	// /metrics is on the admin listener, at a fixed address across the restart.
+	admin := verFreeAddr(t)
+	verArgs = append(verArgs, "--admin-listen", admin)
 	ver := startVerProc(t, verArgs...)
 
 	client := &fasthttp.Client{MaxConnsPerHost: 2000, ReadTimeout: 30 * time.Second}
@@ -155,18 +158,18 @@ func TestVerifierWholeProcess(t *testing.T) {
 	wg.Wait()
 	// Broker back: the spool drains.
 	br = startVerProc(t, brokerArgs...)
-	verWaitSpool(t, ver.addr, 0)
+	verWaitSpool(t, admin, 0)
 	// Broker down again, 100 more opens are spooled, then the verifier is killed.
 	br.stop(t, syscall.SIGTERM)
 	openRange(ver.addr, 1001, 1100)
 	wg.Wait()
-	if depth := verSpoolDepth(t, ver.addr); depth == 0 {
+	if depth := verSpoolDepth(t, admin); depth == 0 {
 		t.Fatal("nothing spooled while the broker was down")
 	}
 	ver.stop(t, syscall.SIGKILL)
 	br = startVerProc(t, brokerArgs...)
 	ver = startVerProc(t, verArgs...)
-	verWaitSpool(t, ver.addr, 0)
+	verWaitSpool(t, admin, 0)
 	if len(opened) != 1100 {
 		t.Fatalf("%d of 1100 opens answered 200", len(opened))
 	}
