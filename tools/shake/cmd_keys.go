@@ -18,14 +18,16 @@ func init() {
 const keysUsage = `
 Usage: shake keys init --out DIR
 
-Writes two fresh keys of 32 random bytes each, mode 0600, into DIR (created if missing):
+Writes three fresh keys of 32 random bytes each, mode 0600, into DIR (created if missing):
 
   DIR/campaign.key   the campaign's root secret: 'shake gen' derives every shard's AEAD
                      key and the ticket-MAC key from it (HKDF-SHA256). Keep it on the
                      generator and the verifier only; edges get their shard key alone.
   DIR/session.key    the HMAC key of session tokens, shared with the app's login system.
+  DIR/admin.key      guards the servers' admin listeners (--admin-key): 'shake admin
+                     token --key admin.key' prints the bearer token of PUT /admin/switches.
 
-It refuses to overwrite either file if it exists (and then writes neither).
+It refuses to overwrite any of them if it exists (and then writes none).
 `
 
 func runKeys(args []string, stdout, stderr io.Writer) int {
@@ -45,7 +47,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 
 func runKeysInit(args []string, stdout, stderr io.Writer) int {
 	fset := newFlagSet("keys init", keysUsage, stderr)
-	out := fset.String("out", "", "`dir`ectory to write campaign.key and session.key into (required)")
+	out := fset.String("out", "", "`dir`ectory to write campaign.key, session.key and admin.key into (required)")
 	if ok, code := parseFlags(fset, args); !ok {
 		return code
 	}
@@ -55,7 +57,7 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return usageError(stderr, "keys init: --out: cannot create %s: %v", *out, err)
 	}
-	names := []string{"campaign.key", "session.key"}
+	names := []string{"campaign.key", "session.key", "admin.key"}
 	// Check both first so that a refusal leaves no half-initialised directory.
 	for _, n := range names {
 		p := filepath.Join(*out, n)

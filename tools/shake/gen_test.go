@@ -32,7 +32,7 @@ func wantUsage(t *testing.T, args []string, prefix, want string) {
 
 func TestKeysInit(t *testing.T) {
 	dir := keysDir(t)
-	for _, n := range []string{"campaign.key", "session.key"} {
+	for _, n := range []string{"campaign.key", "session.key", "admin.key"} {
 		st, err := os.Stat(filepath.Join(dir, n))
 		if err != nil || st.Size() != ticket.KeySize || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", n, err, st)
