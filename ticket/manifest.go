@@ -386,3 +386,44 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// ClockSkew is how far apart the clocks of the generator's host, the edges, the
+// verifiers and the settler may be. Time-window checks of issue and open times allow
+// this much on either side, so a correct ticket is never refused for a second of drift,
+// while a token minted for a round in 2030, or opened after the campaign expired, is.
+const ClockSkew = 5 * time.Second
+
+// Errors of CheckTimes.
+var (
+	// ErrIssuedOutsideRound reports an issue time outside the ticket's round window.
+	ErrIssuedOutsideRound = errors.New("issued outside its round's window")
+	// ErrOpenedAfterExpiry reports an open after the ticket's expiry (issue time + ttl,
+	// and at most the manifest's expires_at), or before its issue.
+	ErrOpenedAfterExpiry = errors.New("opened after the ticket expired")
+)
+
+// CheckTimes checks a ticket's issue and open times against the campaign: issuedAt
+// inside round's window (for an always-open campaign: between created_at and
+// issue_until), openedAt not before issuedAt and not after min(issuedAt + ttl,
+// expires_at), each with ClockSkew of slack. round must be a valid index. It allocates
+// nothing.
+func (m *Manifest) CheckTimes(round int, issuedAt, openedAt time.Time) error {
+	if round < 0 || round >= len(m.Rounds) {
+		return ErrIssuedOutsideRound
+	}
+	start, end := m.CreatedAt, m.IssueUntil
+	if w := m.Rounds[round]; !w.AlwaysOpen() {
+		start, end = w.Start, w.End
+	}
+	if issuedAt.Before(start.Add(-ClockSkew)) || issuedAt.After(end.Add(ClockSkew)) {
+		return ErrIssuedOutsideRound
+	}
+	expiry := issuedAt.Add(m.TTLDuration())
+	if m.ExpiresAt.Before(expiry) {
+		expiry = m.ExpiresAt
+	}
+	if openedAt.Before(issuedAt.Add(-ClockSkew)) || openedAt.After(expiry.Add(ClockSkew)) {
+		return ErrOpenedAfterExpiry
+	}
+	return nil
+}

@@ -228,3 +228,44 @@ func TestManifestValidateOverflow(t *testing.T) {
 		t.Fatalf("large genuine manifest: %v", err)
 	}
 }
+
+func TestManifestCheckTimes(t *testing.T) {
+	m := testManifest() // always open: created 2030-01-01, issue until +1h, ttl 1h, expires +2h
+	at := m.CreatedAt
+	for _, c := range []struct {
+		name           string
+		issued, opened time.Time
+		want           error
+	}{
+		{"in window", at.Add(time.Minute), at.Add(2 * time.Minute), nil},
+		{"skew before created", at.Add(-ClockSkew), at, nil},
+		{"before created", at.Add(-ClockSkew - time.Second), at, ErrIssuedOutsideRound},
+		{"after issue_until", m.IssueUntil.Add(ClockSkew + time.Second), m.IssueUntil.Add(time.Minute), ErrIssuedOutsideRound},
+		{"issued in 2099", at.AddDate(69, 0, 0), at.AddDate(69, 0, 0), ErrIssuedOutsideRound},
+		{"opened after ttl", at.Add(time.Minute), at.Add(time.Minute + time.Hour + ClockSkew + time.Second), ErrOpenedAfterExpiry},
+		{"opened at ttl", at.Add(time.Minute), at.Add(time.Minute + time.Hour), nil},
+		{"opened before issued", at.Add(time.Hour), at.Add(time.Hour - ClockSkew - time.Second), ErrOpenedAfterExpiry},
+	} {
+		if err := m.CheckTimes(0, c.issued, c.opened); err != c.want {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	// Timed rounds: the round's own window, and expires_at caps the expiry.
+	m.Rounds = []RoundWindow{{Index: 0, Start: at, End: at.Add(time.Minute)}, {Index: 1, Start: at.Add(time.Hour), End: at.Add(2 * time.Hour)}}
+	m.IssueUntil, m.ExpiresAt = at.Add(2*time.Hour), at.Add(150*time.Minute)
+	if err := m.CheckTimes(0, at.Add(time.Hour), at.Add(time.Hour)); err != ErrIssuedOutsideRound {
+		t.Errorf("issued in round 1's window, claimed round 0: %v", err)
+	}
+	if err := m.CheckTimes(1, at.Add(time.Hour+time.Minute), at.Add(time.Hour+2*time.Minute)); err != nil {
+		t.Error(err)
+	}
+	if err := m.CheckTimes(1, at.Add(2*time.Hour), at.Add(150*time.Minute+ClockSkew+time.Second)); err != ErrOpenedAfterExpiry {
+		t.Errorf("opened after expires_at: %v", err)
+	}
+	if err := m.CheckTimes(2, at, at); err != ErrIssuedOutsideRound {
+		t.Errorf("round out of range: %v", err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = m.CheckTimes(1, at.Add(time.Hour+time.Minute), at.Add(time.Hour+2*time.Minute)) }); n != 0 {
+		t.Errorf("CheckTimes: %v allocs", n)
+	}
+}
