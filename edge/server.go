@@ -189,7 +189,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.state = st
-	s.disp = newDispenser(&s.hdr, st, cfg.Pace, cfg.ReserveWait, s.log)
+	s.disp = newDispenser(&s.hdr, st, cfg.Pace, cfg.ReserveWait, s.now, s.log)
 	s.expiresCap = s.disp.issueUntil/1e9 + s.ttl
 	if s.expiresCap > 1<<32-1 {
 		st.close()
