@@ -7,19 +7,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"shake/ticket"
 )
 
 func newTestDispenser(t *testing.T, count uint64, rounds int, pace bool) (*dispenser, *stateFile) {
 	t.Helper()
 	h := testHeader(count, rounds)
-	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h)
+	// The clock stays at the first round's start: no round ends under a test.
+	return dispenserOn(t, h, pace, time.Second, func() time.Time { return h.Rounds[0].Start })
+}
+
+// dispenserOn makes a dispenser for h on a new state file, closed at cleanup.
+func dispenserOn(t *testing.T, h *ticket.ShardHeader, pace bool, waitMax time.Duration, clock func() time.Time) (*dispenser, *stateFile) {
+	t.Helper()
+	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sf.close() })
-	// The clock stays at the first round's start: no round ends under a test.
-	clock := func() time.Time { return h.Rounds[0].Start }
-	return newDispenser(h, sf, pace, time.Second, clock, slog.New(slog.DiscardHandler)), sf
+	return newDispenser(h, sf, pace, waitMax, clock, slog.New(slog.DiscardHandler)), sf
 }
 
 func TestRoundAt(t *testing.T) {

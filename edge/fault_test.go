@@ -6,9 +6,13 @@ package edge
 
 import (
 	"context"
-	"log/slog"
+	"errors"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,15 +45,10 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 func TestRoundEndWaiterGetsMiss(t *testing.T) {
 	start := time.Unix(1_900_000_000, 0).UTC()
 	h := backToBackHeader(1000, start)
-	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sf.close() })
 	r0end := h.Rounds[0].End.UnixNano()
 	justBefore := r0end - int64(time.Millisecond)
 	after := time.Unix(0, r0end+int64(time.Millisecond))
-	d := newDispenser(h, sf, false, 3*time.Second, func() time.Time { return after }, slog.New(slog.DiscardHandler))
+	d, _ := dispenserOn(t, h, false, 3*time.Second, func() time.Time { return after })
 	r0 := d.rounds[0]
 	if err := d.reserve(r0, 10); err != nil {
 		t.Fatal(err)
@@ -82,7 +81,7 @@ func TestProcessKillForfeitsSmallShare(t *testing.T) {
 	var leftAtStart, lostBefore uint64 = count, 0
 	var perKill []uint64
 	for k := 0; k <= kills; k++ {
-		p := startProc(t, f, state, "--per-user", "0")
+		p := startProc(t, f, state, firstStart(k == 0, "--per-user", "0")...)
 		lost, left := p.metric(t, "shake_edge_tickets_lost_total"), p.metric(t, "shake_edge_tickets_left")
 		if k > 0 {
 			forfeited := lost - lostBefore
@@ -121,12 +120,7 @@ func TestProcessKillForfeitsSmallShare(t *testing.T) {
 func TestBackToBackNextRoundReservedAhead(t *testing.T) {
 	start := time.Unix(1_900_000_000, 0).UTC()
 	h := backToBackHeader(10_000, start)
-	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sf.close() })
-	d := newDispenser(h, sf, false, time.Second, func() time.Time { return start }, slog.New(slog.DiscardHandler))
+	d, _ := dispenserOn(t, h, false, time.Second, func() time.Time { return start })
 	r0, r1 := d.rounds[0], d.rounds[1]
 	if err := d.reserveAhead(r0.end - int64(2*preOpenWindow)); err != nil {
 		t.Fatal(err)
@@ -139,5 +133,72 @@ func TestBackToBackNextRoundReservedAhead(t *testing.T) {
 	}
 	if r1.reserved.Load() == 0 {
 		t.Fatal("round 1 opens in half a second and has no reservation")
+	}
+}
+
+// runEdgeOnce runs `shake edge` that is expected to refuse to start, and returns its
+// exit code and output.
+func runEdgeOnce(t *testing.T, f *fixture, state string, extra ...string) (int, string) {
+	t.Helper()
+	args := append([]string{"edge", "--tickets", f.tickets, "--key", f.key, "--session-key", f.sessPath,
+		"--state", state, "--listen", "127.0.0.1:0"}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, shakeBin, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestProcessStateFileLifecycle is issue 11's lost state file, through the binary: a
+// missing --state is exit 2 with one line that says why and how to do a genuine
+// first start; --init-state creates it; --init-state again (a command line left
+// unchanged, or a wiped volume's replacement run on an old one) is exit 2; a start
+// without the flag resumes where the last one stopped, after SIGTERM or kill -9.
+func TestProcessStateFileLifecycle(t *testing.T) {
+	needBinary(t)
+	f := newFixture(t, shardSpec{count: 1000})
+	state := filepath.Join(f.dir, "edge.state")
+	code, out := runEdgeOnce(t, f, state)
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "does not exist") ||
+		!strings.Contains(out, "again") || !strings.Contains(out, "--init-state") {
+		t.Fatalf("missing state file: exit %d %q", code, out)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start left a state file: %v", err)
+	}
+	p := startProc(t, f, state, "--init-state", "--per-user", "0")
+	c := newCrowd(f, 20)
+	stop := make(chan struct{})
+	go func() { time.Sleep(50 * time.Millisecond); close(stop) }()
+	c.shakeUntil(p.addr, stop)
+	issued := p.metric(t, "shake_edge_tickets_issued_total")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.done; err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	code, out = runEdgeOnce(t, f, state, "--init-state")
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "already exists") {
+		t.Fatalf("--init-state on an existing file: exit %d %q", code, out)
+	}
+	p = startProc(t, f, state, "--per-user", "0")
+	if got := p.metric(t, "shake_edge_tickets_issued_total"); got != issued || issued == 0 {
+		t.Fatalf("resumed with %d issued, the first run issued %d", got, issued)
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+	code, out = runEdgeOnce(t, f, state, "--init-state")
+	if code != 2 || !strings.Contains(out, "already exists") {
+		t.Fatalf("--init-state after kill -9: exit %d %q", code, out)
+	}
+	p = startProc(t, f, state, "--per-user", "0")
+	c.shakeUntil(p.addr, nil)
+	c.check(t)
+	if left := p.metric(t, "shake_edge_tickets_left"); left != 0 {
+		t.Fatalf("%d tickets left after draining", left)
 	}
 }
