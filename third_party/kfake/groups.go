@@ -1424,7 +1424,11 @@ func (g *group) completeRebalance() {
 	g.pendingSyncIDs = make(map[string]struct{}, len(g.members))
 	for _, m := range g.members {
 		if !foundLeader {
+			// shake patch: the first remaining member leads. Without
+			// setting foundLeader every member was made leader in
+			// turn, and each join answer named its own member.
 			g.leader = m.memberID
+			foundLeader = true
 		}
 		g.pendingSyncIDs[m.memberID] = struct{}{}
 		req := m.join
@@ -1702,16 +1706,20 @@ members:
 // reply sends kresp back to the caller of creq. If m is non-nil,
 // m.waitingReply is cleared before the send attempt so a dead
 // connection does not leave a stale reply behind.
+//
+// shake patch: the member's session timer starts whether or not the reply
+// can be delivered, as Kafka schedules the heartbeat expiration of every
+// member when a join completes. Returning before updateHeartbeat left a
+// member whose connection died while its join was parked with no timer at
+// all: completeRebalance kept it (its join was waiting), the leader's sync
+// handed it partitions and cleared the pending-sync timer, and nothing ever
+// removed it.
 func (g *group) reply(creq *clientReq, kresp kmsg.Response, m *groupMember) {
 	if m != nil {
 		m.waitingReply = nil
-	}
-	if !creq.reply(kresp) {
-		return
-	}
-	if m != nil {
 		g.updateHeartbeat(m)
 	}
+	creq.reply(kresp)
 }
 
 ///////////////////////////
