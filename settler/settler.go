@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,8 +36,8 @@ const (
 	DefaultBackoffMax     = 2 * time.Second
 	DefaultAttemptTimeout = 15 * time.Second
 	DefaultDrainTimeout   = 10 * time.Second
-	// DefaultStallTimeout is how long claims may wait with nothing settled before the
-	// group reader is recreated.
+	// DefaultStallTimeout is how long a partition's committed offset may stand still
+	// while claims wait on it before the group reader is recreated.
 	DefaultStallTimeout   = 30 * time.Second
 	DefaultSessionTimeout = 10 * time.Second
 	// MaxBatch bounds a batch whatever the flags say: a batch is held in memory and
@@ -66,7 +68,7 @@ type Config struct {
 	BackoffMax      time.Duration // retry delay cap (default 2s)
 	AttemptTimeout  time.Duration // one ledger call (default 15s)
 	DrainTimeout    time.Duration // after shutdown, how long the batch in hand may take (default 10s)
-	StallTimeout    time.Duration // claims waiting, nothing settled, breaker closed: recreate the reader (default 30s)
+	StallTimeout    time.Duration // a partition's claims waiting, its committed offset still, breaker closed: recreate the reader (default 30s)
 	SessionTimeout  time.Duration // consumer group session timeout (default 10s)
 
 	Registry *obs.Registry // metrics (nil: a private registry)
@@ -93,8 +95,9 @@ type Settler struct {
 	mCommitErrs  *obs.Counter
 	mFetchErrs   *obs.Counter
 	mRestarts    *obs.Counter
-	stalled      atomic.Bool // set by watchStall, cleared when work resumes
+	stalled      atomic.Bool // set by watchStall, cleared when every partition moves again
 	mGroupLag    *obs.Gauge
+	mStalled     *obs.Gauge
 	mDLQErrs     *obs.Counter
 	mDLQ         map[string]*obs.Counter
 	mBatchSize   *obs.Histogram
@@ -104,6 +107,13 @@ type Settler struct {
 	mLagTotal    *obs.Gauge
 	lag          map[int]*obs.Gauge // per partition; touched by the Run goroutine only
 	lagVal       map[int]int64
+
+	// The watchdog interrupts the Run loop's fetch through these: restart asks for a
+	// new group reader, fetchCancel ends the fetch in progress (see interrupt).
+	restart     atomic.Bool
+	fetchMu     sync.Mutex
+	fetchCancel context.CancelFunc
+	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
 }
 
 // batchBuckets are the histogram bounds for batch sizes (claims, not seconds).
@@ -171,6 +181,7 @@ func New(cfg Config) (*Settler, error) {
 	s.mFetchErrs = r.Counter("shake_settler_fetch_errors_total", "Failed fetches from Kafka.")
 	s.mRestarts = r.Counter("shake_settler_reader_restarts_total", "Group readers recreated because the consumer stalled.")
 	s.mGroupLag = r.Gauge("shake_settler_group_lag", "Claims in the topic the group has not committed, over all partitions (asked of the broker).")
+	s.mStalled = r.Gauge("shake_settler_stalled_partitions", "Partitions whose committed offset has stood still for --stall-timeout while claims wait on them.")
 	s.mDLQErrs = r.Counter("shake_settler_dlq_errors_total", "Failed writes to the dead-letter topic (each retried).")
 	s.mDLQ = make(map[string]*obs.Counter, len(Reasons))
 	for _, reason := range Reasons {
@@ -225,24 +236,24 @@ func (s *Settler) Run(ctx context.Context) error {
 
 	msgs := make([]kafka.Message, 0, s.cfg.Batch)
 	b := &batch{postings: make([]ledger.Posting, 0, s.cfg.Batch)}
-	stalled := make(chan struct{}, 1)
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go s.watchStall(wctx, stalled)
-	fetch := newScope(ctx)
+	go s.watchStall(wctx)
+	fetch := s.newFetch(ctx)
 	defer func() { fetch.cancel() }()
 	for ctx.Err() == nil {
-		select {
-		case <-stalled:
-			// The group reader has stopped delivering while claims wait (seen after
-			// broker restarts): a new reader rejoins the group from the committed
-			// offsets. Nothing is skipped; anything uncommitted comes again.
+		if s.restart.Swap(false) {
+			// A partition stands still while claims wait on it (a member the broker
+			// keeps that consumes nothing, a reader that stopped delivering after a
+			// broker restart): a new group member forces a rebalance, which drops a
+			// member that does not rejoin, and starts from the committed offsets.
+			// Nothing is skipped; anything uncommitted comes again.
 			fetch.cancel()
-			rd.Close()
+			closeReader(rd, s.log)
 			rd = s.newReader()
-			fetch = newScope(ctx)
+			fetch = s.newFetch(ctx)
 			s.mRestarts.Inc()
-		default:
+			s.log.Warn("group reader recreated")
 		}
 		msgs = s.collect(fetch.ctx, rd, msgs[:0])
 		if len(msgs) == 0 {
@@ -250,7 +261,9 @@ func (s *Settler) Run(ctx context.Context) error {
 		}
 		// The batch in hand is finished even after shutdown began, within DrainTimeout.
 		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
+		s.settling.Store(true)
 		err := s.settle(dctx, rd, dlq, msgs, b)
+		s.settling.Store(false)
 		cancel()
 		if err != nil {
 			return err
@@ -258,6 +271,44 @@ func (s *Settler) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// newFetch returns the context the fetches of one group reader run under, and lets
+// interrupt cancel it.
+func (s *Settler) newFetch(parent context.Context) scope {
+	f := newScope(parent)
+	s.fetchMu.Lock()
+	s.fetchCancel = f.cancel
+	s.fetchMu.Unlock()
+	return f
+}
+
+// interrupt asks the Run loop for a new group reader and ends the fetch it may be
+// blocked in: a stalled group leaves FetchMessage waiting for ever.
+func (s *Settler) interrupt() {
+	s.restart.Store(true)
+	s.fetchMu.Lock()
+	if s.fetchCancel != nil {
+		s.fetchCancel()
+	}
+	s.fetchMu.Unlock()
+}
+
+// closeReader closes a group reader (it leaves the group), waiting at most 10 s: a
+// reader whose broker connection is black-holed must not hold up its replacement.
+func closeReader(rd *kafka.Reader, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		if err := rd.Close(); err != nil {
+			log.Debug("closing the group reader", "err", err)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		log.Warn("the old group reader did not close within 10s; leaving it behind")
+	}
 }
 
 // scope is a cancellable context: the fetches of one group reader.
@@ -292,59 +343,96 @@ func (s *Settler) newReader() *kafka.Reader {
 	})
 }
 
-// watchStall signals stalled when the group's committed lag (claims in the topic not yet
-// committed by anyone, asked of the broker) stays above zero while this settler settles
-// nothing for StallTimeout with its ledger breaker closed. It also exports that lag.
-func (s *Settler) watchStall(ctx context.Context, stalled chan<- struct{}) {
+// watchStall watches every partition's committed offset (asked of the broker, whoever
+// owns the partition). A partition whose committed offset stands still for StallTimeout
+// while claims wait on it, with this settler's ledger breaker closed, is stalled: the
+// settler reports not ready and interrupts its Run loop for a new group reader. It also
+// exports the group's lag.
+func (s *Settler) watchStall(ctx context.Context) {
 	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
 	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
 	defer tick.Stop()
-	lastWork, lastChange := s.work(), time.Now()
+	type seen struct {
+		committed int64
+		since     time.Time // when committed last moved, or the partition was caught up
+	}
+	parts := map[int]seen{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		lag, err := groupLag(ctx, client, s.cfg.Group, s.cfg.Topic)
+		offs, err := groupOffsets(ctx, client, s.cfg.Group, s.cfg.Topic)
 		if err != nil {
 			continue // the broker is down: nothing to tell
 		}
+		now := time.Now()
+		var lag int64
+		var stalled []int
+		healthy := s.br.State() == BreakerClosed
+		for p, o := range offs {
+			lag += o.lag()
+			w, ok := parts[p]
+			if !ok || w.committed != o.committed || o.lag() == 0 || !healthy {
+				parts[p] = seen{o.committed, now}
+				continue
+			}
+			if now.Sub(w.since) >= s.cfg.StallTimeout {
+				stalled = append(stalled, p)
+			}
+		}
 		s.mGroupLag.Set(lag)
-		if w := s.work(); w != lastWork || lag == 0 || s.br.State() != BreakerClosed {
-			lastWork, lastChange = w, time.Now()
+		s.mStalled.Set(int64(len(stalled)))
+		if len(stalled) == 0 {
 			s.stalled.Store(false)
 			continue
 		}
-		if time.Since(lastChange) >= s.cfg.StallTimeout {
-			// Not ready until something settles again: whatever watches /readyz sees it.
-			s.stalled.Store(true)
-			s.log.Error("consumer stalled: claims are waiting but nothing was settled; restarting the group reader",
-				"group_lag", lag, "for", time.Since(lastChange).Round(time.Second))
-			select {
-			case stalled <- struct{}{}:
-			default:
-			}
-			lastChange = time.Now()
+		// Not ready until the partitions move again: whatever watches /readyz sees it.
+		s.stalled.Store(true)
+		if s.settling.Load() {
+			continue // the Run loop is posting, not waiting on the group: look again later
+		}
+		slices.Sort(stalled)
+		s.log.Error("consumer stalled: claims wait on partitions whose committed offset does not move; recreating the group reader",
+			"partitions", stalled, "group_lag", lag, "for", s.cfg.StallTimeout)
+		s.interrupt()
+		// The new member's rebalance may take up to its rebalance timeout (the session
+		// timeout) before it fetches: give it that and a full StallTimeout.
+		grace := now.Add(s.cfg.SessionTimeout)
+		for _, p := range stalled {
+			parts[p] = seen{offs[p].committed, grace}
 		}
 	}
 }
 
-// work counts the claims this settler has dealt with (posted, duplicate, dead-lettered).
-func (s *Settler) work() uint64 {
-	n := s.mPosted.Value() + s.mDup.Value()
-	for _, c := range s.mDLQ {
-		n += c.Value()
-	}
-	return n
+// partOffsets is where a group stands on one partition.
+type partOffsets struct {
+	committed int64 // the group's committed offset, or the partition's first if none
+	end       int64 // the high watermark
 }
+
+func (o partOffsets) lag() int64 { return max(0, o.end-o.committed) }
 
 // groupLag asks the broker how many claims of topic the group has not committed yet,
 // over all partitions, whoever owns them.
 func groupLag(ctx context.Context, c *kafka.Client, group, topic string) (int64, error) {
-	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	offs, err := groupOffsets(ctx, c, group, topic)
 	if err != nil {
 		return 0, err
+	}
+	var lag int64
+	for _, o := range offs {
+		lag += o.lag()
+	}
+	return lag, nil
+}
+
+// groupOffsets asks the broker where group stands on every partition of topic.
+func groupOffsets(ctx context.Context, c *kafka.Client, group, topic string) (map[int]partOffsets, error) {
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
 	}
 	var parts []int
 	for _, t := range meta.Topics {
@@ -355,37 +443,37 @@ func groupLag(ctx context.Context, c *kafka.Client, group, topic string) (int64,
 		}
 	}
 	if len(parts) == 0 {
-		return 0, fmt.Errorf("topic %s has no partitions", topic)
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
 	}
 	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	first, err := listOffsets(ctx, c, topic, parts, false)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	last, err := listOffsets(ctx, c, topic, parts, true)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	done := map[int]int64{}
 	for _, po := range committed.Topics[topic] {
 		if po.Error != nil {
-			return 0, po.Error
+			return nil, po.Error
 		}
 		done[po.Partition] = po.CommittedOffset
 	}
-	var lag int64
+	out := make(map[int]partOffsets, len(parts))
 	for _, p := range parts {
 		// A partition the group never committed is absent or -1: it starts at the start.
 		from, ok := done[p]
 		if !ok || from < 0 {
 			from = first[p]
 		}
-		lag += max(0, last[p]-from)
+		out[p] = partOffsets{committed: from, end: last[p]}
 	}
-	return lag, nil
+	return out, nil
 }
 
 // listOffsets returns each partition's first offset, or its last (high watermark).

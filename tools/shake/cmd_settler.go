@@ -66,7 +66,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	failures := fs.Int("breaker-failures", settler.DefaultBreakerFails, "consecutive ledger failures that open the circuit breaker")
 	cooldown := fs.Duration("breaker-cooldown", settler.DefaultCooldown, "how long the breaker stays open before a probe")
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
-	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
+	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
