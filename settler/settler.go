@@ -6,6 +6,8 @@ package settler
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,9 @@ const (
 	// while claims wait on it before the group reader is recreated.
 	DefaultStallTimeout   = 30 * time.Second
 	DefaultSessionTimeout = 10 * time.Second
+	// DefaultDLQTimeout is how long one batch's dead letters may keep failing to be
+	// written before the settler logs them and moves on.
+	DefaultDLQTimeout = 30 * time.Second
 	// MaxBatch bounds a batch whatever the flags say: a batch is held in memory and
 	// posted in one transaction.
 	MaxBatch = 100_000
@@ -70,6 +75,7 @@ type Config struct {
 	DrainTimeout    time.Duration // after shutdown, how long the batch in hand may take (default 10s)
 	StallTimeout    time.Duration // a partition's claims waiting, its committed offset still, breaker closed: recreate the reader (default 30s)
 	SessionTimeout  time.Duration // consumer group session timeout (default 10s)
+	DLQTimeout      time.Duration // dead letters failing this long: log them, count them, commit (default 30s)
 
 	Registry *obs.Registry // metrics (nil: a private registry)
 	Logger   *slog.Logger  // nil discards
@@ -100,6 +106,7 @@ type Settler struct {
 	mStalled     *obs.Gauge
 	mDLQErrs     *obs.Counter
 	mDLQ         map[string]*obs.Counter
+	mDLQDropped  map[string]*obs.Counter
 	mBatchSize   *obs.Histogram
 	mPostLatency *obs.Histogram
 	mE2E         *obs.Histogram
@@ -114,6 +121,8 @@ type Settler struct {
 	fetchMu     sync.Mutex
 	fetchCancel context.CancelFunc
 	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
+
+	dlqDown atomic.Bool // the last dead-letter write failed for DLQTimeout
 }
 
 // batchBuckets are the histogram bounds for batch sizes (claims, not seconds).
@@ -155,6 +164,7 @@ func New(cfg Config) (*Settler, error) {
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.StallTimeout, DefaultStallTimeout)
 	def(&cfg.SessionTimeout, DefaultSessionTimeout)
+	def(&cfg.DLQTimeout, DefaultDLQTimeout)
 	if cfg.Registry == nil {
 		cfg.Registry = obs.NewRegistry()
 	}
@@ -184,8 +194,11 @@ func New(cfg Config) (*Settler, error) {
 	s.mStalled = r.Gauge("shake_settler_stalled_partitions", "Partitions whose committed offset has stood still for --stall-timeout while claims wait on them.")
 	s.mDLQErrs = r.Counter("shake_settler_dlq_errors_total", "Failed writes to the dead-letter topic (each retried).")
 	s.mDLQ = make(map[string]*obs.Counter, len(Reasons))
+	s.mDLQDropped = make(map[string]*obs.Counter, len(Reasons))
 	for _, reason := range Reasons {
 		s.mDLQ[reason] = r.Counter("shake_settler_dlq_total", "Claims sent to the dead-letter topic, by reason.", "reason", reason)
+		s.mDLQDropped[reason] = r.Counter("shake_settler_dlq_unwritten_total",
+			"Rejected claims whose dead letter could not be written for --dlq-timeout: logged and committed (they stay in the claims topic), by reason.", "reason", reason)
 	}
 	s.mBatchSize = r.Histogram("shake_settler_batch_size", "Claims per batch.", batchBuckets)
 	s.mPostLatency = r.Histogram("shake_settler_post_seconds", "Latency of one successful ledger transaction.", obs.LatencyBuckets)
@@ -194,11 +207,36 @@ func New(cfg Config) (*Settler, error) {
 	return s, nil
 }
 
-// Ready reports whether the settler is consuming: the campaign is funded in the ledger
-// and the breaker is not open.
-func (s *Settler) Ready() bool {
-	return s.running.Load() && s.funded.Load() && s.br.State() != BreakerOpen && !s.stalled.Load()
+// Reasons NotReadyReason gives, as /readyz shows them.
+const (
+	ReadyStarting      = "starting"            // Run has not started consuming, or has stopped
+	ReadyUnfunded      = "unfunded"            // the campaign's budget is not funded in the ledger yet
+	ReadyBreakerOpen   = "ledger_breaker_open" // the ledger failed; postings wait for the breaker
+	ReadyStalled       = "stalled"             // a partition's claims wait and its committed offset does not move
+	ReadyDLQUnwritable = "dlq_unwritable"      // the dead-letter topic refused writes for --dlq-timeout
+)
+
+// NotReadyReason returns "" when the settler is consuming with everything it needs,
+// else why not (one of the Ready* reasons).
+func (s *Settler) NotReadyReason() string {
+	switch {
+	case !s.funded.Load():
+		return ReadyUnfunded
+	case !s.running.Load():
+		return ReadyStarting
+	case s.br.State() == BreakerOpen:
+		return ReadyBreakerOpen
+	case s.stalled.Load():
+		return ReadyStalled
+	case s.dlqDown.Load():
+		return ReadyDLQUnwritable
+	}
+	return ""
 }
+
+// Ready reports whether the settler is consuming: the campaign is funded in the ledger,
+// the breaker is not open, no partition is stalled and dead letters can be written.
+func (s *Settler) Ready() bool { return s.NotReadyReason() == "" }
 
 // BreakerState returns the ledger breaker's state.
 func (s *Settler) BreakerState() BreakerState { return s.br.State() }
@@ -576,15 +614,9 @@ func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Write
 		s.mAmount.Add(uint64(res.Amount))
 	}
 	if len(b.dead) > 0 {
-		if err := s.retryWith(ctx, "dead-letter", nil, s.mDLQErrs, func(actx context.Context) error {
-			return dlq.WriteMessages(actx, b.dead...)
-		}); err != nil {
+		if err := s.writeDead(ctx, dlq, b.dead); err != nil {
 			return err
 		}
-		for i := range b.dead {
-			s.mDLQ[string(b.dead[i].Headers[0].Value)].Inc()
-		}
-		s.log.Warn("claims dead-lettered", "count", len(b.dead), "topic", s.dlqTopic)
 	}
 	if err := rd.CommitMessages(ctx, msgs...); err != nil {
 		// The ledger has the batch; a failed commit (usually a rebalance) only means the
@@ -686,34 +718,115 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// writeDead writes a batch's dead letters. Retrying cannot go on for ever: one
+// poisoned record or a dead-letter topic that refuses writes would stop all settlement.
+// After DLQTimeout of failures (only one attempt while the topic is known to be down) it
+// logs each dead letter (reason, source, length and SHA-256 of the record, which stays
+// in the claims topic at that offset), counts it in shake_settler_dlq_unwritten_total,
+// marks the settler not ready (dlq_unwritable) and returns nil so that the batch is
+// committed: a rejected claim is not paid either way. It returns an error only when ctx
+// ended (shutdown), and then the batch is not committed and comes again.
+func (s *Settler) writeDead(ctx context.Context, dlq *kafka.Writer, dead []kafka.Message) error {
+	wait := s.cfg.DLQTimeout
+	if s.dlqDown.Load() {
+		wait = min(wait, s.cfg.AttemptTimeout, max(s.cfg.DLQTimeout/6, time.Second))
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	err := s.retryWith(wctx, "dead-letter", nil, s.mDLQErrs, func(actx context.Context) error {
+		return dlq.WriteMessages(actx, dead...)
+	})
+	cancel()
+	if err == nil {
+		if s.dlqDown.Swap(false) {
+			s.log.Info("the dead-letter topic takes writes again", "topic", s.dlqTopic)
+		}
+		for i := range dead {
+			s.mDLQ[string(dead[i].Headers[0].Value)].Inc()
+		}
+		s.log.Warn("claims dead-lettered", "count", len(dead), "topic", s.dlqTopic)
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	s.dlqDown.Store(true)
+	for i := range dead {
+		h := dead[i].Headers
+		reason := string(h[0].Value)
+		s.mDLQDropped[reason].Inc()
+		s.log.Error("dead letter not written; the rejected claim stays in the claims topic", "topic", s.dlqTopic,
+			"reason", reason, "source", string(h[1].Value), "claim_bytes", string(h[2].Value), "claim_sha256", string(h[3].Value), "err", err)
+	}
+	return nil
+}
+
+// Bounds of a dead letter: the claims topic takes records of up to the broker's limit
+// (1 MiB by default), and a record that is not JSON is embedded as a JSON string, which
+// can take six bytes per byte (control bytes) or three (invalid UTF-8).
+const (
+	// MaxDeadClaimBytes is the most of a rejected record's value a dead letter embeds;
+	// a longer one is cut to its first MaxDeadClaimBytes bytes, marked truncated.
+	MaxDeadClaimBytes = 4 << 10
+	maxDeadDetail     = 512
+	maxDeadKey        = 256
+	// MaxDeadLetterBytes bounds a dead letter's value whatever it wraps.
+	MaxDeadLetterBytes = 6*(MaxDeadClaimBytes+maxDeadDetail) + 1024
+)
+
 // deadLetter wraps a rejected claim for the dead-letter topic: the value is a JSON
 // envelope {"reason","detail","topic","partition","offset","claim"} where claim is the
-// original message (embedded as JSON when it is JSON, else as a string), and the
-// headers repeat the reason (first header, read back by settle) and the source.
+// original message (embedded as JSON when it is JSON, else as a string). A record longer
+// than MaxDeadClaimBytes is embedded as a string of its first MaxDeadClaimBytes bytes
+// with "claim_truncated":true, "claim_bytes" (its length) and "claim_sha256"; the whole
+// record stays in the claims topic at topic/partition/offset. The value never exceeds
+// MaxDeadLetterBytes. The headers are the reason (read back by settle and writeDead),
+// the source, and the record's length and SHA-256.
 func deadLetter(m *kafka.Message, reason, detail string) kafka.Message {
 	env := struct {
-		Reason    string          `json:"reason"`
-		Detail    string          `json:"detail"`
-		Topic     string          `json:"topic"`
-		Partition int             `json:"partition"`
-		Offset    int64           `json:"offset"`
-		Claim     json.RawMessage `json:"claim"`
-	}{Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
-	if json.Valid(m.Value) {
+		Reason         string          `json:"reason"`
+		Detail         string          `json:"detail"`
+		Topic          string          `json:"topic"`
+		Partition      int             `json:"partition"`
+		Offset         int64           `json:"offset"`
+		Claim          json.RawMessage `json:"claim"`
+		ClaimTruncated bool            `json:"claim_truncated,omitempty"`
+		ClaimBytes     int             `json:"claim_bytes,omitempty"`
+		ClaimSHA256    string          `json:"claim_sha256,omitempty"`
+	}{Reason: reason, Detail: cut(detail, maxDeadDetail), Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+	sum := sha256.Sum256(m.Value)
+	hash := hex.EncodeToString(sum[:])
+	switch {
+	case len(m.Value) > MaxDeadClaimBytes:
+		env.Claim, _ = json.Marshal(string(m.Value[:MaxDeadClaimBytes]))
+		env.ClaimTruncated, env.ClaimBytes, env.ClaimSHA256 = true, len(m.Value), hash
+	case json.Valid(m.Value):
 		env.Claim = m.Value
-	} else {
+	default:
 		env.Claim, _ = json.Marshal(string(m.Value))
 	}
 	v, err := json.Marshal(env)
 	if err != nil {
 		panic("BUG: dead letter envelope: " + err.Error())
 	}
+	if len(v) > MaxDeadLetterBytes {
+		panic(fmt.Sprintf("BUG: dead letter of %d bytes, bound %d", len(v), MaxDeadLetterBytes))
+	}
 	return kafka.Message{
-		Key:   m.Key,
+		Key:   m.Key[:min(len(m.Key), maxDeadKey)],
 		Value: v,
 		Headers: []kafka.Header{
 			{Key: "reason", Value: []byte(reason)},
 			{Key: "source", Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
+			{Key: "claim_bytes", Value: strconv.AppendInt(nil, int64(len(m.Value)), 10)},
+			{Key: "claim_sha256", Value: []byte(hash)},
 		},
 	}
+}
+
+// cut returns s cut to at most n bytes.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
