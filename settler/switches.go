@@ -42,16 +42,13 @@ func (s *Settler) Wire(c obs.Common) obs.Common { return s.ctl.Wire(c) }
 // Close releases the switches store (its SIGHUP watcher).
 func (s *Settler) Close() { s.ctl.Close() }
 
-// Status is /readyz's word: "ready", "paused" (the paused switch) or "not_ready".
+// Status is /readyz's first word: "paused" while the paused switch is set, else ""
+// (then NotReadyReason decides).
 func (s *Settler) Status() string {
-	switch {
-	case s.sw.Load().paused:
+	if s.sw.Load().paused {
 		return "paused"
-	case s.Ready():
-		return "ready"
-	default:
-		return "not_ready"
 	}
+	return ""
 }
 
 // paused reports whether the paused switch is set.

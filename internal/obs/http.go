@@ -3,6 +3,7 @@ package obs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,9 +61,12 @@ type ServerConfig struct {
 	Logger          *slog.Logger  // nil discards logs
 	Registry        *Registry     // served on GET /metrics; nil serves an empty registry
 	Ready           func() bool   // GET /readyz; nil means always ready
-	// Status, when set, replaces Ready: "ready" answers 200 {"status":"ready"}, any
-	// other word 503 {"status":"<word>"} (for example "paused").
+	// Status, when set, is asked first: a non-empty word answers 503 {"status":"<word>"}
+	// (the settler's "paused"); "" goes on to NotReady and Ready.
 	Status func() string
+	// NotReady, when set, answers GET /readyz instead of Ready: "" is ready, anything
+	// else is the reason in the 503's {"status":"not_ready","reason":"..."}.
+	NotReady func() string
 	// AdminOnly makes Listen itself an admin listener (the settler's --listen): it
 	// serves the admin endpoints and nothing of the role's handler.
 	AdminOnly bool
@@ -390,17 +394,22 @@ func (s *Server) health(ctx *fasthttp.RequestCtx, path []byte) {
 	switch {
 	case s.draining.Load():
 		WriteJSON(ctx, fasthttp.StatusServiceUnavailable, bodyDraining)
-	case s.cfg.Status != nil:
-		st := s.cfg.Status()
-		if st == "ready" {
-			WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
-			return
-		}
+	case s.cfg.Status != nil && s.cfg.Status() != "":
 		var buf [64]byte
 		b := append(buf[:0], `{"status":"`...)
-		b = appendJSONString(b, st)
+		b = appendJSONString(b, s.cfg.Status())
 		b = append(b, `"}`...)
 		WriteJSON(ctx, fasthttp.StatusServiceUnavailable, b)
+	case s.cfg.NotReady != nil:
+		if reason := s.cfg.NotReady(); reason != "" {
+			b, _ := json.Marshal(struct {
+				Status string `json:"status"`
+				Reason string `json:"reason"`
+			}{"not_ready", reason})
+			WriteJSON(ctx, fasthttp.StatusServiceUnavailable, b)
+		} else {
+			WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
+		}
 	case s.cfg.Ready == nil || s.cfg.Ready():
 		WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
 	default:
