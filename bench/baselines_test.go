@@ -135,10 +135,10 @@ func TestReportHTMLSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := b.String()
-	if n := strings.Count(page, "<svg"); n != 4 {
-		t.Fatalf("%d charts, want 4", n)
+	if n := strings.Count(page, "<svg"); n != 5 {
+		t.Fatalf("%d charts, want 5", n)
 	}
-	for _, want := range []string{"<polyline", "<rect", "Requests per second", "Latency percentiles", "Result mix",
+	for _, want := range []string{"<polyline", "<rect", "Requests per second", "Shakes won and answered closed per second", "Latency percentiles", "Result mix",
 		"Baselines", "bare", "skipped:", "won", "opened", "</html>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("report lacks %q", want)
@@ -181,5 +181,22 @@ func TestTextSummaryAndJSON(t *testing.T) {
 		if !bytes.Contains(j, []byte(key)) {
 			t.Errorf("JSON lacks %s", key)
 		}
+	}
+}
+
+// TestReportShadesWindows: a marked window (the demo's pause) is shaded and labelled on
+// every time chart.
+func TestReportShadesWindows(t *testing.T) {
+	res := sampleResult(t)
+	res.Windows = []Window{{Label: "paused", From: 0, To: 1}}
+	var b bytes.Buffer
+	if err := WriteHTML(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), `fill="#ffd54f"`); n != 3 {
+		t.Errorf("%d shaded windows, want one on each of the 3 time charts", n)
+	}
+	if !strings.Contains(b.String(), ">paused</text>") {
+		t.Error("window label missing")
 	}
 }

@@ -133,6 +133,16 @@ type Result struct {
 	Interrupted bool `json:"interrupted,omitempty"`
 	// Baselines holds the baseline runs made with the same load (see RunBaselines).
 	Baselines []BaselineResult `json:"baselines,omitempty"`
+	// Windows are spans the caller marks on the charts (the demo's pause), in seconds
+	// since Started.
+	Windows []Window `json:"windows,omitempty"`
+}
+
+// Window is a labelled span of a run, shaded on the report's charts.
+type Window struct {
+	Label string  `json:"label"`
+	From  float64 `json:"from_s"`
+	To    float64 `json:"to_s"`
 }
 
 // Endpoints returns the endpoint results present (shake, then open if any).

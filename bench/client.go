@@ -104,6 +104,7 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 				return false
 			}
 			ep.results[resWon].Add(1)
+			ep.recordResult(now, resWon)
 			if r.verifier != nil {
 				o := job{intended: now.Add(r.cfg.Think), uid: j.uid, kind: kindOpen, tokLen: uint8(len(tok))}
 				copy(o.tok[:], tok)
@@ -113,6 +114,7 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 			ep.results[resMiss].Add(1)
 		case "closed":
 			ep.results[resClosed].Add(1)
+			ep.recordResult(now, resClosed)
 		default:
 			ep.errors[errBadResponse].Add(1)
 			return false

@@ -147,7 +147,7 @@ func niceMax(v float64) float64 {
 }
 
 // lineChart renders series over seconds as an SVG line chart.
-func lineChart(b *strings.Builder, title, unit string, series []chartSeries) {
+func lineChart(b *strings.Builder, title, unit string, series []chartSeries, wins ...Window) {
 	n, ymax := 0, 0.0
 	for _, s := range series {
 		n = max(n, len(s.pts))
@@ -166,6 +166,14 @@ func lineChart(b *strings.Builder, title, unit string, series []chartSeries) {
 		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc(fmtNum(ymax*float64(i)/4)+unit))
 	}
 	xmax := max(n-1, 1)
+	for _, w := range wins {
+		x0 := float64(padL) + float64(plotW)*math.Max(w.From, 0)/float64(xmax)
+		x1 := float64(padL) + float64(plotW)*math.Min(w.To, float64(xmax))/float64(xmax)
+		if x1 > x0 {
+			fmt.Fprintf(b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#ffd54f" fill-opacity="0.35"/><text x="%.1f" y="%d" font-size="11">%s</text>`,
+				x0, padT, x1-x0, plotH, x0+2, padT+plotH-4, esc(w.Label))
+		}
+	}
 	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">0 s</text>`, padL, chartH-8)
 	fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%d s</text>`, padL+plotW, chartH-8, xmax)
 	for k, s := range series {
@@ -400,8 +408,17 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 		}
 	}
 	b.WriteString("<h2>Charts</h2>\n")
-	lineChart(&b, "Requests per second", "", rps)
-	lineChart(&b, "p99 latency per second", " ms", p99)
+	lineChart(&b, "Requests per second", "", rps, res.Windows...)
+	var won, closed []float64
+	for _, s := range res.Shake.Series {
+		for len(won) < s.T {
+			won, closed = append(won, 0), append(closed, 0)
+		}
+		won, closed = append(won, float64(s.Won)), append(closed, float64(s.Closed))
+	}
+	lineChart(&b, "Shakes won and answered closed per second", "", []chartSeries{
+		{"won", palette[2], won}, {"closed", palette[0], closed}}, res.Windows...)
+	lineChart(&b, "p99 latency per second", " ms", p99, res.Windows...)
 	latencyChart(&b, names, lats)
 	eps := res.Endpoints()
 	for i := range res.Baselines {

@@ -83,6 +83,8 @@ type endpoint struct {
 	curSec int
 	curN   int64
 	curErr int64
+	curWon int64
+	curCl  int64
 	series []Second
 }
 
@@ -119,12 +121,29 @@ func (e *endpoint) record(now time.Time, lat time.Duration, isErr bool) {
 func (e *endpoint) rollLocked(sec int) {
 	for e.curSec < sec {
 		if len(e.series) < MaxSeriesSeconds {
-			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, P99: e.cur.Quantile(0.99)})
+			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, Won: e.curWon, Closed: e.curCl, P99: e.cur.Quantile(0.99)})
 		}
 		e.cur.Reset()
-		e.curN, e.curErr = 0, 0
+		e.curN, e.curErr, e.curWon, e.curCl = 0, 0, 0, 0
 		e.curSec++
 	}
+}
+
+// recordResult counts a won or closed shake in the per-second series at now (the
+// charts show when tickets were handed out, and when the event was closed).
+func (e *endpoint) recordResult(now time.Time, res int) {
+	sec := int(now.Sub(e.start) / time.Second)
+	e.mu.Lock()
+	if sec > e.curSec {
+		e.rollLocked(sec)
+	}
+	switch res {
+	case resWon:
+		e.curWon++
+	case resClosed:
+		e.curCl++
+	}
+	e.mu.Unlock()
 }
 
 // lastSecond returns the most recent complete second (for the progress line).
@@ -138,11 +157,14 @@ func (e *endpoint) lastSecond() (Second, bool) {
 }
 
 // Second is one second of an endpoint's time series: completions (answers, timeouts
-// and drops) in that second, how many of them were errors, and their p99 latency.
+// and drops) in that second, how many of them were errors, the shakes won and answered
+// closed, and their p99 latency.
 type Second struct {
 	T      int           `json:"t"`
 	Count  int64         `json:"count"`
 	Errors int64         `json:"errors"`
+	Won    int64         `json:"won,omitempty"`
+	Closed int64         `json:"closed,omitempty"`
 	P99    time.Duration `json:"-"`
 }
 
@@ -150,12 +172,14 @@ type secondJSON struct {
 	T      int     `json:"t"`
 	Count  int64   `json:"count"`
 	Errors int64   `json:"errors"`
+	Won    int64   `json:"won,omitempty"`
+	Closed int64   `json:"closed,omitempty"`
 	P99    float64 `json:"p99_ms"`
 }
 
 // MarshalJSON writes the p99 in milliseconds, like Latency.
 func (s Second) MarshalJSON() ([]byte, error) {
-	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, ms(s.P99)})
+	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, s.Won, s.Closed, ms(s.P99)})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -164,7 +188,7 @@ func (s *Second) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = Second{j.T, j.Count, j.Errors, fromMS(j.P99)}
+	*s = Second{j.T, j.Count, j.Errors, j.Won, j.Closed, fromMS(j.P99)}
 	return nil
 }
 

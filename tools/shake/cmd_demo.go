@@ -31,7 +31,7 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
-  1. writes campaign.key and session.key and generates a campaign of N red packets
+  1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
      (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
@@ -41,11 +41,14 @@ Runs the whole event on this machine, with nothing installed, through the real c
   3. starts E edges, one verifier and one settler as child processes of this binary
      (logs in DIR/logs), with an SQLite ledger at DIR/ledger.db unless --ledger is given;
   4. drives U simulated users at R shakes per second for D (open loop, see shake bench);
-     winners open their tickets;
+     winners open their tickets; from 40% of D, for an eighth of D (0.5 s to 5 s), it
+     closes the whole event through the edges' admin listeners as 'shake ctl pause'
+     does, checks that the edges issue no ticket meanwhile, and reopens it (D >= 3 s);
   5. waits until the settler has posted every opened ticket, stops the servers in order
      (SIGTERM), and reconciles the ledger against the manifest;
   6. checks every ticket a user was told it opened against the ledger, ticket by ticket;
-  7. writes DIR/report.html and DIR/summary.json and prints a summary.
+  7. writes DIR/report.html (the pause shaded on its charts) and DIR/summary.json and
+     prints a summary.
 
 Exit codes: 0 the money reconciles and every opened ticket is settled exactly once;
 1 a check failed, a server failed, or the run was interrupted (Ctrl-C stops everything
@@ -85,6 +88,8 @@ type demoSummary struct {
 	Reconcile    *settler.Report   `json:"reconcile"`
 	CrossCheck   demoCrossCheck    `json:"cross_check"`
 	Servers      map[string]string `json:"servers"`
+	Admin        map[string]string `json:"admin"` // each server's admin listener
+	Pause        *demoPause        `json:"pause,omitempty"`
 	OK           bool              `json:"ok"`
 	Failures     []string          `json:"failures"`
 }
@@ -172,6 +177,8 @@ type demo struct {
 	stderr  io.Writer
 	procs   []*proc.Proc
 	summary demoSummary
+	// adminKeyPath is the admin.key the servers are started with (shake ctl needs it).
+	adminKeyPath string
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -187,12 +194,14 @@ func (d *demo) run(ctx context.Context) int {
 	c := &d.cfg
 	s := &d.summary
 	s.Out, s.Edges, s.Tickets, s.Servers, s.Failures = c.out, c.edges, c.tickets, map[string]string{}, []string{}
+	s.Admin = map[string]string{}
 	defer d.stopAll()
 
 	// 1. Keys and campaign.
-	campaignKey, sessionKey := ticket.NewKey(), ticket.NewKey()
+	campaignKey, sessionKey, adminKey := ticket.NewKey(), ticket.NewKey(), ticket.NewKey()
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
-	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey} {
+	d.adminKeyPath = filepath.Join(c.out, "admin.key")
+	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey, d.adminKeyPath: adminKey} {
 		if err := ticket.WriteKeyFile(path, k); err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 			return 1
@@ -247,17 +256,37 @@ func (d *demo) run(ctx context.Context) int {
 		edgeURLs = append(edgeURLs, "http://"+s.Servers[fmt.Sprintf("edge-%03d", i)])
 	}
 	d.say("driving %d users at %.0f shakes/s for %v ...", c.users, c.rate, c.duration)
+	// Mid-load, the control plane closes the whole event for a few seconds.
+	pctx, stopPause := context.WithCancel(ctx)
+	pausec := make(chan *demoPause, 1)
+	if at, hold, ok := pauseWindow(c.duration); ok {
+		var edgeAdmins []string
+		for i := 0; i < c.edges; i++ {
+			edgeAdmins = append(edgeAdmins, s.Admin[fmt.Sprintf("edge-%03d", i)])
+		}
+		go func() { pausec <- d.runPause(pctx, ticket.AdminToken(adminKey), edgeAdmins, at, hold) }()
+	} else {
+		pausec <- nil
+	}
 	res, err := bench.Run(ctx, bench.Config{
 		Label: "shake", EdgeURLs: edgeURLs, VerifierURL: "http://" + s.Servers["verifier"],
 		SessionKey: sessionKey, Users: c.users, Rate: c.rate, Duration: c.duration,
 		Think: 20 * time.Millisecond, MaxOpened: int(c.tickets), Progress: c.progress,
 	})
+	stopPause()
+	pause := <-pausec
 	if c.progress != nil {
 		fmt.Fprintln(c.progress)
 	}
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: load: %v\n", err)
 		return 1
+	}
+	if pause != nil {
+		pause.mark(res)
+		s.Pause = pause
+		d.say("paused the event with shake ctl from %.1fs to %.1fs of the load: %.0f tickets issued meanwhile",
+			pause.From, pause.To, pause.IssuedInside)
 	}
 	s.Bench = res
 	if res.Interrupted || ctx.Err() != nil {
@@ -327,6 +356,9 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
 			"--key", ckPath}},
 	)
+	for i := range specs {
+		specs[i].args = append(specs[i].args, "--admin-key", d.adminKeyPath)
+	}
 	for _, sp := range specs {
 		addr, err := proc.FreeAddr()
 		if err != nil {
@@ -351,6 +383,7 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 			return err
 		}
 		d.summary.Servers[sp.name] = addr
+		d.summary.Admin[sp.name] = admin
 	}
 	d.say("started %d edges, a verifier and a settler (logs in %s)", len(m.Shards), logs)
 	return nil
@@ -484,6 +517,14 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 		verdict[0].Rows = append(verdict[0].Rows, [2]string{"failure", f})
 	}
 	ccOK := cc.ExactlyMatched
+	if p := s.Pause; p != nil {
+		ok := p.Confirmed && p.IssuedInside == 0
+		verdict = append(verdict, bench.ReportSection{Title: "Control plane: the event paused mid-load", Verdict: &ok, Rows: [][2]string{
+			{"shake ctl pause returned", fmt.Sprintf("%.1fs into the load", p.From)},
+			{"shake ctl resume sent", fmt.Sprintf("%.1fs into the load (shaded on the charts)", p.To)},
+			{"tickets issued by the edges in between", fmt.Sprintf("%.0f (issued counter %.0f, then %.0f)", p.IssuedInside, p.IssuedAtStop, p.IssuedAtEnd)},
+		}})
+	}
 	return append(verdict,
 		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{
 			{"budget", fen(rep.Budget, m.Currency)},

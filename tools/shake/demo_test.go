@@ -63,7 +63,12 @@ func TestDemoReconciles(t *testing.T) {
 	if err != nil || !bytes.Contains(html, []byte("<svg")) {
 		t.Fatalf("report.html missing or without charts: %v", err)
 	}
-	for _, want := range []string{"<title>shake demo report</title>", "Reconciliation <span", "Every opened ticket against the ledger"} {
+	pause, _ := s["pause"].(map[string]any)
+	if pause == nil || pause["confirmed"] != true || pause["issued_while_paused"].(float64) != 0 || pause["to_s"].(float64) <= pause["from_s"].(float64) {
+		t.Errorf("the demo's pause: %v", pause)
+	}
+	for _, want := range []string{"<title>shake demo report</title>", "Reconciliation <span", "Every opened ticket against the ledger",
+		"Control plane: the event paused mid-load <span style=\"color:#1a7f37\">OK", "paused (shake ctl pause)", "Shakes won and answered closed per second"} {
 		if !bytes.Contains(html, []byte(want)) {
 			t.Errorf("report.html lacks %q", want)
 		}
