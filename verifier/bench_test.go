@@ -216,3 +216,34 @@ func BenchmarkOpenLatencyAtRate(b *testing.B) {
 		b.Fatalf("%d opens failed", bad.Load())
 	}
 }
+
+// BenchmarkVerifyChainSwitched is BenchmarkVerifyChain with what the switches add to an
+// open around it: entering and leaving the switches epoch, the open_paused branch and
+// the revoked_shards check (switches at their defaults). Compare it with
+// BenchmarkVerifyChain in the same run.
+func BenchmarkVerifyChainSwitched(b *testing.B) {
+	s, bodies := chainFixture(b, 4096)
+	o := getOp()
+	now := time.Now().Unix()
+	fp := s.table.fingerprint(7)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sw, epoch := s.sw.Enter()
+		if sw.openPaused {
+			b.Fatal("paused")
+		}
+		if s.verify(o, bodies[i%len(bodies)], 7, now) != resOpened {
+			b.Fatal("verify failed")
+		}
+		sh := int(o.tok.Shard)
+		if s.revoked(sh) {
+			b.Fatal("revoked")
+		}
+		if s.table.claim(sh, o.tok.Ticket, fp) != claimNew {
+			b.Fatal("claim failed")
+		}
+		s.table.release(sh, o.tok.Ticket)
+		s.sw.Exit(epoch)
+	}
+}

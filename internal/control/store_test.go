@@ -1,0 +1,74 @@
+package control
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"shake/ticket"
+)
+
+func put(s *Store, token, body string) (int, string) {
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("PUT")
+	ctx.Request.SetRequestURI(SwitchesPath)
+	if token != "" {
+		ctx.Request.Header.Set("Authorization", "Bearer "+token)
+	}
+	ctx.Request.SetBodyString(body)
+	s.Handler(&ctx)
+	return ctx.Response.StatusCode(), string(ctx.Response.Body())
+}
+
+// TestStoreNothingChangesWhenTheFileCannotBeWritten: the file is written before the
+// change is applied, so a write failure is a 500 and the server keeps the old value.
+func TestStoreNothingChangesWhenTheFileCannotBeWritten(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root writes into a read-only directory")
+	}
+	dir := t.TempDir()
+	key := ticket.NewKey()
+	applied := 0
+	s, err := New(Config{Role: "edge", Options: Options{File: filepath.Join(dir, "sw.json"), AdminKey: key},
+		Apply: func(context.Context, *ticket.Switches) error { applied++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	os.Chmod(dir, 0o500)
+	defer os.Chmod(dir, 0o700)
+	code, body := put(s, ticket.AdminToken(key), `{"version":1,"edge":{"paused":true}}`)
+	if code != 500 || !strings.Contains(body, "cannot write") {
+		t.Errorf("PUT with an unwritable file: %d %s", code, body)
+	}
+	if applied != 1 || s.Current().Version != 0 || s.Current().Edge.Paused {
+		t.Errorf("applied %d times, current %s", applied, s.Current().JSON())
+	}
+}
+
+// TestStoreLoadsAndRefusesABadFile: a valid file is applied at start; an invalid one
+// stops the server from starting, naming the field.
+func TestStoreLoadsAndRefusesABadFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "sw.json")
+	os.WriteFile(f, []byte(`{"version":4,"settler":{"paused":true}}`), 0o600)
+	var got *ticket.Switches
+	s, err := New(Config{Role: "settler", Options: Options{File: f},
+		Apply: func(_ context.Context, d *ticket.Switches) error { got = d; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if got == nil || got.Version != 4 || !got.Settler.Paused {
+		t.Fatalf("applied %v", got)
+	}
+	os.WriteFile(f, []byte(`{"version":5,"settler":{"pause":true}}`), 0o600)
+	if _, err := New(Config{Role: "settler", Options: Options{File: f},
+		Apply: func(context.Context, *ticket.Switches) error { return nil }}); err == nil || !strings.Contains(err.Error(), "settler.pause") {
+		t.Fatalf("bad file: %v", err)
+	}
+}
