@@ -10,7 +10,8 @@ import (
 	"shake/ticket"
 )
 
-// ShakePath is the one endpoint the edge serves besides /healthz, /readyz, /metrics.
+// ShakePath is the one endpoint the edge serves besides /healthz and /readyz (the admin
+// endpoints, /metrics among them, are on the admin listener).
 const ShakePath = "/v1/shake"
 
 // Fixed response bodies, built once.

@@ -47,9 +47,10 @@ After a restart the verifier remembers the tickets still in its spool; a ticket 
 before the restart and already in Kafka can be claimed again by the same token, and the
 settler posts it once (it is idempotent on campaign and ticket).
 
-Also serves GET /healthz, /readyz (Kafka or the spool writable) and /metrics. SIGTERM or
-SIGINT: stops accepting, finishes in-flight opens, flushes or spools every queued claim,
-exits 0.
+Also serves GET /healthz and /readyz (Kafka or the spool writable); /metrics is on the
+admin listener. SIGTERM or SIGINT: /readyz answers 503 for --drain while opens are still
+served, then it stops accepting, finishes in-flight opens, flushes or spools every queued
+claim, exits 0.
 ` + serverFlagsUsage
 
 func runVerifier(args []string, stdout, stderr io.Writer) int {
