@@ -149,9 +149,9 @@ func New(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close stops rereading the file on SIGHUP.
+// Close stops rereading the file on SIGHUP. A nil Store is closed already.
 func (s *Store) Close() {
-	if s.stopHUP != nil {
+	if s != nil && s.stopHUP != nil {
 		s.stopHUP()
 		<-s.hupDone
 		s.stopHUP = nil
