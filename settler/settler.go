@@ -128,6 +128,8 @@ type Settler struct {
 	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
 
 	dlqDown atomic.Bool // the last dead-letter write failed for DLQTimeout
+
+	money moneyMetrics
 }
 
 // batchBuckets are the histogram bounds for batch sizes (claims, not seconds).
@@ -209,6 +211,7 @@ func New(cfg Config) (*Settler, error) {
 	s.mPostLatency = r.Histogram("shake_settler_post_seconds", "Latency of one successful ledger transaction.", obs.LatencyBuckets)
 	s.mE2E = r.Histogram("shake_settler_claim_to_commit_seconds", "From a claim's Kafka timestamp to its batch being posted and committed.", obs.LatencyBuckets)
 	s.mLagTotal = r.Gauge("shake_settler_consumer_lag", "Claims behind the high watermark, summed over this member's partitions.")
+	s.money = newMoneyMetrics(r)
 	if err := s.setupSwitches(); err != nil {
 		return nil, err
 	}
@@ -594,13 +597,14 @@ func (s *Settler) collect(ctx context.Context, rd *kafka.Reader, msgs []kafka.Me
 // batch holds the scratch of one batch, reused.
 type batch struct {
 	postings []ledger.Posting
+	index    []int // index[i] is the message of postings[i]
 	dead     []kafka.Message
 }
 
 // settle validates, dead-letters, posts and commits one batch. Nothing is committed
 // unless everything before it succeeded.
 func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Writer, msgs []kafka.Message, b *batch) error {
-	b.postings, b.dead = b.postings[:0], b.dead[:0]
+	b.postings, b.index, b.dead = b.postings[:0], b.index[:0], b.dead[:0]
 	for i := range msgs {
 		p, reason, detail := s.cfg.Validator.Check(msgs[i].Value)
 		if reason != "" {
@@ -608,24 +612,10 @@ func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Write
 			continue
 		}
 		b.postings = append(b.postings, p)
+		b.index = append(b.index, i)
 	}
-	if len(b.postings) > 0 {
-		var res ledger.Result
-		err := s.retry(ctx, "post", func(actx context.Context) error {
-			start := time.Now()
-			var err error
-			res, err = s.cfg.Ledger.Post(actx, b.postings)
-			if err == nil {
-				s.mPostLatency.ObserveDuration(time.Since(start))
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		s.mPosted.Add(uint64(res.Posted))
-		s.mDup.Add(uint64(res.Duplicates))
-		s.mAmount.Add(uint64(res.Amount))
+	if err := s.post(ctx, msgs, b); err != nil {
+		return err
 	}
 	if len(b.dead) > 0 {
 		if err := s.writeDead(ctx, dlq, b.dead); err != nil {
@@ -673,7 +663,7 @@ func (s *Settler) observeLag(msgs []kafka.Message) {
 }
 
 // retry runs fn until it succeeds, ctx ends, or it fails for good (ErrInvalid,
-// ErrConflict: retrying cannot change the answer). Every failure counts
+// ErrConflict, ErrOverBudget: retrying cannot change the answer). Every failure counts
 // against the breaker; while the breaker is open nothing is attempted (and, since the
 // Run loop is waiting here, nothing is fetched).
 func (s *Settler) retry(ctx context.Context, what string, fn func(context.Context) error) error {
@@ -702,7 +692,7 @@ func (s *Settler) retryWith(ctx context.Context, what string, br *Breaker, errs 
 			}
 			return nil
 		}
-		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) {
+		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrOverBudget) {
 			if br != nil {
 				br.Success() // the ledger answered; it is up
 			}

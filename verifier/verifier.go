@@ -69,6 +69,7 @@ type Server struct {
 	currency string
 	opener   *ticket.Opener
 	mac      *ticket.TicketMAC
+	signer   *ticket.ClaimSigner // signs every claim: the settler pays no unsigned claim
 	sess     *ticket.SessionKey
 	table    *claimTable
 	sp       *spool
@@ -179,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 	}
 	if s.mac, err = ticket.NewTicketMAC(mk, man.Campaign); err != nil {
+		return nil, err
+	}
+	if s.signer, err = man.ClaimSigner(ck); err != nil {
 		return nil, err
 	}
 	var seed [8]byte
@@ -365,6 +369,7 @@ func (s *Server) open(o *op, auth, body []byte) result {
 		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
 		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now, MAC: t.MAC,
 	}
+	s.signer.Sign(&c)
 	o.key = c.AppendKey(o.key[:0])
 	o.value = c.AppendJSON(o.value[:0])
 	if err := s.dur.submit(o); err != nil {
