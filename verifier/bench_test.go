@@ -18,7 +18,7 @@ import (
 // n distinct open bodies for uid 7.
 func chainFixture(b testing.TB, n int) (*Server, [][]byte) {
 	f := newFixture(b, 2, uint64(n/2+1))
-	s := newServer(b, f, f.config([]string{"127.0.0.1:1"}))
+	s := newServerNoKafka(b, f, f.config([]string{"127.0.0.1:1"}))
 	bodies := make([][]byte, n)
 	for i := range bodies {
 		bodies[i] = body(f.tok(uint64(i+1), 7))
@@ -42,6 +42,10 @@ func TestVerifyChainAllocatesNothing(t *testing.T) {
 		if s.table.claim(int(o.tok.Shard), o.tok.Ticket, fp) != claimNew {
 			t.Fatal("claim failed")
 		}
+		if !s.users.reserve(7, o.tok.Round) {
+			t.Fatal("per-user check failed")
+		}
+		s.users.giveBack(7, o.tok.Round)
 		s.table.release(int(o.tok.Shard), o.tok.Ticket)
 		s.appendOpened(o)
 		i++
@@ -51,8 +55,9 @@ func TestVerifyChainAllocatesNothing(t *testing.T) {
 	}
 }
 
-// BenchmarkVerifyChain: body scan, AEAD open, uid, expiry, ticket MAC, shard range,
-// round, amount bounds and the claim-table CAS, per open.
+// BenchmarkVerifyChain: body scan, AEAD open, uid, ticket MAC, shard range, round,
+// amount bounds, time window, expiry, the claim-table CAS and the per-user check (a
+// reserve and its give-back), per open.
 func BenchmarkVerifyChain(b *testing.B) {
 	s, bodies := chainFixture(b, 4096)
 	o := getOp()
@@ -68,6 +73,10 @@ func BenchmarkVerifyChain(b *testing.B) {
 		if s.table.claim(sh, o.tok.Ticket, fp) != claimNew {
 			b.Fatal("claim failed")
 		}
+		if !s.users.reserve(7, o.tok.Round) {
+			b.Fatal("per-user check failed")
+		}
+		s.users.giveBack(7, o.tok.Round)
 		s.table.release(sh, o.tok.Ticket)
 	}
 }
@@ -95,6 +104,7 @@ func httpFixture(b *testing.B, n int) (string, []openReq) {
 	cfg := f.config([]string{br.Addr()})
 	s, err := New(cfg)
 	must(b, err)
+	waitRebuilt(b, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()

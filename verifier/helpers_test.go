@@ -37,6 +37,8 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, ticket.WriteKeyFile(f.skPath, sk))
 	m := &ticket.Manifest{Version: 1, Campaign: testCampaign, Currency: "CNY", Min: 1, Max: 100,
 		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC()}
+	m.IssueUntil = m.CreatedAt.Add(time.Hour)
+	m.ExpiresAt = m.IssueUntil.Add(time.Hour)
 	next := uint64(1)
 	for i := 0; i < nShards; i++ {
 		var amt int64
@@ -101,3 +103,11 @@ func (f *fixture) config(brokers []string) Config {
 }
 
 func nullLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// setPerUser sets the campaign's per_user rule for the servers a test starts and
+// returns the function that restores it.
+func setPerUser(n int) func() {
+	old := pendingPerUser
+	pendingPerUser = n
+	return func() { pendingPerUser = old }
+}
