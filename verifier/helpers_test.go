@@ -111,3 +111,7 @@ func setPerUser(n int) func() {
 	pendingPerUser = n
 	return func() { pendingPerUser = old }
 }
+
+// sign signs c as a verifier of the fixture's campaign would. TEMPORARY: a no-op until
+// the ticket package's ClaimSigner lands.
+func (f *fixture) sign(c *ticket.Claim) {}
