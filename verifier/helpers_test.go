@@ -20,6 +20,7 @@ type fixture struct {
 	sess                          *ticket.SessionKey
 	mac                           *ticket.TicketMAC
 	sealers                       []*ticket.Sealer
+	signer                        *ticket.ClaimSigner
 }
 
 const testCampaign = "cny-2026"
@@ -36,7 +37,8 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, ticket.WriteKeyFile(f.ckPath, ck))
 	must(t, ticket.WriteKeyFile(f.skPath, sk))
 	m := &ticket.Manifest{Version: 1, Campaign: testCampaign, Currency: "CNY", Min: 1, Max: 100,
-		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC()}
+		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC(),
+		Generation: ticket.NewGeneration(), PerUser: fixturePerUser}
 	m.IssueUntil = m.CreatedAt.Add(time.Hour)
 	m.ExpiresAt = m.IssueUntil.Add(time.Hour)
 	next := uint64(1)
@@ -52,6 +54,7 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 		m.Budget += amt
 		next += perShard
 	}
+	must(t, m.Sign(ck))
 	b, err := json.Marshal(m)
 	must(t, err)
 	must(t, os.WriteFile(f.manifest, b, 0o600))
@@ -59,11 +62,13 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, err)
 	f.sess, err = ticket.NewSessionKey(sk)
 	must(t, err)
-	mk, _ := ticket.MACKey(ck, testCampaign)
+	f.signer, err = f.man.ClaimSigner(ck)
+	must(t, err)
+	mk, _ := ticket.MACKey(ck, testCampaign, m.Generation)
 	f.mac, err = ticket.NewTicketMAC(mk, testCampaign)
 	must(t, err)
 	for i := 0; i < nShards; i++ {
-		k, _ := ticket.ShardKey(ck, testCampaign, i)
+		k, _ := ticket.ShardKey(ck, testCampaign, m.Generation, i)
 		s, err := ticket.NewSealer(k, i)
 		must(t, err)
 		f.sealers = append(f.sealers, s)
@@ -104,14 +109,16 @@ func (f *fixture) config(brokers []string) Config {
 
 func nullLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// setPerUser sets the campaign's per_user rule for the servers a test starts and
+// fixturePerUser is the per_user rule of the campaigns newFixture makes.
+var fixturePerUser = 1
+
+// setPerUser sets the per_user rule of the campaigns newFixture makes from now on and
 // returns the function that restores it.
 func setPerUser(n int) func() {
-	old := pendingPerUser
-	pendingPerUser = n
-	return func() { pendingPerUser = old }
+	old := fixturePerUser
+	fixturePerUser = n
+	return func() { fixturePerUser = old }
 }
 
-// sign signs c as a verifier of the fixture's campaign would. TEMPORARY: a no-op until
-// the ticket package's ClaimSigner lands.
-func (f *fixture) sign(c *ticket.Claim) {}
+// sign signs c as a verifier of the fixture's campaign would.
+func (f *fixture) sign(c *ticket.Claim) { f.signer.Sign(c) }

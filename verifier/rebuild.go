@@ -77,7 +77,7 @@ func (s *Server) restoreValue(value []byte) restoreResult {
 	if c.Campaign != s.campaign {
 		return restoreOtherCampaign
 	}
-	if !s.man.InShard(c.Shard, c.Ticket) || s.man.RoundOf(c.Shard, c.Ticket) != c.Round || !s.claimSigned(&c) {
+	if !s.man.InShard(c.Shard, c.Ticket) || s.man.RoundOf(c.Shard, c.Ticket) != c.Round || !s.signer.Verify(&c) {
 		return restoreBadClaim
 	}
 	own := s.ownUID(c.UID)

@@ -36,9 +36,6 @@ type Config struct {
 	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
 	// other users' opens are 421 misdirected.
 	UIDShard UIDShard
-	// ClockSkew is how far an edge's clock may be off this verifier's when the token's
-	// issued_at is checked against its round's window and against now, default 10 s.
-	ClockSkew time.Duration
 
 	SpoolMaxBytes int64 // default 1 GiB: beyond it opens get 503 while Kafka is down
 	SegmentBytes  int64 // spool segment size, default 64 MiB
@@ -84,12 +81,12 @@ type Server struct {
 	// users counts opened tickets per (uid, round) for the per_user rule; nil when the
 	// campaign has no limit.
 	users *userTable
-	// windows holds, per round, the issued_at range an edge can have sealed a token in
-	// (unix seconds, clock skew included); ttl and expiresAt bound expires_at.
-	windows     []issueWindow
+	// ttl and expiresAt (unix seconds) bound a token's expires_at; skew is
+	// ticket.ClockSkew in seconds.
 	ttl         int64
 	expiresAt   int64
 	skew        int64
+	signer      *ticket.ClaimSigner
 	misdirected []byte
 	rb          rebuildState
 	started     time.Time
@@ -97,9 +94,6 @@ type Server struct {
 	opens     [numResults]*obs.Counter
 	mOpenTime *obs.Histogram
 }
-
-// issueWindow is a closed range of unix seconds.
-type issueWindow struct{ lo, hi int64 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
 type result uint8
@@ -155,7 +149,6 @@ func New(cfg Config) (*Server, error) {
 	setDefaultD(&cfg.KafkaTimeout, 2*time.Second)
 	setDefaultD(&cfg.DownFor, 5*time.Second)
 	setDefaultD(&cfg.RetryAfter, time.Second)
-	setDefaultD(&cfg.ClockSkew, 10*time.Second)
 	if cfg.UIDShard.Count == 0 {
 		cfg.UIDShard = UIDShard{Index: 0, Count: 1}
 	}
@@ -171,11 +164,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	man, err := ticket.LoadManifest(cfg.Manifest)
+	ck, err := ticket.ReadKeyFile(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
-	ck, err := ticket.ReadKeyFile(cfg.Key)
+	man, err := ticket.LoadManifestKey(cfg.Manifest, ck)
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +176,18 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+		// A key other users can read lets any of them forge sessions or claims.
+		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
+			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
+		}
+	}
 	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now,
 		started: started}
-	if err := s.setWindows(); err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", cfg.Manifest, err)
+	if man.IssueUntil.IsZero() || man.ExpiresAt.IsZero() {
+		return nil, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest)
 	}
+	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
 	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
 	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
 		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
@@ -196,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))
 	for i, sh := range man.Shards {
-		if keys[i], err = ticket.ShardKey(ck, man.Campaign, i); err != nil {
+		if keys[i], err = ticket.ShardKey(ck, man.Campaign, man.Generation, i); err != nil {
 			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 		}
 		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
@@ -208,7 +208,7 @@ func New(cfg Config) (*Server, error) {
 	if s.opener, err = ticket.NewOpener(keys); err != nil {
 		return nil, err
 	}
-	mk, err := ticket.MACKey(ck, man.Campaign)
+	mk, err := ticket.MACKey(ck, man.Campaign, man.Generation)
 	if err != nil {
 		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 	}
@@ -218,10 +218,13 @@ func New(cfg Config) (*Server, error) {
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	s.table = newClaimTable(firsts, counts, binary.LittleEndian.Uint64(seed[:]))
-	if pu := manifestPerUser(man); pu > 0 {
+	if s.signer, err = man.ClaimSigner(ck); err != nil {
+		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+	}
+	if man.PerUser > 0 {
 		// Every entry holds at least one ticket opened by one of this verifier's users:
 		// size for this verifier's share of the campaign's tickets.
-		s.users = newUserTable(man.Count/cfg.UIDShard.Count+1, pu)
+		s.users = newUserTable(man.Count/cfg.UIDShard.Count+1, man.PerUser)
 	}
 	reg := cfg.Registry
 	s.registerRebuildMetrics(reg)
@@ -254,7 +257,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.log.Info("verifier started; rebuilding from the claims topic", "campaign", man.Campaign,
 		"shards", len(man.Shards), "tickets", man.Count, "uid_shard", cfg.UIDShard.String(),
-		"per_user", manifestPerUser(man), "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
+		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
 		"restored_from_spool", s.rb.restored(), "spool_pending", s.sp.pendingRecs.Load(),
 		"brokers", cfg.Brokers, "topic", cfg.Topic)
 	s.startRebuild()
@@ -266,31 +269,6 @@ func (s *Server) ready() bool { return s.rb.done.Load() && s.dur.writable() }
 
 // ownUID reports whether uid is of this verifier's uid shard.
 func (s *Server) ownUID(uid uint64) bool { return s.cfg.UIDShard.owns(uid) }
-
-// setWindows derives, from the manifest, the issued_at range of each round and the
-// bounds of expires_at. An edge seals a token only while its round is open (for a
-// campaign without rounds: from created_at until issue_until), stamps it with its
-// clock, and makes it expire at min(issued_at + ttl, expires_at). A token outside these
-// was not sealed by an edge following the manifest (a stolen edge key minting for a
-// round of 2030, or expiring in 2099): it is 422.
-func (s *Server) setWindows() error {
-	m := s.man
-	if m.IssueUntil.IsZero() || m.ExpiresAt.IsZero() {
-		return errors.New("no issue_until or expires_at")
-	}
-	s.skew = int64(s.cfg.ClockSkew / time.Second)
-	s.ttl = m.TTLSeconds
-	s.expiresAt = m.ExpiresAt.Unix()
-	s.windows = make([]issueWindow, len(m.Rounds))
-	for i, w := range m.Rounds {
-		if w.AlwaysOpen() {
-			s.windows[i] = issueWindow{m.CreatedAt.Unix() - s.skew, m.IssueUntil.Unix() + s.skew}
-		} else {
-			s.windows[i] = issueWindow{w.Start.Unix() - s.skew, w.End.Unix() + s.skew}
-		}
-	}
-	return nil
-}
 
 func setDefault(v *int, d int) {
 	if *v <= 0 {
@@ -427,8 +405,11 @@ func (s *Server) open(o *op, auth, body []byte) result {
 	c := ticket.Claim{
 		Campaign: s.campaign, Ticket: t.Ticket, Shard: shard, Round: int(t.Round),
 		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
-		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now, MAC: t.MAC,
+		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now.Truncate(time.Millisecond), MAC: t.MAC,
 	}
+	// The signature covers every field as the wire carries it (milliseconds), so it is
+	// made last; the settler posts no claim without it.
+	s.signer.Sign(&c)
 	o.key = c.AppendKey(o.key[:0])
 	o.value = c.AppendJSON(o.value[:0])
 	if err := s.dur.submit(o); err != nil {
@@ -484,16 +465,29 @@ func (s *Server) verify(o *op, body []byte, uid uint64, now int64) result {
 	if a := int64(t.Amount); a < s.man.Min || a > s.man.Max || a > ticket.MaxTicketAmount {
 		return resInvalid
 	}
-	// The time window (see setWindows): issued inside its round, not in the future, and
-	// expiring no later than an edge following the manifest would have made it.
+	// The time window. An edge seals a token only while its round is open (for a
+	// campaign without rounds, from created_at to issue_until), stamps it with its clock
+	// and makes it expire at min(issued_at + ttl, expires_at). A token issued outside
+	// its round or in the future, or expiring later than that, was not sealed by an
+	// edge that follows the manifest (a stolen edge key minting for a round of 2030, or
+	// tokens that expire in 2099): 422. The same check as the settler's (CheckTimes,
+	// with ticket.ClockSkew of slack); opening after the expiry is the 410 below.
 	iss, exp := int64(t.IssuedAt), int64(t.ExpiresAt)
-	if w := &s.windows[t.Round]; iss < w.lo || iss > w.hi || iss > now+s.skew || exp > iss+s.ttl || exp > s.expiresAt {
+	if iss > now+s.skew || exp > iss+s.ttl || exp > s.expiresAt {
+		return resInvalid
+	}
+	expired := exp <= now
+	switch s.man.CheckTimes(int(t.Round), time.Unix(iss, 0), time.Unix(now, 0)) {
+	case nil:
+	case ticket.ErrOpenedAfterExpiry:
+		expired = true
+	default:
 		return resInvalid
 	}
 	// Expiry last, once the slot is known to be valid: a user retrying an open that
 	// already succeeded (its answer lost in a timeout) gets the same 200 even after the
 	// token expired, as SPEC.md promises; open() never starts a new claim for it.
-	if exp <= now && !s.table.heldBy(shard, t.Ticket, s.table.fingerprint(uid)) {
+	if expired && !s.table.heldBy(shard, t.Ticket, s.table.fingerprint(uid)) {
 		return resExpired
 	}
 	return resOpened
