@@ -289,3 +289,52 @@ func (s *Server) metricValue(name string) float64 {
 	}
 	return -1
 }
+
+// TestRebuildIgnoresUntrustedClaims: anyone who can produce to the topic (kcat) writes
+// claims that would, if believed, lock users out (limit_reached) or take their tickets
+// (already_opened): unsigned, signed with another generation's key, tampered after
+// signing, of another campaign, outside the manifest, or not claims at all. The rebuild
+// counts none of them: every victim opens its ticket afterwards.
+func TestRebuildIgnoresUntrustedClaims(t *testing.T) {
+	defer setPerUser(1)()
+	f := newFixture(t, 1, 100)
+	other := newFixture(t, 1, 100) // same campaign id, another generation and key
+	b := startBroker(t)
+	unsigned := f.claim(1, 101)
+	oldGen := f.claim(2, 102)
+	other.sign(&oldGen)
+	tampered := f.claim(3, 103)
+	f.sign(&tampered)
+	tampered.UID = 203 // the signature was for uid 103
+	otherCampaign := f.claim(4, 104)
+	otherCampaign.Campaign = "another-one"
+	outside := f.claim(5, 105)
+	outside.Ticket = 1000
+	w := &kafka.Writer{Addr: kafka.TCP(b.Addr()), Topic: broker.DefaultTopic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	var msgs []kafka.Message
+	for _, c := range []ticket.Claim{unsigned, oldGen, tampered, otherCampaign, outside} {
+		msgs = append(msgs, kafka.Message{Key: c.AppendKey(nil), Value: c.AppendJSON(nil)})
+	}
+	msgs = append(msgs, kafka.Message{Key: []byte("6"), Value: []byte(`{"v":1,"campaign":"cny-2026","ticket":"6"`)})
+	must(t, w.WriteMessages(context.Background(), msgs...))
+	w.Close()
+	s := newServer(t, f, f.config([]string{b.Addr()}))
+	want := map[restoreResult]uint64{restoreBadClaim: 4, restoreOtherCampaign: 1, restoreMalformed: 1}
+	for r := restoreResult(0); r < numRestoreResults; r++ {
+		if got := s.rb.counts[r].Load(); got != want[r] {
+			t.Errorf("rebuild %s: %d, want %d", restoreNames[r], got, want[r])
+		}
+	}
+	// Had they counted, the uids they name would be limit_reached on another ticket, and
+	// the tickets they name already_opened for their real holders.
+	for k, uid := range []uint64{101, 102, 203, 104, 105} {
+		id := uint64(k + 1)
+		if st, got := do(s, "POST", "/v1/open", f.bearer(uid), body(f.tok(id+10, uid))); st != 200 {
+			t.Errorf("uid %d named in a forged claim, its own ticket %d: %d %s", uid, id+10, st, got)
+		}
+		if st, got := do(s, "POST", "/v1/open", f.bearer(uid+1000), body(f.tok(id, uid+1000))); st != 200 {
+			t.Errorf("ticket %d named in a forged claim, its holder uid %d: %d %s", id, uid+1000, st, got)
+		}
+	}
+}
