@@ -133,7 +133,7 @@ func (f *fleet) startEdges(perUser int) {
 		p := f.start(fmt.Sprintf("edge-%d", i), "edge", "--tickets", filepath.Join(f.camp, sh.File),
 			"--key", filepath.Join(f.camp, sh.KeyFile), "--session-key", f.skPath,
 			"--state", filepath.Join(f.dir, fmt.Sprintf("edge-%d.state", i)), "--listen", addr,
-			"--per-user", strconv.Itoa(perUser))
+			"--init-state", "--per-user", strconv.Itoa(perUser))
 		f.waitReady(p, addr)
 		f.edgeAddrs = append(f.edgeAddrs, addr)
 	}
