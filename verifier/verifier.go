@@ -401,17 +401,8 @@ func (s *Server) open(o *op, auth, body []byte) result {
 		s.table.release(shard, t.Ticket)
 		return resLimit
 	}
-	// We own the ticket: build the claim and make it durable.
-	c := ticket.Claim{
-		Campaign: s.campaign, Ticket: t.Ticket, Shard: shard, Round: int(t.Round),
-		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
-		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now.Truncate(time.Millisecond), MAC: t.MAC,
-	}
-	// The signature covers every field as the wire carries it (milliseconds), so it is
-	// made last; the settler posts no claim without it.
-	s.signer.Sign(&c)
-	o.key = c.AppendKey(o.key[:0])
-	o.value = c.AppendJSON(o.value[:0])
+	// We own the ticket: build the signed claim and make it durable.
+	s.makeClaim(o, uid, now)
 	if err := s.dur.submit(o); err != nil {
 		s.unclaim(uid, t)
 		return resUnavailable
@@ -423,6 +414,22 @@ func (s *Server) open(o *op, auth, body []byte) result {
 	s.table.markDurable(shard, t.Ticket, fp)
 	s.appendOpened(o)
 	return resOpened
+}
+
+// makeClaim writes the signed claim for o.tok opened by uid at now into o.key and
+// o.value. It allocates nothing.
+func (s *Server) makeClaim(o *op, uid uint64, now time.Time) {
+	t := &o.tok
+	c := ticket.Claim{
+		Campaign: s.campaign, Ticket: t.Ticket, Shard: int(t.Shard), Round: int(t.Round),
+		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
+		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now.Truncate(time.Millisecond), MAC: t.MAC,
+	}
+	// The signature covers every field as the wire carries it (milliseconds), so it is
+	// made last; the settler posts no claim without it.
+	s.signer.Sign(&c)
+	o.key = c.AppendKey(o.key[:0])
+	o.value = c.AppendJSON(o.value[:0])
 }
 
 // unclaim frees the ticket and gives the user's count back after a failed write: the
