@@ -26,7 +26,7 @@ Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
 shard named in the token (keys derived from campaign.key), that the ticket is bound to
 this user, the generator's ticket MAC, that the ticket id lies in that shard's range of
-the manifest, that the token was issued inside its round's window (10 s of clock skew
+the manifest, that the token was issued inside its round's window (5 s of clock skew
 allowed) and expires no later than issued_at + ttl and the manifest's expires_at, and
 that it has not expired. Answers:
 
