@@ -17,6 +17,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler/ledger"
 	"shake/ticket"
@@ -56,6 +57,9 @@ type Config struct {
 	Manifest  *ticket.Manifest
 	Validator *Validator
 	Ledger    ledger.Ledger
+	// Kafka is the TLS and SASL of every Kafka connection: the group reader, the
+	// dead-letter writer, the watchdog's queries (nil: plain text).
+	Kafka *ikafka.Security
 
 	Batch  int           // most claims per batch (default 2000, at most MaxBatch)
 	Linger time.Duration // how long a batch waits for more claims after its first (default 50ms)
@@ -216,7 +220,8 @@ func (s *Settler) Run(ctx context.Context) error {
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           5 * time.Millisecond,
-		AllowAutoTopicCreation: true,
+		AllowAutoTopicCreation: false, // operators create <topic>.dlq with the claims topic
+		Transport:              s.cfg.Kafka.Secure(&kafka.Transport{DialTimeout: 10 * time.Second}),
 	}
 	defer dlq.Close()
 	s.running.Store(true)
@@ -288,6 +293,7 @@ func (s *Settler) newReader() *kafka.Reader {
 		RebalanceTimeout:  s.cfg.SessionTimeout,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
+		Dialer:            s.cfg.Kafka.Dialer(10 * time.Second),
 		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 }
@@ -296,7 +302,7 @@ func (s *Settler) newReader() *kafka.Reader {
 // committed by anyone, asked of the broker) stays above zero while this settler settles
 // nothing for StallTimeout with its ledger breaker closed. It also exports that lag.
 func (s *Settler) watchStall(ctx context.Context, stalled chan<- struct{}) {
-	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
+	client := s.cfg.Kafka.Client(s.cfg.Brokers, 5*time.Second)
 	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
 	defer tick.Stop()
 	lastWork, lastChange := s.work(), time.Now()

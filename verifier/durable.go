@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -65,6 +66,7 @@ type durableConfig struct {
 	KafkaTimeout  time.Duration
 	DownFor       time.Duration
 	ReplayBackoff time.Duration
+	Kafka         *ikafka.Security // TLS and SASL; nil is plain text
 }
 
 // durable makes claims durable: a bounded queue that concurrent requests append to,
@@ -99,6 +101,10 @@ const kafkaBatchSize = 64
 
 var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
 
+// newDurable starts the writers and the replayer. The writer never creates the topic:
+// operators do (shake topics create), with the replication money needs, not whatever
+// the brokers default to; a write to a missing topic fails and its claims wait in the
+// spool.
 func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logger) *durable {
 	d := &durable{
 		cfg: cfg,
@@ -126,12 +132,12 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 			WriteBackoffMax:        100 * time.Millisecond,
 			ReadTimeout:            cfg.KafkaTimeout,
 			WriteTimeout:           cfg.KafkaTimeout,
-			AllowAutoTopicCreation: true,
-			Transport: &kafka.Transport{
+			AllowAutoTopicCreation: false, // operators create topics: see newDurable
+			Transport: cfg.Kafka.Secure(&kafka.Transport{
 				DialTimeout: cfg.KafkaTimeout,
 				IdleTimeout: 30 * time.Second,
 				MetadataTTL: 10 * time.Second,
-			},
+			}),
 		},
 		queue:      make(chan *op, cfg.QueueSize),
 		wake:       make(chan struct{}, 1),

@@ -37,7 +37,8 @@ Runs the whole event on this machine, with nothing installed, through the real c
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
      Kafka client, e.g. kcat -b ADDR -t shake.claims -C, can watch the claims), unless
-     --brokers names a real one;
+     --brokers names a real one (whose shake.claims and .dlq must exist; the demo's
+     servers run with --min-replication 1, a one-machine setup);
   3. starts E edges, one verifier and one settler as child processes of this binary
      (logs in DIR/logs), with an SQLite ledger at DIR/ledger.db unless --ledger is given;
   4. drives U simulated users at R shakes per second for D (open loop, see shake bench);
@@ -323,9 +324,9 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	}
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
-			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
+			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool"), "--min-replication", "1"}},
 		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
-			"--key", ckPath}},
+			"--key", ckPath, "--min-replication", "1"}},
 	)
 	for _, sp := range specs {
 		addr, err := proc.FreeAddr()

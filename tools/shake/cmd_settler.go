@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
@@ -26,6 +26,7 @@ const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
                      [--topic shake.claims] [--group shake-settler] [--key campaign.key]
                      [--listen 127.0.0.1:8082] [--batch 2000] [--linger 50ms]
+                     [--min-replication 3] [Kafka security flags]
 
 Consumes claims from the Kafka topic as a member of a consumer group (several settlers
 in one group share the partitions), checks each claim against the manifest, and posts
@@ -40,6 +41,15 @@ manifest is not posted: it goes to the dead-letter topic <topic>.dlq as a JSON e
 {"reason","detail","topic","partition","offset","claim"} (header "reason" too). Amounts
 are checked against the shard files next to the manifest when they are there (4 bytes
 of memory per ticket), else against [min, max]; with --key also against the ticket MAC.
+
+Kafka: neither the claims topic nor <topic>.dlq is ever created here (see 'shake topics
+create'). At start the settler checks both and refuses (exit 2) a topic that is missing,
+has fewer than --min-replication replicas (a one-broker setup passes --min-replication
+1), or has several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s
+at start is not a refusal: the settler starts, waits for it, and logs that the topics
+were not checked. --kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on;
+--kafka-sasl with --kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD)
+authenticate; they apply to the group reader, the dead-letter writer and the lag queries.
 
 --ledger postgres://user@host:5432/db?sslmode=disable   PostgreSQL
 --ledger sqlite:///path/ledger.db                         embedded SQLite (WAL)
@@ -68,6 +78,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -88,14 +99,13 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	case *stall < time.Second:
 		return flagError(fs, "--stall-timeout must be >= 1s")
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			bl = append(bl, b)
-		}
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
-	if len(bl) == 0 {
-		return flagError(fs, "--brokers: no broker address")
+	sec, err := kf.load()
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	m, err := ticket.LoadManifest(*manifestPath)
@@ -130,6 +140,9 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return flagError(fs, "%v", err)
+	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	l, err := ledger.Open(octx, *ledgerURL)
 	cancel()
@@ -142,7 +155,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	defer l.Close()
 
 	reg := obs.NewRegistry()
-	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
+	s, err := settler.New(settler.Config{Brokers: bl, Kafka: sec, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall,
 		Registry: reg, Logger: log})
 	if err != nil {

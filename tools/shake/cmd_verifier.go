@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
+	"shake/ticket"
 	"shake/verifier"
 )
 
@@ -20,7 +20,7 @@ const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--spool-max-bytes 1073741824]
-                      [--log-format text|json]
+                      [--min-replication 3] [Kafka security flags] [--log-format text|json]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
@@ -46,6 +46,14 @@ After a restart the verifier remembers the tickets still in its spool; a ticket 
 before the restart and already in Kafka can be claimed again by the same token, and the
 settler posts it once (it is idempotent on campaign and ticket).
 
+Kafka: the claims topic is never created here (see 'shake topics create'). At start the
+verifier checks it and its .dlq and refuses (exit 2) a topic that is missing, has fewer
+than --min-replication replicas (a one-broker setup passes --min-replication 1), or has
+several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s at start is
+not a refusal: the verifier starts, spools, and logs that the topic was not checked.
+--kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on; --kafka-sasl with
+--kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD) authenticate.
+
 Also serves GET /healthz, /readyz (Kafka or the spool writable) and /metrics. SIGTERM or
 SIGINT: stops accepting, finishes in-flight opens, flushes or spools every queued claim,
 exits 0.
@@ -62,6 +70,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -71,13 +80,13 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageError(stderr, "verifier: --log-format must be text or json, not %q", *logFormat)
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		b = strings.TrimSpace(b)
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return usageError(stderr, "verifier: --brokers: %q is not HOST:PORT", b)
-		}
-		bl = append(bl, b)
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	sec, err := kf.load()
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	if *spoolMax <= 0 {
 		return usageError(stderr, "verifier: --spool-max-bytes must be > 0")
@@ -85,9 +94,24 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *topic == "" {
 		return usageError(stderr, "verifier: --topic must not be empty")
 	}
+	// Bad local files are reported before Kafka is asked anything: at once, whatever
+	// state Kafka is in. verifier.New checks them fully.
+	if _, err := ticket.LoadManifest(*manifest); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	for _, k := range []string{*key, *sessionKey} {
+		if _, err := ticket.ReadKeyFile(k); err != nil {
+			return usageError(stderr, "verifier: %v", err)
+		}
+	}
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
 	srv, err := verifier.New(verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic,
+		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, Logger: log,
 	})
 	if err != nil {
@@ -95,8 +119,6 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "verifier: %v", err)
 	}
 	fmt.Fprintf(stdout, "verifier listening on %s\n", srv.Addr())
-	ctx, stop := obs.SignalContext(context.Background())
-	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "shake verifier: %v\n", err)
 		return 1
