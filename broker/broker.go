@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	ikafka "shake/internal/kafka"
 )
 
 // DefaultTopic is the claims topic SPEC.md names.
@@ -68,7 +70,7 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	var topics []string
 	for _, t := range cfg.Topics {
-		if !validTopic(t) || len(t)+len(DLQSuffix) > 249 {
+		if !validTopic(t) {
 			return nil, fmt.Errorf("%w: topic %q must be 1..245 characters of [a-zA-Z0-9._-]", ErrConfig, t)
 		}
 		topics = append(topics, t, t+DLQSuffix)
@@ -129,15 +131,4 @@ func (b *Broker) Addr() string { return b.addr }
 // Close stops the broker; with a DataDir it syncs its state to disk first.
 func (b *Broker) Close() { b.c.Close() }
 
-func validTopic(t string) bool {
-	if t == "" || t == "." || t == ".." {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func validTopic(t string) bool { return ikafka.ValidTopic(t) }

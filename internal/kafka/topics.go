@@ -70,6 +70,9 @@ func NewAdmin(sec *Security, brokers []string, timeout time.Duration) *Admin {
 	return &Admin{sec: sec, c: sec.Client(brokers, timeout)}
 }
 
+// Classify is Security.Classify for the Admin's security.
+func (a *Admin) Classify(err error) error { return a.sec.Classify(err) }
+
 // Client returns the underlying kafka-go client.
 func (a *Admin) Client() *kafka.Client { return a.c }
 
@@ -278,4 +281,19 @@ func (s *Security) hangupHint() string {
 	default:
 		return "does it want TLS (--kafka-tls-ca) or SASL (--kafka-sasl)?"
 	}
+}
+
+// ValidTopic applies Kafka's rule for topic names, leaving room for DLQSuffix: 1..245
+// characters of [a-zA-Z0-9._-], and neither "." nor "..".
+func ValidTopic(t string) bool {
+	if t == "" || t == "." || t == ".." || len(t)+len(DLQSuffix) > 249 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
