@@ -81,7 +81,7 @@ func Start(cfg Config) (*Broker, error) {
 	if cfg.Nodes < 1 || cfg.Nodes > MaxNodes {
 		return nil, fmt.Errorf("%w: nodes %d not in 1..%d", ErrConfig, cfg.Nodes, MaxNodes)
 	}
-	secOpts, err := cfg.Security.options()
+	secOpts, wrap, err := cfg.Security.options()
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func Start(cfg Config) (*Broker, error) {
 		}
 	}
 	opts := []kfake.Opt{
-		kfake.ListenFn(listenFn(lns)),
+		kfake.ListenFn(listenFn(lns, wrap)),
 		kfake.SeedTopics(int32(cfg.Partitions), topics...),
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.AllowAutoTopicCreation(),

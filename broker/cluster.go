@@ -60,9 +60,10 @@ func bindNodes(listen string, nodes int) ([]net.Listener, error) {
 }
 
 // listenFn hands kfake the listeners we bound, in node order, so that the caller's host
-// and ports are honoured (kfake would otherwise pick 127.0.0.1 and ports of its own). A
-// node added later (kfake's AddNode) gets a fresh listener on the same host.
-func listenFn(lns []net.Listener) func(network, address string) (net.Listener, error) {
+// and ports are honoured (kfake would otherwise pick 127.0.0.1 and ports of its own),
+// each wrapped by wrap (TLS, see Security.options). A node added later (kfake's AddNode)
+// gets a fresh listener on the same host.
+func listenFn(lns []net.Listener, wrap func(net.Listener) net.Listener) func(network, address string) (net.Listener, error) {
 	var (
 		mu   sync.Mutex
 		next int
@@ -76,13 +77,17 @@ func listenFn(lns []net.Listener) func(network, address string) (net.Listener, e
 		defer mu.Unlock()
 		if next < len(lns) {
 			next++
-			return lns[next-1], nil
+			return wrap(lns[next-1]), nil
 		}
 		_, port, err := net.SplitHostPort(address)
 		if err != nil {
 			return nil, err
 		}
-		return net.Listen(network, net.JoinHostPort(host, port))
+		ln, err := net.Listen(network, net.JoinHostPort(host, port))
+		if err != nil {
+			return nil, err
+		}
+		return wrap(ln), nil
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -43,44 +44,48 @@ func ParseUser(s string) (User, error) {
 // mechanism and user, and clients pick the mechanism.
 var saslMechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
-// options turns s into kfake options.
-func (s Security) options() ([]kfake.Opt, error) {
-	var opts []kfake.Opt
+// options turns s into kfake options and a wrapper for the nodes' listeners. TLS is
+// done here rather than with kfake.TLS so that, on a SASL broker, the ApiVersions patch
+// (apiversions.go) sees the plain bytes: tcp -> TLS -> patch -> kfake.
+func (s Security) options() ([]kfake.Opt, func(net.Listener) net.Listener, error) {
+	var (
+		opts []kfake.Opt
+		tc   *tls.Config
+	)
 	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return nil, fmt.Errorf("%w: TLS needs both a certificate and a key file", ErrConfig)
+		return nil, nil, fmt.Errorf("%w: TLS needs both a certificate and a key file", ErrConfig)
 	}
 	if s.TLSClientCA != "" && s.TLSCert == "" {
-		return nil, fmt.Errorf("%w: a client CA needs the broker's own TLS certificate and key", ErrConfig)
+		return nil, nil, fmt.Errorf("%w: a client CA needs the broker's own TLS certificate and key", ErrConfig)
 	}
 	if s.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
 		if err != nil {
-			return nil, fmt.Errorf("%w: TLS certificate %s with key %s: %v", ErrConfig, s.TLSCert, s.TLSKey, err)
+			return nil, nil, fmt.Errorf("%w: TLS certificate %s with key %s: %v", ErrConfig, s.TLSCert, s.TLSKey, err)
 		}
-		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		if s.TLSClientCA != "" {
 			pem, err := os.ReadFile(s.TLSClientCA)
 			if err != nil {
-				return nil, fmt.Errorf("%w: client CA: %v", ErrConfig, err)
+				return nil, nil, fmt.Errorf("%w: client CA: %v", ErrConfig, err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%w: client CA %s holds no PEM certificate", ErrConfig, s.TLSClientCA)
+				return nil, nil, fmt.Errorf("%w: client CA %s holds no PEM certificate", ErrConfig, s.TLSClientCA)
 			}
 			tc.ClientCAs = pool
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
-		opts = append(opts, kfake.TLS(tc))
 	}
 	if len(s.Users) > 0 {
 		seen := map[string]bool{}
 		opts = append(opts, kfake.EnableSASL())
 		for _, u := range s.Users {
 			if u.Name == "" || u.Password == "" {
-				return nil, fmt.Errorf("%w: SASL user with an empty name or password", ErrConfig)
+				return nil, nil, fmt.Errorf("%w: SASL user with an empty name or password", ErrConfig)
 			}
 			if seen[u.Name] {
-				return nil, fmt.Errorf("%w: SASL user %q given twice", ErrConfig, u.Name)
+				return nil, nil, fmt.Errorf("%w: SASL user %q given twice", ErrConfig, u.Name)
 			}
 			seen[u.Name] = true
 			for _, m := range saslMechanisms {
@@ -90,5 +95,15 @@ func (s Security) options() ([]kfake.Opt, error) {
 			}
 		}
 	}
-	return opts, nil
+	sasl := len(s.Users) > 0
+	wrap := func(ln net.Listener) net.Listener {
+		if tc != nil {
+			ln = tls.NewListener(ln, tc)
+		}
+		if sasl {
+			ln = shimListener{ln}
+		}
+		return ln
+	}
+	return opts, wrap, nil
 }
