@@ -33,6 +33,20 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 // Load checks the flags and reads the files they name; errors name the flag.
 func (f *Flags) Load() (*Security, error) { return f.opts.Load() }
 
+// Args returns the flags that were set, as a command line for a child process (a file
+// name each, never a secret): the demo hands its Kafka security to its servers this way.
+func (f *Flags) Args() []string {
+	var a []string
+	for _, kv := range [][2]string{{"kafka-tls-ca", f.opts.TLSCA}, {"kafka-tls-cert", f.opts.TLSCert},
+		{"kafka-tls-key", f.opts.TLSKey}, {"kafka-sasl", f.opts.SASL}, {"kafka-user", f.opts.User},
+		{"kafka-password-file", f.opts.PasswordFile}} {
+		if kv[1] != "" {
+			a = append(a, "--"+kv[0], kv[1])
+		}
+	}
+	return a
+}
+
 // SetGetenv replaces os.Getenv for reading PasswordEnv (tests).
 func (f *Flags) SetGetenv(fn func(string) string) { f.opts.Getenv = fn }
 
