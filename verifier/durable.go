@@ -136,7 +136,10 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 			Transport: cfg.Kafka.Secure(&kafka.Transport{
 				DialTimeout: cfg.KafkaTimeout,
 				IdleTimeout: 30 * time.Second,
-				MetadataTTL: 10 * time.Second,
+				// Short, since kafka-go refreshes leaders only on this timer, never on a
+				// NOT_LEADER answer: after a leader move, writes to that partition fail
+				// (and spool) until the next refresh.
+				MetadataTTL: time.Second,
 			}),
 		},
 		queue:      make(chan *op, cfg.QueueSize),
@@ -246,8 +249,14 @@ func (d *durable) persist(ops []*op, msgs []kafka.Message, recs []spoolRecord) f
 			return func(int) error { return nil }
 		}
 		d.mKafkaErr.Inc()
-		d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
-		d.log.Warn("kafka write failed; spooling", "claims", len(ops), "err", err)
+		if leaderMoved(err) {
+			// Routine during a leader election or a rolling restart; counted in
+			// shake_verifier_kafka_errors_total, not worth a warning per batch.
+			d.log.Debug("partition leader moved; spooling", "claims", len(ops), "err", err)
+		} else {
+			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
+			d.log.Warn("kafka write failed; spooling", "claims", len(ops), "err", err)
+		}
 		if !errors.As(err, &werrs) || len(werrs) != len(ops) {
 			werrs = nil
 			// Cut short: kafka-go may still send these buffers later.
@@ -346,9 +355,16 @@ func (d *durable) replayer(ctx context.Context) {
 		cancel()
 		if err != nil {
 			d.mKafkaErr.Inc()
-			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
 			buf = nil // kafka-go may still hold the old buffer
 			d.log.Debug("spool replay failed", "claims", len(recs), "err", err)
+			if leaderMoved(err) {
+				// Kafka is up; the metadata is at most MetadataTTL old: retry soon.
+				if !sleep(d.cfg.ReplayBackoff) {
+					return
+				}
+				continue
+			}
+			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
 			if !sleep(backoff) {
 				return
 			}
@@ -390,4 +406,30 @@ func (d *durable) close() error {
 		d.log.Warn("kafka writer close", "err", werr)
 	}
 	return nil
+}
+
+// leaderMoved reports whether every failure in err says that a partition's leader has
+// moved (a leader election, a rolling restart): Kafka is up and kafka-go's metadata,
+// refreshed every MetadataTTL, will point at the new leader shortly. The failed claims
+// are spooled, but the live path keeps trying Kafka instead of spooling for DownFor.
+func leaderMoved(err error) bool {
+	var werrs kafka.WriteErrors
+	if !errors.As(err, &werrs) {
+		return isLeaderMove(err)
+	}
+	n := 0
+	for _, e := range werrs {
+		if e == nil {
+			continue
+		}
+		if !isLeaderMove(e) {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+func isLeaderMove(err error) bool {
+	return errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable)
 }
