@@ -47,15 +47,6 @@ func (f *Flags) Args() []string {
 	return a
 }
 
-// SetGetenv replaces os.Getenv for reading PasswordEnv (tests).
-func (f *Flags) SetGetenv(fn func(string) string) { f.opts.Getenv = fn }
-
-// AddMinReplicationFlag registers --min-replication on fs.
-func AddMinReplicationFlag(fs *flag.FlagSet) *int {
-	return fs.Int("min-replication", DefaultMinReplication,
-		"refuse to start unless the claims topic has at least this many replicas (1 for a one-broker setup)")
-}
-
 // CheckMinReplication validates a --min-replication value.
 func CheckMinReplication(n int) error {
 	if n < 1 || n > 32767 {
