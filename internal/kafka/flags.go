@@ -47,6 +47,12 @@ func (f *Flags) Args() []string {
 	return a
 }
 
+// AddMinReplicationFlag registers --min-replication on fs.
+func AddMinReplicationFlag(fs *flag.FlagSet) *int {
+	return fs.Int("min-replication", DefaultMinReplication,
+		"refuse to start unless the claims topic has at least this many replicas (1 for a one-broker setup)")
+}
+
 // CheckMinReplication validates a --min-replication value.
 func CheckMinReplication(n int) error {
 	if n < 1 || n > 32767 {
