@@ -104,7 +104,10 @@ func (s *Server) restoreValue(value []byte) restoreResult {
 
 // kafkaDialer returns the dialer the rebuild reads the topic with.
 func (s *Server) kafkaDialer() *kafka.Dialer {
-	return &kafka.Dialer{Timeout: s.cfg.KafkaTimeout, ClientID: "shake-verifier-rebuild"}
+	// The rebuild speaks to the same brokers as the writers, with the same TLS and SASL.
+	d := s.cfg.Kafka.Dialer(s.cfg.KafkaTimeout)
+	d.ClientID = "shake-verifier-rebuild"
+	return d
 }
 
 // partState is one partition's progress: the rebuild reads [next, end).
