@@ -123,7 +123,7 @@ func TestAttackIdleConnectionsVerifier(t *testing.T) {
 	brokers := br.waitLine(t, brokerRE, 20*time.Second)
 	p := startServer(t, fdLimit, "verifier", "--manifest", filepath.Join(f.out, "manifest.json"),
 		"--key", f.key("campaign.key"), "--session-key", f.key("session.key"), "--brokers", brokers,
-		"--spool", filepath.Join(t.TempDir(), "spool"), "--listen", "127.0.0.1:0")
+		"--spool", filepath.Join(t.TempDir(), "spool"), "--listen", "127.0.0.1:0", "--min-replication", "1")
 	public := p.waitLine(t, verifierRE, 20*time.Second)
 	admin := p.adminAddr(t)
 	survivesIdleFlood(t, p, public, admin, func() bool {

@@ -39,11 +39,11 @@ func startChain(t *testing.T, tickets, edges int) *chain {
 	man := filepath.Join(f.out, "manifest.json")
 	v := startServer(t, 0, "verifier", "--manifest", man, "--key", f.key("campaign.key"), "--session-key", f.key("session.key"),
 		"--brokers", brokers, "--spool", filepath.Join(t.TempDir(), "spool"), "--listen", "127.0.0.1:0",
-		"--admin-key", adminKey, "--drain", "0s")
+		"--admin-key", adminKey, "--drain", "0s", "--min-replication", "1")
 	c.verifier, c.verAdm = v.waitLine(t, verifierRE, 20*time.Second), v.adminAddr(t)
 	c.procs["verifier"] = v
 	s := startServer(t, 0, "settler", "--brokers", brokers, "--ledger", "sqlite://"+filepath.Join(t.TempDir(), "ledger.db"),
-		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0", "--admin-key", adminKey)
+		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0", "--admin-key", adminKey, "--min-replication", "1")
 	c.settlerAdm = s.adminAddr(t)
 	c.procs["settler"] = s
 	waitStatus(t, c.settlerAdm, 200, `{"status":"ready"}`)
