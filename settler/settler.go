@@ -21,6 +21,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler/ledger"
 	"shake/ticket"
@@ -63,6 +64,9 @@ type Config struct {
 	Manifest  *ticket.Manifest
 	Validator *Validator
 	Ledger    ledger.Ledger
+	// Kafka is the TLS and SASL of every Kafka connection: the group reader, the
+	// dead-letter writer, the watchdog's queries (nil: plain text).
+	Kafka *ikafka.Security
 
 	Batch  int           // most claims per batch (default 2000, at most MaxBatch)
 	Linger time.Duration // how long a batch waits for more claims after its first (default 50ms)
@@ -268,7 +272,8 @@ func (s *Settler) Run(ctx context.Context) error {
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           5 * time.Millisecond,
-		AllowAutoTopicCreation: true,
+		AllowAutoTopicCreation: false, // operators create <topic>.dlq with the claims topic
+		Transport:              s.cfg.Kafka.Secure(&kafka.Transport{DialTimeout: 10 * time.Second}),
 	}
 	defer dlq.Close()
 	s.running.Store(true)
@@ -380,6 +385,7 @@ func (s *Settler) newReader() *kafka.Reader {
 		RebalanceTimeout:  s.cfg.SessionTimeout,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
+		Dialer:            s.cfg.Kafka.Dialer(10 * time.Second),
 		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 }
@@ -390,7 +396,7 @@ func (s *Settler) newReader() *kafka.Reader {
 // settler reports not ready and interrupts its Run loop for a new group reader. It also
 // exports the group's lag.
 func (s *Settler) watchStall(ctx context.Context) {
-	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
+	client := s.cfg.Kafka.Client(s.cfg.Brokers, 5*time.Second)
 	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
 	defer tick.Stop()
 	type seen struct {

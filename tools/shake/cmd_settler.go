@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
@@ -26,6 +26,7 @@ const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
                      --key campaign.key [--topic shake.claims] [--group shake-settler]
                      [--listen 127.0.0.1:8082] [--batch 2000] [--linger 50ms]
+                     [--min-replication 3] [Kafka security flags]
 
 Consumes claims from the Kafka topic as a member of a consumer group (several settlers
 in one group share the partitions), checks each claim against the manifest, and posts
@@ -54,6 +55,15 @@ budget go below zero; a claim it cannot cover is dead-lettered "over_budget".
 At start the settler records the campaign's generation and manifest digest in the
 ledger; it refuses (exit 2) a ledger that settles another generation of the same
 campaign id, or that was funded with another manifest.
+
+Kafka: neither the claims topic nor <topic>.dlq is ever created here (see 'shake topics
+create'). At start the settler checks both and refuses (exit 2) a topic that is missing,
+has fewer than --min-replication replicas (a one-broker setup passes --min-replication
+1), or has several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s
+at start is not a refusal: the settler starts, waits for it, and logs that the topics
+were not checked. --kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on;
+--kafka-sasl with --kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD)
+authenticate; they apply to the group reader, the dead-letter writer and the lag queries.
 
 --ledger postgres://user@host:5432/db?sslmode=disable   PostgreSQL
 --ledger sqlite:///path/ledger.db                         embedded SQLite (WAL)
@@ -87,6 +97,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -109,14 +120,13 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	case *dlqTimeout < time.Second:
 		return flagError(fs, "--dlq-timeout must be >= 1s")
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			bl = append(bl, b)
-		}
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
-	if len(bl) == 0 {
-		return flagError(fs, "--brokers: no broker address")
+	sec, err := kf.load()
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	key, err := ticket.ReadKeyFile(*keyPath)
@@ -148,6 +158,9 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return flagError(fs, "%v", err)
+	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	l, err := ledger.Open(octx, *ledgerURL)
 	cancel()
@@ -173,7 +186,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 
 	reg := obs.NewRegistry()
-	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
+	s, err := settler.New(settler.Config{Brokers: bl, Kafka: sec, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall, DLQTimeout: *dlqTimeout,
 		Registry: reg, Logger: log})
 	if err != nil {

@@ -129,7 +129,7 @@ func freePort(t *testing.T) string {
 
 func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra ...string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
-	args := append([]string{"settler", "--brokers", e.broker, "--ledger", ledgerURL, "--manifest", e.manifest,
+	args := append([]string{"settler", "--brokers", e.broker, "--min-replication", "1", "--ledger", ledgerURL, "--manifest", e.manifest,
 		"--key", filepath.Join(e.dir, "campaign.key"), "--listen", listen, "--session-timeout", "1s", "--log-format", "json"}, extra...)
 	cmd := exec.Command(e.bin, args...)
 	var logs strings.Builder
