@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"shake/broker"
+	ikafka "shake/internal/kafka"
 )
 
 // chainFixture returns a server (Kafka unreachable: the chain never gets that far) and
@@ -115,9 +118,18 @@ type openReq struct{ auth, body []byte }
 // httpFixture serves a real verifier with the embedded broker in-process and returns
 // its address and n distinct (user, ticket) open requests.
 func httpFixture(b *testing.B, n int) (string, []openReq) {
+	return httpFixtureKafka(b, n, broker.Security{}, nil)
+}
+
+// httpFixtureKafka is httpFixture with the broker's security bsec and the verifier's
+// Kafka client security ksec (kafka_bench_test.go measures what TLS costs).
+func httpFixtureKafka(b *testing.B, n int, bsec broker.Security, ksec *ikafka.Security) (string, []openReq) {
 	f := newFixture(b, 2, uint64(n/2+1))
-	br := startBroker(b)
+	br, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 4, Security: bsec})
+	must(b, err)
+	b.Cleanup(br.Close)
 	cfg := f.config([]string{br.Addr()})
+	cfg.Kafka = ksec
 	s, err := New(cfg)
 	must(b, err)
 	waitRebuilt(b, s)
@@ -189,11 +201,22 @@ func BenchmarkBaselineHTTP(b *testing.B) {
 // BenchmarkOpenLatencyAtRate sends opens open-loop at SHAKE_OPEN_RATE per second
 // (default 2000) for one second per b.N round and reports p50/p99/max latency.
 func BenchmarkOpenLatencyAtRate(b *testing.B) {
-	rate := 2000
-	if v, err := strconv.Atoi(os.Getenv("SHAKE_OPEN_RATE")); err == nil && v > 0 {
-		rate = v
-	}
+	rate := openRate()
 	addr, reqs := httpFixture(b, rate*3+10)
+	openLatencyAtRate(b, addr, reqs, rate)
+}
+
+// openRate is SHAKE_OPEN_RATE, default 2000 opens per second.
+func openRate() int {
+	if v, err := strconv.Atoi(os.Getenv("SHAKE_OPEN_RATE")); err == nil && v > 0 {
+		return v
+	}
+	return 2000
+}
+
+// openLatencyAtRate sends reqs open-loop at rate per second to addr, one second per b.N
+// round (at most 3), and reports p50/p99/max latency.
+func openLatencyAtRate(b *testing.B, addr string, reqs []openReq, rate int) {
 	c := &fasthttp.HostClient{Addr: addr, MaxConns: 4096}
 	var lat []time.Duration
 	var mu sync.Mutex

@@ -20,6 +20,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -36,6 +37,9 @@ type Config struct {
 	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
 	// other users' opens are 421 misdirected.
 	UIDShard UIDShard
+
+	// Kafka is the TLS and SASL of every Kafka connection (nil: plain text).
+	Kafka *ikafka.Security
 
 	SpoolMaxBytes int64 // default 1 GiB: beyond it opens get 503 while Kafka is down
 	SegmentBytes  int64 // spool segment size, default 64 MiB
@@ -86,7 +90,7 @@ type Server struct {
 	ttl         int64
 	expiresAt   int64
 	skew        int64
-	signer      *ticket.ClaimSigner
+	signer      *ticket.ClaimSigner // signs every claim: the settler pays no unsigned claim
 	misdirected []byte
 	rb          rebuildState
 	started     time.Time
@@ -243,7 +247,7 @@ func New(cfg Config) (*Server, error) {
 	s.dur = newDurable(durableConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, QueueSize: cfg.QueueSize, BatchMax: cfg.BatchMax,
 		Producers: cfg.Producers, BatchTimeout: cfg.BatchTimeout, KafkaTimeout: cfg.KafkaTimeout,
-		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond,
+		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond, Kafka: cfg.Kafka,
 	}, s.sp, reg, cfg.Logger)
 	s.srv, err = obs.Listen(obs.ServerConfig{
 		Name: "verifier", Listen: cfg.Listen, MaxBodySize: MaxBodySize,

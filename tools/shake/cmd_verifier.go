@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
+	"shake/ticket"
 	"shake/verifier"
 )
 
@@ -19,8 +19,8 @@ func init() {
 const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
-                      [--listen 127.0.0.1:8081] [--uid-shard I/V]
-                      [--spool-max-bytes 1073741824] [--log-format text|json]
+                      [--listen 127.0.0.1:8081] [--uid-shard I/V] [--spool-max-bytes 1073741824]
+                      [--min-replication 3] [Kafka security flags] [--log-format text|json]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
@@ -60,6 +60,14 @@ for the per_user rule when the user is of this uid shard. Every answer after a
 restart, kill -9 included, is the same as before it. A topic that cannot be read is
 retried with backoff (logged at each attempt); the verifier stays not ready meanwhile.
 
+Kafka: the claims topic is never created here (see 'shake topics create'). At start the
+verifier checks it and its .dlq and refuses (exit 2) a topic that is missing, has fewer
+than --min-replication replicas (a one-broker setup passes --min-replication 1), or has
+several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s at start is
+not a refusal: the verifier starts, spools, and logs that the topic was not checked.
+--kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on; --kafka-sasl with
+--kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD) authenticate.
+
 Also serves GET /healthz, /readyz (rebuilt, and Kafka or the spool writable) and
 /metrics. SIGTERM or SIGINT: stops accepting, finishes in-flight opens, flushes or
 spools every queued claim, exits 0.
@@ -77,6 +85,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -86,13 +95,13 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageError(stderr, "verifier: --log-format must be text or json, not %q", *logFormat)
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		b = strings.TrimSpace(b)
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return usageError(stderr, "verifier: --brokers: %q is not HOST:PORT", b)
-		}
-		bl = append(bl, b)
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	sec, err := kf.load()
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	if *spoolMax <= 0 {
 		return usageError(stderr, "verifier: --spool-max-bytes must be > 0")
@@ -104,9 +113,24 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "verifier: --uid-shard: %v", err)
 	}
+	// Bad local files are reported before Kafka is asked anything: at once, whatever
+	// state Kafka is in. verifier.New checks them fully.
+	if _, err := ticket.LoadManifest(*manifest); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	for _, k := range []string{*key, *sessionKey} {
+		if _, err := ticket.ReadKeyFile(k); err != nil {
+			return usageError(stderr, "verifier: %v", err)
+		}
+	}
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
 	srv, err := verifier.New(verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic,
+		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log,
 	})
 	if err != nil {
@@ -114,8 +138,6 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "verifier: %v", err)
 	}
 	fmt.Fprintf(stdout, "verifier listening on %s\n", srv.Addr())
-	ctx, stop := obs.SignalContext(context.Background())
-	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "shake verifier: %v\n", err)
 		return 1

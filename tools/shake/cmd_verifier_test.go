@@ -109,7 +109,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	brokerArgs := []string{"broker", "--listen", baddr, "--partitions", "4", "--data", data}
 	br := startVerProc(t, brokerArgs...)
 	verArgs := []string{"verifier", "--manifest", manPath, "--key", ckPath, "--session-key", skPath,
-		"--brokers", baddr, "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
+		"--brokers", baddr, "--min-replication", "1", "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
 	ver := startVerProc(t, verArgs...)
 
 	client := &fasthttp.Client{MaxConnsPerHost: 2000, ReadTimeout: 30 * time.Second}
