@@ -102,9 +102,12 @@ func (s *Server) restoreValue(value []byte) restoreResult {
 	return restoreCounted
 }
 
-// kafkaDialer returns the dialer the rebuild reads the topic with.
+// kafkaDialer returns the dialer the rebuild reads the topic with (TLS and SASL as
+// configured for the writers).
 func (s *Server) kafkaDialer() *kafka.Dialer {
-	return &kafka.Dialer{Timeout: s.cfg.KafkaTimeout, ClientID: "shake-verifier-rebuild"}
+	d := s.cfg.Kafka.Dialer(s.cfg.KafkaTimeout)
+	d.ClientID = "shake-verifier-rebuild"
+	return d
 }
 
 // partState is one partition's progress: the rebuild reads [next, end).
