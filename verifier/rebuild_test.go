@@ -20,6 +20,15 @@ import (
 	"shake/ticket"
 )
 
+// twoVerifiers returns the configurations of the verifiers of uid shards 0/2 and 1/2,
+// each with its own spool, on the broker at addr.
+func twoVerifiers(f *fixture, addr string) (Config, Config) {
+	a, b := f.config([]string{addr}), f.config([]string{addr})
+	a.UIDShard, b.UIDShard = UIDShard{0, 2}, UIDShard{1, 2}
+	b.Spool = filepath.Join(f.dir, "spool-b")
+	return a, b
+}
+
 type answer struct {
 	status int
 	body   string
@@ -33,11 +42,7 @@ func TestRebuildKeepsEveryAnswer(t *testing.T) {
 	defer setPerUser(1)()
 	f := newFixture(t, 2, 100)
 	b := startBroker(t)
-	cfgA := f.config([]string{b.Addr()})
-	cfgA.UIDShard = UIDShard{0, 2}
-	cfgB := f.config([]string{b.Addr()})
-	cfgB.UIDShard = UIDShard{1, 2}
-	cfgB.Spool = filepath.Join(f.dir, "spool-b")
+	cfgA, cfgB := twoVerifiers(f, b.Addr())
 	a, err := New(cfgA)
 	must(t, err)
 	waitRebuilt(t, a)
@@ -112,11 +117,7 @@ func TestRebuildOwnClaimWins(t *testing.T) {
 	defer setPerUser(1)()
 	f := newFixture(t, 1, 100)
 	b := startBroker(t)
-	cfgA := f.config([]string{b.Addr()})
-	cfgA.UIDShard = UIDShard{0, 2}
-	cfgB := f.config([]string{b.Addr()})
-	cfgB.UIDShard = UIDShard{1, 2}
-	cfgB.Spool = filepath.Join(f.dir, "spool-b")
+	cfgA, cfgB := twoVerifiers(f, b.Addr())
 	vb := newServer(t, f, cfgB)
 	if st, got := do(vb, "POST", "/v1/open", f.bearer(5), body(f.tok(9, 5))); st != 200 {
 		t.Fatalf("uid 5: %d %s", st, got)
