@@ -114,6 +114,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	admin := verFreeAddr(t)
 	verArgs = append(verArgs, "--admin-listen", admin)
 	ver := startVerProc(t, verArgs...)
+	waitReady(t, ver.addr) // the rebuild from the topic comes first
 
 	client := &fasthttp.Client{MaxConnsPerHost: 2000, ReadTimeout: 30 * time.Second}
 	open := func(addr string, id uint64) (int, string) {
@@ -172,6 +173,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	ver.stop(t, syscall.SIGKILL)
 	br = startVerProc(t, brokerArgs...)
 	ver = startVerProc(t, verArgs...)
+	waitReady(t, ver.addr)
 	verWaitSpool(t, admin, 0)
 	if len(opened) != 1100 {
 		t.Fatalf("%d of 1100 opens answered 200", len(opened))
