@@ -114,7 +114,7 @@ func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, see
 	}
 	keys := make([][]byte, len(c.manifest.Shards))
 	for i := range keys {
-		if keys[i], err = ticket.ShardKey(c.campaignKey, id, i); err != nil {
+		if keys[i], err = c.manifest.ShardKey(c.campaignKey, i); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,6 +165,9 @@ func newService(name, bin string, args []string, logDir string, http bool) (*ser
 // start starts the process and waits until it is ready.
 func (s *service) start(ctx context.Context) error {
 	args := append(append([]string{}, s.args...), "--listen", s.addr)
+	if s.starts == 0 && s.args[0] == "edge" {
+		args = append(args, "--init-state") // only a shard's very first start creates its state file
+	}
 	p, err := proc.Start(s.name, s.bin, args, s.logPath)
 	if err != nil {
 		return err
