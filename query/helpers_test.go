@@ -124,16 +124,16 @@ type testServer struct {
 	http *http.Client
 }
 
-func startServer(t *testing.T, url string, mut func(*Config)) *testServer {
+func startServer(t testing.TB, url string, mut func(*Config)) *testServer {
 	t.Helper()
-	rd, err := OpenReader(context.Background(), url, 4)
+	rd, err := OpenReader(context.Background(), url, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return startWith(t, rd, mut)
 }
 
-func startWith(t *testing.T, rd Reader, mut func(*Config)) *testServer {
+func startWith(t testing.TB, rd Reader, mut func(*Config)) *testServer {
 	t.Helper()
 	reg := obs.NewRegistry()
 	cfg := Config{Reader: rd, SessionKey: testSessionKey, Listen: "127.0.0.1:0", Registry: reg}
@@ -165,7 +165,7 @@ func session(uid uint64) string {
 
 // get sends GET path with the session token (none when tok is empty) and returns the
 // status and the body.
-func (ts *testServer) get(t *testing.T, path, tok string) (int, []byte) {
+func (ts *testServer) get(t testing.TB, path, tok string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, ts.base+path, nil)
 	if err != nil {
