@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -16,13 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"shake/broker"
-	"shake/edge"
+	"shake/internal/testchain"
 	"shake/query"
 	"shake/settler/ledger"
 	"shake/ticket"
-	"shake/ticketgen"
-	"shake/verifier"
 )
 
 // shape is one kind of answer: which endpoint, which status, which top-level keys, and
@@ -238,43 +234,6 @@ func (o *observer) do(ep, method, base, target, auth, body string) (int, map[str
 	return resp.StatusCode, m
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// run starts a server's Run in the background and stops it at the end of the test.
-func run(t *testing.T, r func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-}
-
-// campaign generates a small campaign into dir.
-func campaign(t *testing.T, dir, id string, count uint64, rounds []ticket.RoundWindow) (*ticket.Manifest, []byte) {
-	t.Helper()
-	ck := ticket.NewKey()
-	must(t, os.MkdirAll(dir, 0o755))
-	must(t, ticket.WriteKeyFile(filepath.Join(dir, "campaign.key"), ck))
-	m, err := ticketgen.Generate(context.Background(), ticketgen.Config{Campaign: id, CampaignKey: ck, Budget: int64(count) * 100,
-		Count: count, Edges: 1, Min: 1, Max: 1000, OutDir: dir, PerUser: 1, Rounds: rounds, Seed: 7})
-	must(t, err)
-	return m, ck
-}
-
-func startEdge(t *testing.T, dir, skPath string, maxInFlight int) string {
-	t.Helper()
-	e, err := edge.New(edge.Config{Tickets: filepath.Join(dir, "edge-000.tickets"), Key: filepath.Join(dir, "edge-000.key"),
-		SessionKey: skPath, State: filepath.Join(dir, "edge-000.state"), InitState: true, Listen: "127.0.0.1:0",
-		PerUser: 1, MaxInFlight: maxInFlight})
-	must(t, err)
-	run(t, e.Run)
-	return "http://" + e.Addr()
-}
-
 // failReader is a ledger that never answers.
 type failReader struct{}
 
@@ -296,39 +255,16 @@ func (failReader) Close() error               { return nil }
 func TestContract(t *testing.T) {
 	c := loadContract(t)
 	o := &observer{t: t, c: c, seen: map[shape]bool{}}
-	root := t.TempDir()
-	skPath := filepath.Join(root, "session.key")
-	sk := ticket.NewKey()
-	must(t, ticket.WriteKeyFile(skPath, sk))
-	sess, _ := ticket.NewSessionKey(sk)
-	user := func(uid uint64) string { return string(sess.Mint(nil, uid, time.Now().Add(time.Hour).Unix())) }
-	expiredSession := string(sess.Mint(nil, 1, time.Now().Add(-time.Minute).Unix()))
-
 	// Campaign "open": always open, 4 tickets, one edge that sheds above 1 request.
-	dirA := filepath.Join(root, "a")
-	manA, ckA := campaign(t, dirA, "open", 4, nil)
-	edgeA := startEdge(t, dirA, skPath, 1)
+	ch := testchain.Start(t, 4, 1)
+	user, edgeA, verA, manA, ckA := ch.User, ch.Edge, ch.Verifier, ch.Manifest, ch.CampaignKey
+	expiredSession := string(ch.Sess.Mint(nil, 1, time.Now().Add(-time.Minute).Unix()))
 	// Campaign "later": its only round opens tomorrow.
-	dirB := filepath.Join(root, "b")
+	dirB := filepath.Join(ch.Root, "b")
 	tomorrow := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
-	campaign(t, dirB, "later", 2, []ticket.RoundWindow{{Start: tomorrow, End: tomorrow.Add(time.Hour)}})
-	edgeB := startEdge(t, dirB, skPath, 0)
-
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 2})
-	must(t, err)
-	t.Cleanup(b.Close)
-	ver, err := verifier.New(verifier.Config{Manifest: filepath.Join(dirA, "manifest.json"), Key: filepath.Join(dirA, "campaign.key"),
-		SessionKey: skPath, Brokers: []string{b.Addr()}, Spool: filepath.Join(root, "spool"), Listen: "127.0.0.1:0", KafkaTimeout: 2 * time.Second})
-	must(t, err)
-	run(t, ver.Run)
-	verA := "http://" + ver.Addr()
-	// A verifier that can make nothing durable: no Kafka, a spool that holds nothing.
-	dead, err := verifier.New(verifier.Config{Manifest: filepath.Join(dirA, "manifest.json"), Key: filepath.Join(dirA, "campaign.key"),
-		SessionKey: skPath, Brokers: []string{"127.0.0.1:1"}, Spool: filepath.Join(root, "spool-dead"), Listen: "127.0.0.1:0",
-		SpoolMaxBytes: 1, KafkaTimeout: 200 * time.Millisecond})
-	must(t, err)
-	run(t, dead.Run)
-	verDead := "http://" + dead.Addr()
+	testchain.Campaign(t, dirB, "later", 2, []ticket.RoundWindow{{Start: tomorrow, End: tomorrow.Add(time.Hour)}})
+	edgeB := testchain.StartEdge(t, dirB, ch.SessionPath, 0)
+	verDead := ch.DeadVerifier(t, nil)
 
 	const shake, open, packets, camp = "POST /v1/shake", "POST /v1/open", "GET /v1/packets", "GET /v1/campaigns/{id}"
 
@@ -394,29 +330,12 @@ func TestContract(t *testing.T) {
 	o.do(open, "POST", verDead, "/v1/open", user(4), body(won2["token"].(string)))
 
 	// --- the ledger the settler would have written, and /v1/packets, /v1/campaigns/{id}
-	ctx := context.Background()
-	lurl := "sqlite://" + filepath.Join(root, "ledger.db")
-	l, err := ledger.Open(ctx, lurl)
-	must(t, err)
-	must(t, l.Fund(ctx, "open", "CNY", manA.Budget))
-	must(t, l.Register(ctx, ledger.Campaign{Campaign: "open", Currency: "CNY", Budget: manA.Budget, Tickets: manA.Count}))
 	var ps []ledger.Posting
 	for i := uint64(1); i <= 120; i++ {
 		ps = append(ps, ledger.Posting{Campaign: "open", Ticket: i, Amount: int64(i), Currency: "CNY", UID: 1 + i%2, OpenedAt: time.Now()})
 	}
-	_, err = l.Post(ctx, ps)
-	must(t, err)
-	l.Close()
-	rd, err := query.OpenReader(ctx, lurl, 2)
-	must(t, err)
-	qs, err := query.New(query.Config{Reader: rd, SessionKey: sk, Listen: "127.0.0.1:0"})
-	must(t, err)
-	run(t, qs.Run)
-	q := "http://" + qs.Addr()
-	fq, err := query.New(query.Config{Reader: failReader{}, SessionKey: sk, Listen: "127.0.0.1:0"})
-	must(t, err)
-	run(t, fq.Run)
-	qDown := "http://" + fq.Addr()
+	q := ch.Ledger(t, ps)
+	qDown := ch.Query(t, failReader{})
 
 	_, page := o.do(packets, "GET", q, "/v1/packets", user(1), "")
 	next, _ := page["next"].(string)
@@ -454,5 +373,12 @@ func TestContract(t *testing.T) {
 		}
 		sort.Strings(seen)
 		t.Logf("produced:\n%s", strings.Join(seen, "\n"))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
