@@ -327,12 +327,15 @@ func TestContract(t *testing.T) {
 	other := id%manA.Count + 1 // another ticket of the campaign, never opened
 	// Any amount in range with its MAC reaches the expiry check, which comes after it.
 	o.do(open, "POST", verA, "/v1/open", user(5), body(seal(other, 5, uint32(manA.Min), time.Now().Add(-time.Minute))))
+	// User 1 already opened one ticket of this round: a second is over the campaign's
+	// per_user rule of 1.
+	o.do(open, "POST", verA, "/v1/open", user(1), body(seal(other, 1, uint32(manA.Min), time.Now().Add(time.Hour))))
 	o.do(open, "POST", verDead, "/v1/open", user(4), body(won2["token"].(string)))
 
 	// --- the ledger the settler would have written, and /v1/packets, /v1/campaigns/{id}
 	var ps []ledger.Posting
 	for i := uint64(1); i <= 120; i++ {
-		ps = append(ps, ledger.Posting{Campaign: "open", Ticket: i, Amount: int64(i), Currency: "CNY", UID: 1 + i%2, OpenedAt: time.Now()})
+		ps = append(ps, ledger.Posting{Campaign: "open", Ticket: i, Amount: int64(1 + i%3), Currency: "CNY", UID: 1 + i%2, OpenedAt: time.Now()})
 	}
 	q := ch.Ledger(t, ps)
 	qDown := ch.Query(t, failReader{})

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"shake/internal/obs"
+	"bytes"
+	"io"
+	"net/http/httputil"
+	"net/url"
 	"shake/internal/testchain"
 	"shake/settler/ledger"
 )
@@ -80,10 +83,23 @@ func TestAgainstRealServers(t *testing.T) {
 // 503; the client tries MaxAttempts times, the same token each time, waiting the hint.
 func TestOpenRetries503WithTheSameToken(t *testing.T) {
 	ch := testchain.Start(t, 3, 0)
-	reg := obs.NewRegistry()
-	dead := ch.DeadVerifier(t, reg)
+	dead := ch.DeadVerifier(t, nil)
+	// A proxy in front of it records every attempt's body.
+	target, _ := url.Parse(dead)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	var bodies []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
 	ctx := context.Background()
-	c := &Client{EdgeURL: ch.Edge, VerifierURL: dead, Session: ch.User(5), MaxAttempts: 3}
+	c := &Client{EdgeURL: ch.Edge, VerifierURL: proxy.URL, Session: ch.User(5), MaxAttempts: 3}
 	s, err := c.Shake(ctx)
 	if err != nil || s.Result != "won" {
 		t.Fatalf("Shake = %+v, %v", s, err)
@@ -97,11 +113,11 @@ func TestOpenRetries503WithTheSameToken(t *testing.T) {
 	if len(*waits) != 2 || (*waits)[0] != time.Second {
 		t.Fatalf("waits %v, want two of 1s", *waits)
 	}
-	var b strings.Builder
-	reg.WriteTo(&b)
-	if !strings.Contains(b.String(), `shake_verifier_opens_total{result="unavailable"} 3`) {
-		t.Fatalf("the verifier did not see 3 attempts:\n%s", b.String())
+	mu.Lock()
+	if len(bodies) != 3 || bodies[0] != bodies[1] || bodies[1] != bodies[2] || !strings.Contains(bodies[0], s.Token) {
+		t.Fatalf("the verifier saw %d attempts %q, want 3 with the same token", len(bodies), bodies)
 	}
+	mu.Unlock()
 	// Once the claim can be made durable, the same token opens.
 	live := &Client{VerifierURL: ch.Verifier, Session: ch.User(5)}
 	if o, err := live.Open(ctx, s.Token); err != nil || o.Result != "opened" {

@@ -241,13 +241,13 @@ func TestCampaignPage(t *testing.T) {
 			if err := f.l.Fund(ctx, camp, "CNY", 5_000_000); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.l.Register(ctx, ledger.Campaign{Campaign: camp, Currency: "CNY", Budget: 5_000_000, Tickets: 2000}); err != nil {
+			if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: camp, Currency: "CNY", Budget: 5_000_000, Tickets: 2000}); err != nil {
 				t.Fatal(err)
 			}
 			if err := f.l.Fund(ctx, "empty", "CNY", 100); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.l.Register(ctx, ledger.Campaign{Campaign: "empty", Currency: "CNY", Budget: 100, Tickets: 3}); err != nil {
+			if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: "empty", Currency: "CNY", Budget: 100, Tickets: 3}); err != nil {
 				t.Fatal(err)
 			}
 			var batch []ledger.Posting
@@ -343,7 +343,7 @@ func TestCampaignStampedeCostsOneQuery(t *testing.T) {
 	if err := f.l.Fund(ctx, "hot", "CNY", 1000); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.l.Register(ctx, ledger.Campaign{Campaign: "hot", Currency: "CNY", Budget: 1000, Tickets: 10}); err != nil {
+	if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: "hot", Currency: "CNY", Budget: 1000, Tickets: 10}); err != nil {
 		t.Fatal(err)
 	}
 	rd, err := OpenReader(ctx, f.url, 4)

@@ -135,7 +135,7 @@ func (c *Chain) Ledger(t testing.TB, ps []ledger.Posting) string {
 	must(t, err)
 	m := c.Manifest
 	must(t, l.Fund(ctx, m.Campaign, m.Currency, m.Budget))
-	must(t, l.Register(ctx, ledger.Campaign{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count}))
+	must(t, l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count}))
 	if len(ps) > 0 {
 		_, err = l.Post(ctx, ps)
 		must(t, err)

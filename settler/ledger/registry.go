@@ -11,17 +11,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Campaign is a campaign's registration: the manifest's figures, recorded in the ledger
-// when the settler funds the campaign, so that readers of the ledger (the query server)
-// need no manifest file they would have to trust.
-type Campaign struct {
+// CampaignFigures are a campaign's public figures from its manifest, recorded in the
+// ledger (table campaign_registry) when the settler funds the campaign, so that readers
+// of the ledger (the query server) need no manifest file they would have to trust.
+type CampaignFigures struct {
 	Campaign string
 	Currency string
 	Budget   int64
 	Tickets  uint64
 }
 
-func checkCampaign(c *Campaign) error {
+func checkFigures(c *CampaignFigures) error {
 	if err := checkCampaignTransfer(c.Campaign, c.Currency, c.Budget); err != nil {
 		return err
 	}
@@ -31,7 +31,7 @@ func checkCampaign(c *Campaign) error {
 	return nil
 }
 
-func conflictingRegistration(have, want Campaign) error {
+func conflictingFigures(have, want CampaignFigures) error {
 	if have == want {
 		return nil
 	}
@@ -51,8 +51,8 @@ const (
 	sqliteRegisteredSQL = `SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = ?`
 )
 
-func (l *pgLedger) Register(ctx context.Context, c Campaign) error {
-	if err := checkCampaign(&c); err != nil {
+func (l *pgLedger) RecordFigures(ctx context.Context, c CampaignFigures) error {
+	if err := checkFigures(&c); err != nil {
 		return err
 	}
 	err := l.withConn(ctx, func(conn *pgx.Conn) error {
@@ -60,30 +60,30 @@ func (l *pgLedger) Register(ctx context.Context, c Campaign) error {
 			if _, err := tx.Exec(ctx, registerSQL, c.Campaign, c.Currency, c.Budget, int64(c.Tickets), time.Now().UnixMicro()); err != nil {
 				return err
 			}
-			have := Campaign{Campaign: c.Campaign}
+			have := CampaignFigures{Campaign: c.Campaign}
 			var n int64
 			if err := tx.QueryRow(ctx, registeredSQL, c.Campaign).Scan(&have.Currency, &have.Budget, &n); err != nil {
 				return err
 			}
 			have.Tickets = uint64(n)
-			return conflictingRegistration(have, c)
+			return conflictingFigures(have, c)
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("register %s: %w", c.Campaign, err)
+		return fmt.Errorf("record figures of %s: %w", c.Campaign, err)
 	}
 	return nil
 }
 
-func (l *sqliteLedger) Register(ctx context.Context, c Campaign) error {
-	if err := checkCampaign(&c); err != nil {
+func (l *sqliteLedger) RecordFigures(ctx context.Context, c CampaignFigures) error {
+	if err := checkFigures(&c); err != nil {
 		return err
 	}
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, sqliteRegisterSQL, c.Campaign, c.Currency, c.Budget, int64(c.Tickets), time.Now().UnixMicro()); err != nil {
 			return err
 		}
-		have := Campaign{Campaign: c.Campaign}
+		have := CampaignFigures{Campaign: c.Campaign}
 		var n int64
 		err := tx.QueryRowContext(ctx, sqliteRegisteredSQL, c.Campaign).Scan(&have.Currency, &have.Budget, &n)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -93,10 +93,10 @@ func (l *sqliteLedger) Register(ctx context.Context, c Campaign) error {
 			return err
 		}
 		have.Tickets = uint64(n)
-		return conflictingRegistration(have, c)
+		return conflictingFigures(have, c)
 	})
 	if err != nil {
-		return fmt.Errorf("register %s: %w", c.Campaign, err)
+		return fmt.Errorf("record figures of %s: %w", c.Campaign, err)
 	}
 	return nil
 }

@@ -1,5 +1,5 @@
 -- shake ledger: what the query server (shake query) reads. Keep in step with
--- ../sqlite/0002_query.sql. Every statement is IF NOT EXISTS so that this step stays
+-- ../sqlite/0003_query.sql. Every statement is IF NOT EXISTS so that this step stays
 -- self-contained whatever its number.
 
 -- "My red packets": one user's postings, newest first, paged by the key
