@@ -46,6 +46,9 @@ type Config struct {
 	SessionKey []byte
 	// Listen is host:port, default DefaultListen (port 0 picks one).
 	Listen string
+	// HTTP is the admin listener (/metrics, /debug/pprof/) and connection limits,
+	// passed to obs.Listen: /metrics is never served on the public listener.
+	HTTP obs.Common
 	// MaxInFlight bounds the requests served at once; beyond it the answer is an
 	// immediate 503 with Retry-After. Default DefaultMaxInFlight.
 	MaxInFlight int
@@ -134,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 		Name: "query", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger: cfg.Logger, Registry: cfg.Registry, Ready: s.ready,
+		Logger: cfg.Logger, Registry: cfg.Registry, Ready: s.ready, Common: cfg.HTTP,
 	}, s.handle)
 	if err != nil {
 		return nil, err

@@ -44,7 +44,7 @@ migrates: the ledger must already carry this version's schema (start the settler
   Retry-After when the ledger does not answer within --db-timeout or more than
   --max-in-flight requests are in progress.
 
-Also serves GET /healthz, /readyz (the ledger answers) and /metrics on --listen. SIGTERM
+Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen. SIGTERM
 or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 `
 
@@ -53,6 +53,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
+	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
 	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
 	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
 	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
@@ -87,8 +88,15 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		}
 		return usageError(stderr, "query: --ledger: cannot open %s: %v", *ledgerURL, err)
 	}
+	httpCfg := obs.Common{AdminListen: *adminListen}
+	if httpCfg.AdminListen == "" {
+		if httpCfg.AdminListen, err = obs.DefaultAdminListen(*listen); err != nil {
+			rd.Close()
+			return usageError(stderr, "query: --admin-listen: %v", err)
+		}
+	}
 	srv, err := query.New(query.Config{
-		Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
+		HTTP: httpCfg, Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
 	})
 	if err != nil {
 		rd.Close()

@@ -59,10 +59,12 @@ func TestQueryWholeProcess(t *testing.T) {
 	verMust(t, err)
 	l.Close()
 
-	p := startVerProc(t, "query", "--ledger", dbURL, "--session-key", keyPath, "--listen", "127.0.0.1:0")
+	queryAdmin := verFreeAddr(t)
+	p := startVerProc(t, "query", "--ledger", dbURL, "--session-key", keyPath, "--listen", "127.0.0.1:0", "--admin-listen", queryAdmin)
 	sk, _ := ticket.NewSessionKey(key)
+	base := "http://" + p.addr
 	get := func(path, tok string) (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+		req, _ := http.NewRequest("GET", base+path, nil)
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
@@ -80,6 +82,10 @@ func TestQueryWholeProcess(t *testing.T) {
 	if code != 200 || body != `{"campaign":"cli","currency":"CNY","budget":1000,"tickets":4,"settled_tickets":1,"settled_amount":321,"top":[{"uid_masked":"****7","amount":321}]}` {
 		t.Fatalf("/v1/campaigns/cli: %d %s", code, body)
 	}
+	if code, _ := get("/metrics", ""); code != 404 {
+		t.Errorf("public /metrics: %d, want 404", code)
+	}
+	base = "http://" + queryAdmin
 	if code, body = get("/metrics", ""); code != 200 || !strings.Contains(body, `shake_query_requests_total{endpoint="packets",result="ok"} 1`) {
 		t.Fatalf("/metrics: %d %s", code, body)
 	}

@@ -35,8 +35,13 @@ func (d *demo) showPackets(ctx context.Context, skPath string, sessionKey []byte
 		d.fail("query: %v", err)
 		return
 	}
+	admin, err := proc.FreeAddr() // the default (--listen's port + 1000) may be taken
+	if err != nil {
+		d.fail("query: %v", err)
+		return
+	}
 	p, err := proc.Start("query", self, []string{"query", "--ledger", ledgerURL, "--session-key", skPath, "--listen", addr,
-		"--log-format", "json"}, filepath.Join(d.cfg.out, "logs", "query.log"))
+		"--admin-listen", admin, "--log-format", "json"}, filepath.Join(d.cfg.out, "logs", "query.log"))
 	if err != nil {
 		d.fail("query: %v", err)
 		return
