@@ -15,10 +15,11 @@ import (
 // Reservation bounds. What a kill -9 forfeits is what was reserved ahead of the
 // cursor and not yet taken, so the reservation ahead is bounded twice:
 //
-//   - by the round: at most max(left/aheadShare, count/tailShare, minBlock) tickets
-//     ahead, where left is what the round has left and count its size. A kill then
-//     forfeits at most 1/64 of what is left (a few tickets at the tail), whatever the
-//     rate, so even back-to-back kills of a small shard leave most of it.
+//   - by the round: at most max(left/aheadShare, count/tailShare, 1) tickets ahead,
+//     where left is what the round has left and count its size. A kill then forfeits
+//     at most 1/64 of what is left (1/128 of the round at the tail), whatever the
+//     rate, so even back-to-back kills of a small shard leave most of it. The floor
+//     keeps the tail of a large round from paying an fsync every few tickets.
 //   - by the rate: about reserveAhead of the take rate, measured over windows of at
 //     least rateWindow (so a momentary burst moves it little), and at least twice the
 //     takes that happen during one fdatasync, so that at high rates the reserver stays
@@ -335,7 +336,7 @@ func refillAt(block uint64) uint64 { return block / 2 }
 // kill -9 at that moment would forfeit (see the constants).
 func (r *round) aheadLimit(c uint64) uint64 {
 	left := r.count - min(c, r.count)
-	return min(max(left/aheadShare, r.count/tailShare, minBlock), maxBlock)
+	return min(max(left/aheadShare, r.count/tailShare, 1), maxBlock)
 }
 
 // saturated reports whether requests have waited for a reservation since the last
@@ -354,7 +355,8 @@ func (d *dispenser) saturated(now int64) bool {
 }
 
 // adaptBlock sizes the block to about reserveAhead of the take rate, and at least
-// twice the takes that happen during one fsync, within [minBlock, r's ahead limit].
+// twice the takes that happen during one fsync, at least minBlock, and never above
+// r's ahead limit.
 // The rate is measured over windows of at least rateWindow, and the block moves only
 // halfway towards its target per window: a momentary burst moves it little, one
 // quiet window does not collapse it, and a sustained rate reaches it in a few windows.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"shake/ticket"
 )
 
@@ -25,7 +27,7 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 	h := &ticket.ShardHeader{
 		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1,
 		FirstTicket: 1, Count: 2 * count, Amount: int64(2 * count), TTLSeconds: 60,
-		CreatedAt: start.Add(-time.Hour),
+		CreatedAt: start.Add(-time.Hour), Generation: "0123456789abcdef0123456789abcdef",
 	}
 	for i := 0; i < 2; i++ {
 		s := start.Add(time.Duration(i) * time.Minute)
@@ -88,7 +90,7 @@ func TestProcessKillForfeitsSmallShare(t *testing.T) {
 			perKill = append(perKill, forfeited)
 			// Every reservation of the last run was made with at most leftAtStart
 			// tickets remaining, and reserves at most its aheadLimit ahead.
-			if bound := max(leftAtStart/aheadShare, count/tailShare, minBlock); forfeited > bound {
+			if bound := max(leftAtStart/aheadShare, count/tailShare, 1); forfeited > bound {
 				t.Errorf("kill %d forfeited %d tickets with %d left, want at most %d", k, forfeited, leftAtStart, bound)
 			}
 		}
@@ -201,4 +203,88 @@ func TestProcessStateFileLifecycle(t *testing.T) {
 	if left := p.metric(t, "shake_edge_tickets_left"); left != 0 {
 		t.Fatalf("%d tickets left after draining", left)
 	}
+}
+
+// TestPerUserDefaultsToTheCampaign: without an explicit limit the edge takes the
+// campaign's per_user from the shard header (issue 11); an explicit one overrides it,
+// 0 included.
+func TestPerUserDefaultsToTheCampaign(t *testing.T) {
+	wins := func(perUser int, cfgPerUser int) int {
+		f := newFixture(t, shardSpec{count: 100, perUser: perUser})
+		s := startEdge(t, f, func(c *Config) { c.PerUser = cfgPerUser })
+		auth := "Bearer " + f.session(7)
+		n := 0
+		for i := 0; i < 10; i++ {
+			if _, body, _ := do(s.Handler(), "POST", ShakePath, auth, nil); strings.Contains(body, `"won"`) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct{ campaign, flag, want int }{
+		{2, PerUserFromShard, 2}, {1, PerUserFromShard, 1}, {0, PerUserFromShard, 10},
+		{2, 5, 5}, {2, 0, 10},
+	} {
+		if got := wins(c.campaign, c.flag); got != c.want {
+			t.Errorf("campaign per_user %d, edge limit %d: %d wins of 10, want %d", c.campaign, c.flag, got, c.want)
+		}
+	}
+}
+
+// shakeOnce sends one shake for auth and returns the result and the token.
+func shakeOnce(t *testing.T, addr, auth string) (string, string) {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://" + addr + ShakePath)
+	req.Header.Set("Authorization", auth)
+	if err := fasthttp.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("shake: %v %d %s", err, resp.StatusCode(), resp.Body())
+	}
+	w := decode(t, string(resp.Body()))
+	return w.Result, w.Token
+}
+
+// TestProcessRestartForgetsWins is the edge's half of "an edge restart does not let a
+// user open beyond the rule" (issue 11). The edge's per-user table is in memory only,
+// so after a restart (SIGTERM or kill -9) a user who had reached the campaign's
+// per_user wins again here, with another ticket: that is by design, the edge is the
+// cheap first line. What stops the excess open is the verifier's campaign-wide rule
+// (limit_reached), asserted by the verifier's tests; this test pins the edge side, so
+// that nobody mistakes the edge's table for the rule.
+func TestProcessRestartForgetsWins(t *testing.T) {
+	needBinary(t)
+	f := newFixture(t, shardSpec{count: 100, perUser: 1})
+	state := filepath.Join(f.dir, "edge.state")
+	auth := "Bearer " + f.session(42)
+	var tickets []uint64
+	for run, stop := range []func(*edgeProc){
+		func(p *edgeProc) { p.cmd.Process.Signal(syscall.SIGTERM) },
+		func(p *edgeProc) { p.cmd.Process.Kill() },
+		nil,
+	} {
+		// No --per-user: the campaign's per_user (1) from the shard header.
+		p := startProc(t, f, state, firstStart(run == 0)...)
+		res, tok := shakeOnce(t, p.addr, auth)
+		if res != "won" {
+			t.Fatalf("run %d: first shake %q", run, res)
+		}
+		tickets = append(tickets, f.checkToken(t, tok, 42))
+		if res, _ := shakeOnce(t, p.addr, auth); res != "miss" {
+			t.Fatalf("run %d: second shake in the round %q, want miss (per_user 1)", run, res)
+		}
+		if stop == nil {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			<-p.done
+			break
+		}
+		stop(p)
+		<-p.done
+	}
+	if tickets[0] == tickets[1] || tickets[1] == tickets[2] || tickets[0] == tickets[2] {
+		t.Fatalf("the same ticket twice across restarts: %v", tickets)
+	}
+	t.Logf("user 42 won tickets %v in three runs of one edge with per_user 1: the verifier must refuse all but one open", tickets)
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 
 	"shake/edge"
 	"shake/internal/obs"
@@ -32,7 +34,7 @@ position is reserved in this file with fdatasync, ahead of demand; a restart (ev
 after kill -9) resumes after the last reservation, so no ticket is ever issued twice.
 Tickets reserved but not issued before a crash are lost to the pool and counted
 (shake_edge_tickets_lost_total); the reservation ahead is at most 1/64 of what the
-round has left (at least 1/128 of the round, or 32 tickets), so that is all a kill -9
+round has left (at least 1/128 of the round, or 1 ticket), so that is all a kill -9
 can forfeit. A clean stop (SIGTERM) records the exact position and loses nothing.
 The file is locked while the edge runs and refused if it belongs to another shard.
 
@@ -66,7 +68,8 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
-	perUser := fs.Int("per-user", 1, "most wins per user per round (0 = no limit)")
+	var perUser perUserFlag
+	fs.Var(&perUser, "per-user", "at most `N` wins per user per round (0 = no limit; default: the campaign's per_user)")
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
@@ -80,7 +83,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageError(stderr, "edge: --log-format must be text or json, not %q", *logFormat)
 	}
-	if *perUser < 0 || *perUser > edge.MaxPerUser {
+	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)
 	}
 	if *maxInFlight <= 0 {
@@ -92,7 +95,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	srv, err := edge.New(edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
-		PerUser: *perUser, Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
+		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log,
 	})
 	if err != nil {
@@ -105,4 +108,36 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// perUserFlag is --per-user: unset means the campaign's per_user from the shard header.
+type perUserFlag struct {
+	n   int
+	set bool
+}
+
+// String returns "" while unset, so the flag's help shows no misleading default.
+func (f *perUserFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.Itoa(f.n)
+}
+
+// Set parses N.
+func (f *perUserFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	f.n, f.set = n, true
+	return nil
+}
+
+// value is the edge.Config.PerUser the flag asks for.
+func (f *perUserFlag) value() int {
+	if !f.set {
+		return edge.PerUserFromShard
+	}
+	return f.n
 }
