@@ -57,7 +57,7 @@ type round struct {
 	count    uint64
 	always   bool  // no time window (the campaign's single always-open round)
 	start    int64 // unix nanoseconds, inclusive
-	end      int64 // unix nanoseconds, exclusive
+	end      int64 // unix nanoseconds, exclusive (always-open: the end of issuing)
 	burst    uint64
 	cursor   *atomic.Uint64 // positions taken, in the mapped state region
 	reserved atomic.Uint64  // durable reservation: positions below it may be taken
@@ -121,6 +121,10 @@ func newDispenser(h *ticket.ShardHeader, st *stateFile, pace bool, waitMax time.
 		if !r.always {
 			r.start, r.end = w.Start.UnixNano(), w.End.UnixNano()
 			r.startAt = w.Start.UTC().Format(time.RFC3339)
+		} else {
+			// The always-open round has no window, but issuing ends: that is when a
+			// take waiting for its reservation must give up (see take).
+			r.end = d.issueUntil
 		}
 		r.reserved.Store(st.snap.Rounds[i].Reserved)
 		r.lost.Store(st.snap.Rounds[i].Lost)
@@ -213,7 +217,7 @@ func (d *dispenser) take(r *round, now int64) (uint64, takeResult) {
 			if d.failed.Load() {
 				return 0, takeRetry
 			}
-			if !r.always && d.clock().UnixNano() >= r.end {
+			if d.clock().UnixNano() >= r.end {
 				// The request came in time, but the round has ended since: the
 				// reserver has moved on and will not reserve this round again. The
 				// answer is what a request after the end would get for this round,
@@ -285,7 +289,7 @@ func (d *dispenser) run(ctx context.Context, now func() time.Time) {
 // round: they answer miss (see take) instead of waiting for a reservation that the
 // reserver, now on a later round, will never make.
 func (d *dispenser) wakeEnded(now int64) {
-	for d.ended < len(d.rounds) && !d.rounds[d.ended].always && d.rounds[d.ended].end <= now {
+	for d.ended < len(d.rounds) && d.rounds[d.ended].end <= now {
 		d.wake(d.rounds[d.ended])
 		d.ended++
 	}

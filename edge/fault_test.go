@@ -45,18 +45,39 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 // round 0's end) and will never reserve round 0 again: the request must get a miss
 // at once, not wait out the reservation timeout and get 429 (issue 12).
 func TestRoundEndWaiterGetsMiss(t *testing.T) {
-	start := time.Unix(1_900_000_000, 0).UTC()
-	h := backToBackHeader(1000, start)
-	r0end := h.Rounds[0].End.UnixNano()
-	justBefore := r0end - int64(time.Millisecond)
-	after := time.Unix(0, r0end+int64(time.Millisecond))
+	h := backToBackHeader(1000, time.Unix(1_900_000_000, 0).UTC())
+	waitAtTheEnd(t, h, h.Rounds[0].End.UnixNano())
+}
+
+// TestIssueEndWaiterGetsMiss is the same for an always-open campaign, whose one round
+// ends when issuing ends (created_at + ttl).
+func TestIssueEndWaiterGetsMiss(t *testing.T) {
+	created := time.Unix(1_900_000_000, 0).UTC()
+	h := &ticket.ShardHeader{
+		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1,
+		FirstTicket: 1, Count: 1000, Amount: 1000, TTLSeconds: 60, CreatedAt: created,
+		Generation: ticket.NewGeneration(), Rounds: []ticket.RoundWindow{{Index: 0}},
+		RoundRanges: []ticket.RoundRange{{Round: 0, FirstTicket: 1, Count: 1000, Amount: 1000}},
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	waitAtTheEnd(t, h, created.Add(time.Minute).UnixNano())
+}
+
+// waitAtTheEnd uses up round 0's reservation 1 ms before end, runs the reserver with
+// a clock 1 ms after it, and checks that one more take at the earlier time is a miss.
+func waitAtTheEnd(t *testing.T, h *ticket.ShardHeader, end int64) {
+	t.Helper()
+	justBefore := end - int64(time.Millisecond)
+	after := time.Unix(0, end+int64(time.Millisecond))
 	d, _ := dispenserOn(t, h, false, 3*time.Second, func() time.Time { return after })
-	r0 := d.rounds[0]
-	if err := d.reserve(r0, 10); err != nil {
+	r := d.rounds[0]
+	if err := d.reserve(r, 10); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
-		if _, res := d.take(r0, justBefore); res != takeWon {
+		if _, res := d.take(r, justBefore); res != takeWon {
 			t.Fatalf("take %d: %v", i, res)
 		}
 	}
@@ -64,8 +85,8 @@ func TestRoundEndWaiterGetsMiss(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.run(ctx, func() time.Time { return after }) }()
 	defer func() { cancel(); <-done }()
-	if _, res := d.take(r0, justBefore); res != takeMiss {
-		t.Fatalf("request at the end of round 0: %v, want miss (%d reservation timeouts)", res, d.nwaitFail.Load())
+	if _, res := d.take(r, justBefore); res != takeMiss {
+		t.Fatalf("request 1 ms before the end: %v, want miss (%d reservation timeouts)", res, d.nwaitFail.Load())
 	}
 }
 
