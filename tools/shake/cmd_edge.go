@@ -56,8 +56,9 @@ of the round, 1..1000 tickets); an always-open campaign is not paced.
 Refuses to start, with one line on stderr and exit code 2, on a missing or corrupt
 shard, a key that does not seal and open tokens for this shard, a bad session key, a
 state file that is missing (without --init-state), exists (with it), is corrupt,
-locked, unwritable or another shard's, or a listen address that cannot be bound. SIGTERM or SIGINT: stop accepting, finish in-flight requests,
-sync the state file, exit 0.
+locked, unwritable or another shard's, or a listen address that cannot be bound.
+SIGTERM or SIGINT: stop accepting, finish in-flight requests, sync the state file,
+exit 0.
 `
 
 func runEdge(args []string, stdout, stderr io.Writer) int {
