@@ -15,10 +15,11 @@ const (
 	resClosed
 	resRetry
 	resOpened
+	resPage
 	nResults
 )
 
-var resultNames = [nResults]string{"won", "miss", "closed", "retry", "opened"}
+var resultNames = [nResults]string{"won", "miss", "closed", "retry", "opened", "page"}
 
 // Error kinds. The first ones are the client's own; the rest are the error codes of
 // SPEC.md's JSON error bodies, counted by code, so "unauthorized" and "already_opened"

@@ -253,9 +253,13 @@ func (s *Settler) BreakerState() BreakerState { return s.br.State() }
 // fault that retrying cannot fix.
 func (s *Settler) Run(ctx context.Context) error {
 	m := s.cfg.Manifest
-	// The budget must be funded before the first posting can debit it.
+	// The budget must be funded before the first posting can debit it; the recorded figures
+	// lets readers of the ledger (shake query) show the campaign without the manifest.
 	if err := s.retry(ctx, "fund", func(actx context.Context) error {
-		return s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget)
+		if err := s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget); err != nil {
+			return err
+		}
+		return s.cfg.Ledger.RecordFigures(actx, ledger.CampaignFigures{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count})
 	}); err != nil {
 		if ctx.Err() != nil {
 			return nil

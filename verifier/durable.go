@@ -251,7 +251,11 @@ func (d *durable) persist(ops []*op, msgs []kafka.Message, recs []spoolRecord) f
 		d.mKafkaErr.Inc()
 		if leaderMoved(err) {
 			// Routine during a leader election or a rolling restart; counted in
-			// shake_verifier_kafka_errors_total, not worth a warning per batch.
+			// shake_verifier_kafka_errors_total, not worth a warning per batch. Spool
+			// only briefly: the metadata refresh is at most MetadataTTL away. (A broker
+			// that is shutting down may say the same, so not zero: each live batch
+			// would wait on it.)
+			d.downUntil.Store(time.Now().Add(min(leaderMoveBackoff, d.cfg.DownFor)).UnixNano())
 			d.log.Debug("partition leader moved; spooling", "claims", len(ops), "err", err)
 		} else {
 			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
@@ -408,10 +412,14 @@ func (d *durable) close() error {
 	return nil
 }
 
+// leaderMoveBackoff is how long the live path spools after a write failed only because
+// partition leaders moved.
+const leaderMoveBackoff = 250 * time.Millisecond
+
 // leaderMoved reports whether every failure in err says that a partition's leader has
 // moved (a leader election, a rolling restart): Kafka is up and kafka-go's metadata,
 // refreshed every MetadataTTL, will point at the new leader shortly. The failed claims
-// are spooled, but the live path keeps trying Kafka instead of spooling for DownFor.
+// are spooled, and the live path tries Kafka again after leaderMoveBackoff, not DownFor.
 func leaderMoved(err error) bool {
 	var werrs kafka.WriteErrors
 	if !errors.As(err, &werrs) {

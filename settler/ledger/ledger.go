@@ -135,6 +135,10 @@ type Ledger interface {
 	// spool, say). The user was told it was opened, so it is paid, from the sponsor
 	// account, which got that ticket's money back in the refund.
 	Post(ctx context.Context, batch []Posting) (Result, error)
+	// RecordFigures records the campaign's public figures (currency, budget, ticket
+	// count) once, for readers of the ledger; the same figures again are a no-op, other
+	// figures are ErrConflict.
+	RecordFigures(ctx context.Context, c CampaignFigures) error
 	// Refund funds the campaign if needed, then moves what is left in its budget account
 	// back to the sponsor, once. A second call posts nothing and reports the first.
 	Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error)

@@ -294,6 +294,7 @@ func (d *demo) run(ctx context.Context) int {
 	settleStart := time.Now()
 	d.waitSettled(ctx, l, m.Campaign, res.OpenedN)
 	s.SettleWait = time.Since(settleStart).Seconds()
+	d.showPackets(ctx, skPath, sessionKey, ledgerURL, res)
 	d.stopAll()
 
 	rep, err := settler.Reconcile(context.Background(), m, c.out, l)

@@ -158,9 +158,6 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
-		return flagError(fs, "%v", err)
-	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	l, err := ledger.Open(octx, *ledgerURL)
 	cancel()
@@ -183,6 +180,11 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return flagError(fs, "--ledger: %v", err)
+	}
+	// Kafka last: every local input (files, the ledger) is judged first, whatever state
+	// Kafka is in.
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return flagError(fs, "%v", err)
 	}
 
 	reg := obs.NewRegistry()
