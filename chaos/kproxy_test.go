@@ -3,15 +3,20 @@
 package chaos
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"shake/broker"
 )
 
 // kafkaProxy stands between one client (the verifier, or the settler) and the broker,
@@ -43,18 +48,7 @@ func startKafkaProxy(name, target string) (*kafkaProxy, error) {
 	pn, _ := strconv.Atoi(port)
 	p := &kafkaProxy{name: name, target: target, addr: ln.Addr().String(), host: host, port: int32(pn), ln: ln,
 		conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.serve(c) }()
-		}
-	}()
+	acceptLoop(ln, &p.wg, p.serve)
 	return p, nil
 }
 
@@ -102,13 +96,7 @@ func readFrame(r io.Reader, buf []byte) ([]byte, error) {
 
 // requests forwards client frames to the broker, noting each one's key and version.
 func (p *kafkaProxy) requests(dst io.Writer, src io.Reader, fl *inflight) {
-	var buf []byte
-	for {
-		f, err := readFrame(src, buf)
-		if err != nil {
-			return
-		}
-		buf = f
+	p.frames(dst, src, func(f []byte) []byte {
 		if len(f) >= 12 {
 			key := int16(binary.BigEndian.Uint16(f[4:]))
 			ver := int16(binary.BigEndian.Uint16(f[6:]))
@@ -117,16 +105,34 @@ func (p *kafkaProxy) requests(dst io.Writer, src io.Reader, fl *inflight) {
 			fl.m[corr] = [2]int16{key, ver}
 			fl.mu.Unlock()
 		}
-		p.gate.pass()
-		if _, err := dst.Write(f); err != nil {
-			return
-		}
-	}
+		return f
+	})
 }
 
 // responses forwards broker frames to the client, with the broker's address in
 // Metadata and FindCoordinator answers replaced by the proxy's.
 func (p *kafkaProxy) responses(dst io.Writer, src io.Reader, fl *inflight) {
+	p.frames(dst, src, func(f []byte) []byte {
+		if len(f) < 8 {
+			return f
+		}
+		corr := int32(binary.BigEndian.Uint32(f[4:]))
+		fl.mu.Lock()
+		kv, ok := fl.m[corr]
+		delete(fl.m, corr)
+		fl.mu.Unlock()
+		if ok && (kv[0] == int16(kmsg.Metadata) || kv[0] == int16(kmsg.FindCoordinator)) {
+			if out, ok := p.rewrite(f, kv[0], kv[1]); ok {
+				return out
+			}
+		}
+		return f
+	})
+}
+
+// frames forwards src to dst frame by frame, through the gate, passing each frame
+// through fn, until either side fails.
+func (p *kafkaProxy) frames(dst io.Writer, src io.Reader, fn func([]byte) []byte) {
 	var buf []byte
 	for {
 		f, err := readFrame(src, buf)
@@ -134,18 +140,7 @@ func (p *kafkaProxy) responses(dst io.Writer, src io.Reader, fl *inflight) {
 			return
 		}
 		buf = f
-		if len(f) >= 8 {
-			corr := int32(binary.BigEndian.Uint32(f[4:]))
-			fl.mu.Lock()
-			kv, ok := fl.m[corr]
-			delete(fl.m, corr)
-			fl.mu.Unlock()
-			if ok && (kv[0] == int16(kmsg.Metadata) || kv[0] == int16(kmsg.FindCoordinator)) {
-				if out, ok := p.rewrite(f, kv[0], kv[1]); ok {
-					f = out
-				}
-			}
-		}
+		f = fn(f)
 		p.gate.pass()
 		if _, err := dst.Write(f); err != nil {
 			return
@@ -201,4 +196,60 @@ func (p *kafkaProxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// TestKafkaProxy: a producer and a consumer group behind the proxy reach the broker
+// only through it (the broker's address never reaches them), and a black-hole delays
+// their traffic without closing anything.
+func TestKafkaProxy(t *testing.T) {
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := startKafkaProxy("test", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	w := &kafka.Writer{Addr: kafka.TCP(p.addr), Topic: broker.DefaultTopic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	p.gate.hole(true)
+	done := make(chan error, 1)
+	go func() { done <- w.WriteMessages(ctx, kafka.Message{Value: []byte("b")}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("a write went through a black-holed proxy: %v", err)
+	case <-time.After(time.Second):
+	}
+	p.gate.hole(false)
+	if err := <-done; err != nil {
+		t.Fatalf("write after the black-hole ended: %v", err)
+	}
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{p.addr}, Topic: broker.DefaultTopic, GroupID: "kproxy",
+		StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	for range 2 {
+		m, err := rd.FetchMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rd.CommitMessages(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The consumer group's coordinator connection and the fetches go through the proxy
+	// too (each proxied connection is two entries: client side and broker side).
+	p.mu.Lock()
+	n := len(p.conns) / 2
+	p.mu.Unlock()
+	t.Logf("%d connections through the proxy", n)
+	if n < 2 {
+		t.Fatalf("%d connections through the proxy; the clients went around it", n)
+	}
 }

@@ -37,16 +37,22 @@ func startTCPProxy(target string) (*tcpProxy, error) {
 
 func (p *tcpProxy) serve(ln net.Listener) {
 	p.ln = ln
-	p.wg.Add(1)
+	acceptLoop(ln, &p.wg, p.pipe)
+}
+
+// acceptLoop serves every connection ln accepts with fn, each in a goroutine counted in
+// wg, until ln is closed.
+func acceptLoop(ln net.Listener, wg *sync.WaitGroup, fn func(net.Conn)) {
+	wg.Add(1)
 	go func() {
-		defer p.wg.Done()
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.pipe(c) }()
+			wg.Add(1)
+			go func() { defer wg.Done(); fn(c) }()
 		}
 	}()
 }
