@@ -137,6 +137,7 @@ type chaosRun struct {
 
 	opened, posted int // tickets answered 200, tickets posted
 	drainSeconds   float64
+	earlyExits     int // restarts after a fault that exited before ready and were started again
 }
 
 // Invariants, as the soak table names them.
@@ -191,7 +192,15 @@ func sleep(ctx context.Context, d time.Duration) {
 // inject runs one fault to completion: the component is back and ready when it returns.
 func (r *chaosRun) inject(ctx context.Context, f fault) error {
 	restart := func(s *service) error {
-		if err := s.start(ctx); err != nil {
+		early, err := s.restart(ctx)
+		if early > 0 {
+			r.mu.Lock()
+			r.earlyExits++
+			r.events = append(r.events, fmt.Sprintf("%s exited before it was ready %d times after %s (restarted, as a supervisor would; see %s)",
+				s.name, early, faultNames[f.kind], s.logPath))
+			r.mu.Unlock()
+		}
+		if err != nil {
 			return fmt.Errorf("restarting %s after %s: %w", s.name, faultNames[f.kind], err)
 		}
 		return nil
@@ -532,7 +541,7 @@ func (r *chaosRun) soakResult(seed uint64, d time.Duration, rate float64) {
 		faults[faultNames[k]] = r.counts[k]
 	}
 	b, _ := json.Marshal(map[string]any{"seed": seed, "duration": d.String(), "rate": rate, "faults": faults,
-		"breaches": r.breaches, "opened": r.opened, "posted": r.posted, "drain_s": r.drainSeconds,
+		"breaches": r.breaches, "early_exits": r.earlyExits, "opened": r.opened, "posted": r.posted, "drain_s": r.drainSeconds,
 		"failed": r.t.Failed()})
 	fmt.Printf("SOAK-RESULT %s\n", b)
 }

@@ -26,6 +26,7 @@ type soakRow struct {
 	Opened   int            `json:"opened"`
 	Posted   int            `json:"posted"`
 	DrainS   float64        `json:"drain_s"`
+	Early    int            `json:"early_exits"`
 	Failed   bool           `json:"failed"`
 	wall     time.Duration
 	err      string
@@ -156,7 +157,7 @@ func soakTable(rows []soakRow) string {
 	for _, n := range faultNames {
 		kinds = append(kinds, n)
 	}
-	fmt.Fprintf(&b, "%-6s %-9s %-6s %-8s %-8s %-7s %-7s", "seed", "duration", "rate", "opened", "posted", "drain_s", "result")
+	fmt.Fprintf(&b, "%-6s %-9s %-6s %-8s %-8s %-7s %-5s %-7s", "seed", "duration", "rate", "opened", "posted", "drain_s", "early", "result")
 	for _, inv := range invariants {
 		fmt.Fprintf(&b, " %s", inv)
 	}
@@ -166,7 +167,7 @@ func soakTable(rows []soakRow) string {
 		if r.Failed {
 			res = "FAIL"
 		}
-		fmt.Fprintf(&b, "%-6d %-9s %-6.0f %-8d %-8d %-7.1f %-7s", r.Seed, r.Duration, r.Rate, r.Opened, r.Posted, r.DrainS, res)
+		fmt.Fprintf(&b, "%-6d %-9s %-6.0f %-8d %-8d %-7.1f %-5d %-7s", r.Seed, r.Duration, r.Rate, r.Opened, r.Posted, r.DrainS, r.Early, res)
 		for _, inv := range invariants {
 			v := "ok"
 			if n := r.Breaches[inv]; n > 0 {
