@@ -57,6 +57,9 @@ type Config struct {
 	EdgeURLs []string
 	// VerifierURL is the verifier's base URL. Empty: won tickets are not opened.
 	VerifierURL string
+	// QueryURL is a query server's base URL (shake query). When set, every user who
+	// opened a ticket asks GET /v1/packets for their packets once, after Think.
+	QueryURL string
 	// SessionKey is the 32-byte session.key the users' session tokens are minted with.
 	SessionKey []byte
 	// Users is the number of simulated users (uids 1..Users); default DefaultUsers.
@@ -123,6 +126,7 @@ type Result struct {
 	Arrivals  int64           `json:"arrivals"`
 	Shake     EndpointResult  `json:"shake"`
 	Open      *EndpointResult `json:"open,omitempty"`
+	Packets   *EndpointResult `json:"packets,omitempty"`
 	Campaign  string          `json:"campaign,omitempty"`
 	OpenedN   int64           `json:"opened_count"`
 	OpenedSum int64           `json:"opened_amount"`
@@ -140,6 +144,9 @@ func (r *Result) Endpoints() []*EndpointResult {
 	eps := []*EndpointResult{&r.Shake}
 	if r.Open != nil {
 		eps = append(eps, r.Open)
+	}
+	if r.Packets != nil {
+		eps = append(eps, r.Packets)
 	}
 	return eps
 }
@@ -185,8 +192,9 @@ func newTarget(base, path string, conns int, timeout time.Duration) (*target, er
 
 // job kinds.
 const (
-	kindShake = 0
-	kindOpen  = 1
+	kindShake   = 0
+	kindOpen    = 1
+	kindPackets = 2
 )
 
 // job is one request to make: by value, so queueing it allocates nothing.
@@ -205,10 +213,12 @@ type runner struct {
 	start    time.Time
 	edges    []*target
 	verifier *target
+	query    *target
 	sessions []byte   // every user's session token, back to back
 	sessOff  []uint32 // sessOff[uid-1]..sessOff[uid] delimits uid's token
 	shake    *endpoint
 	open     *endpoint
+	packets  *endpoint
 	rr       atomic.Uint64
 	arrivals atomic.Int64
 
@@ -298,6 +308,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		r.verifier = t
 	}
+	if cfg.QueryURL != "" {
+		t, err := newTarget(cfg.QueryURL, "/v1/packets", cfg.Connections, cfg.Timeout)
+		if err != nil {
+			return nil, err
+		}
+		r.query = t
+	}
 	if err := r.mintSessions(); err != nil {
 		return nil, err
 	}
@@ -308,6 +325,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.shake = newEndpoint("shake", cfg.EdgeURLs, r.start)
 	if r.verifier != nil {
 		r.open = newEndpoint("open", []string{cfg.VerifierURL}, r.start)
+	}
+	if r.query != nil {
+		r.packets = newEndpoint("packets", []string{cfg.QueryURL}, r.start)
 	}
 	// The pool serves every request in open-loop mode and the follow-ups (opens,
 	// retries) in closed-loop mode.
@@ -466,10 +486,7 @@ func (r *runner) schedule(ctx context.Context, closed *sync.WaitGroup) {
 // are already outstanding. Only the scheduler goroutine increments inflight, so the
 // check and the increment cannot race with each other.
 func (r *runner) dispatch(j *job, now time.Time) {
-	ep := r.shake
-	if j.kind == kindOpen {
-		ep = r.open
-	}
+	ep := r.endpointOf(j.kind)
 	ep.requests.Add(1)
 	if r.inflight.Load() >= int64(r.cfg.MaxInFlight) {
 		ep.errors[errDropped].Add(1)
@@ -478,6 +495,17 @@ func (r *runner) dispatch(j *job, now time.Time) {
 	}
 	r.inflight.Add(1)
 	r.jobs <- *j // never blocks: the channel holds MaxInFlight jobs
+}
+
+// endpointOf returns the endpoint that counts jobs of kind.
+func (r *runner) endpointOf(kind uint8) *endpoint {
+	switch kind {
+	case kindOpen:
+		return r.open
+	case kindPackets:
+		return r.packets
+	}
+	return r.shake
 }
 
 // worker serves jobs from the pool until the channel is closed.
@@ -554,6 +582,10 @@ func (r *runner) result(end time.Time) *Result {
 		o := r.open.snapshot(end)
 		res.Open = &o
 	}
+	if r.packets != nil {
+		p := r.packets.snapshot(end)
+		res.Packets = &p
+	}
 	r.openedMu.Lock()
 	res.Opened = append([]OpenedTicket{}, r.opened...)
 	res.OpenedN, res.OpenedSum, res.OpenedTruncated, res.Campaign = r.openedN, r.openedSum, r.truncated, r.campaign
@@ -599,7 +631,7 @@ func (r *runner) progressLine() string {
 		s += fmt.Sprintf(" | opened %d", r.open.results[resOpened].Load())
 	}
 	var errs int64
-	for _, ep := range []*endpoint{r.shake, r.open} {
+	for _, ep := range []*endpoint{r.shake, r.open, r.packets} {
 		if ep == nil {
 			continue
 		}

@@ -42,15 +42,22 @@ func (c *client) release() {
 func (c *client) do(j *job) {
 	r := c.r
 	var t *target
-	ep := r.shake
-	if j.kind == kindOpen {
-		t, ep = r.verifier, r.open
-	} else {
+	ep := r.endpointOf(j.kind)
+	switch j.kind {
+	case kindOpen:
+		t = r.verifier
+	case kindPackets:
+		t = r.query
+	default:
 		t = r.edges[int(r.rr.Add(1)%uint64(len(r.edges)))]
 	}
 	req := c.req
 	req.Reset()
-	req.Header.SetMethod(fasthttp.MethodPost)
+	if j.kind == kindPackets {
+		req.Header.SetMethod(fasthttp.MethodGet)
+	} else {
+		req.Header.SetMethod(fasthttp.MethodPost)
+	}
 	req.SetRequestURI(t.uri)
 	c.auth = append(append(c.auth[:0], bearerPrefix...), r.session(j.uid)...)
 	req.Header.SetCanonical(headerAuthorization, c.auth)
@@ -81,10 +88,13 @@ func (c *client) do(j *job) {
 	}
 	body := resp.Body()
 	ok := true
-	if j.kind == kindShake {
+	switch j.kind {
+	case kindShake:
 		ok = c.shakeAnswer(j, status, body, now)
-	} else {
+	case kindOpen:
 		ok = c.openAnswer(j, status, body, now)
+	default:
+		ok = c.packetsAnswer(j, status, body, now)
 	}
 	ep.record(now, lat, !ok)
 }
@@ -146,11 +156,35 @@ func (c *client) openAnswer(j *job, status int, body []byte, now time.Time) bool
 		ep.results[resOpened].Add(1)
 		camp, _ := jsonField(body, keyCampaign)
 		r.addOpened(OpenedTicket{Ticket: tid, UID: j.uid, Amount: amount}, camp)
+		if r.query != nil {
+			// The user looks at "my red packets" after opening, as the app would.
+			q := job{intended: now.Add(r.cfg.Think), uid: j.uid, kind: kindPackets}
+			r.followUp(&q, r.packets)
+		}
 		return true
 	}
 	c.errorAnswer(ep, body)
 	if status == fasthttp.StatusServiceUnavailable && !r.cfg.NoRetry && !j.retry {
 		// SPEC.md: the claim could be made durable nowhere; retry with the same token.
+		c.retryLater(j, body, now, ep)
+	}
+	return false
+}
+
+// packetsAnswer classifies a /v1/packets answer; it returns false for an error. A 503
+// (the ledger is slow or away) is retried once after its retry_after_ms.
+func (c *client) packetsAnswer(j *job, status int, body []byte, now time.Time) bool {
+	ep := c.r.packets
+	if status == fasthttp.StatusOK {
+		if _, ok := jsonField(body, keyUID); !ok {
+			ep.errors[errBadResponse].Add(1)
+			return false
+		}
+		ep.results[resPage].Add(1)
+		return true
+	}
+	c.errorAnswer(ep, body)
+	if status == fasthttp.StatusServiceUnavailable && !c.r.cfg.NoRetry && !j.retry {
 		c.retryLater(j, body, now, ep)
 	}
 	return false

@@ -15,6 +15,7 @@ var (
 	keyTicket       = []byte(`"ticket"`)
 	keyAmount       = []byte(`"amount"`)
 	keyCampaign     = []byte(`"campaign"`)
+	keyUID          = []byte(`"uid"`)
 )
 
 // jsonField returns the raw value of key (given with its quotes) in a flat JSON object,

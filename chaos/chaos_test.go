@@ -410,7 +410,7 @@ func TestChaos(t *testing.T) {
 	}
 	defer r.skafka.close()
 	r.ver = mk("verifier", append(c.verifierArgs(r.vkafka.addr), "--spool-max-bytes", strconv.Itoa(spoolMaxBytes)), true)
-	r.set = mk("settler", []string{"settler", "--brokers", r.skafka.addr, "--ledger", settlerLedger,
+	r.set = mk("settler", []string{"settler", "--brokers", r.skafka.addr, "--min-replication", "1", "--ledger", settlerLedger,
 		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, true)
 	defer func() {
 		for _, s := range r.services() {

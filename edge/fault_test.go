@@ -25,7 +25,7 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 	h := &ticket.ShardHeader{
 		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1,
 		FirstTicket: 1, Count: 2 * count, Amount: int64(2 * count), TTLSeconds: 60,
-		CreatedAt: start.Add(-time.Hour),
+		CreatedAt: start.Add(-time.Hour), Generation: ticket.NewGeneration(),
 	}
 	for i := 0; i < 2; i++ {
 		s := start.Add(time.Duration(i) * time.Minute)

@@ -28,13 +28,17 @@ Usage: shake bench --edge URL[,URL...] --verifier URL --session-key session.key
                    [--users N] [--rate R] [--duration D] [--ramp D] [--think D]
                    [--connections C] [--json FILE] [--report FILE.html]
                    [--baseline bare,redis,postgres] [--redis HOST:PORT] [--postgres URL]
-                   [--no-open] [--no-retry] [--max-in-flight N] [--timeout D] [--seed S]
+                   [--query URL] [--no-open] [--no-retry] [--max-in-flight N] [--timeout D] [--seed S]
 
 Simulated users shake at a fixed arrival rate (open loop): arrival i is due at i/R
 seconds (after an optional linear ramp from 0 to R over --ramp), whatever the servers are
 doing. Each arrival picks a user among uids 1..N (session tokens are minted once from
 session.key), POSTs /v1/shake to the next edge (round robin) and, on "won", waits --think
 and POSTs /v1/open to the verifier with the ticket token.
+
+With --query URL (a shake query server), every user whose open succeeded then asks
+GET /v1/packets for their red packets, --think later, as the app would; the endpoint is
+reported as "packets" (result "page"; a 503 is retried once).
 
 Latency is measured from each request's intended send time, so a stalled server cannot
 hide its queueing (no coordinated omission). At most --max-in-flight requests are
@@ -72,6 +76,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("bench", benchUsage, stderr)
 	edges := fs.String("edge", "", "edge base `URL`s, comma-separated (required)")
 	verifier := fs.String("verifier", "", "verifier base `URL` (required unless --no-open)")
+	queryURL := fs.String("query", "", "query server base `URL`: every user who opened asks GET /v1/packets once, after --think")
 	keyPath := fs.String("session-key", "", "session.key `file` (required)")
 	users := fs.Int("users", bench.DefaultUsers, "number of simulated users (uids 1..N)")
 	rate := fs.Float64("rate", 1000, "arrivals (shakes) per second; 0 = closed loop, as fast as --connections clients go")
@@ -123,7 +128,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "bench: --session-key: %v", err)
 	}
 	cfg := bench.Config{
-		EdgeURLs: edgeURLs, VerifierURL: *verifier, SessionKey: key, Users: *users, Rate: *rate,
+		EdgeURLs: edgeURLs, VerifierURL: *verifier, QueryURL: *queryURL, SessionKey: key, Users: *users, Rate: *rate,
 		Ramp: *ramp, Duration: *duration, Think: *think, Connections: *conns, MaxInFlight: *inflight,
 		Timeout: *timeout, NoRetry: *noRetry, MaxOpened: *maxOpened, Seed: *seed,
 	}

@@ -1,0 +1,156 @@
+package query
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors of the ledger readers.
+var (
+	// ErrBadURL reports a ledger URL that names no supported backend.
+	ErrBadURL = errors.New("ledger URL must be postgres://... or sqlite:///path/ledger.db")
+	// ErrSchema reports a ledger without the tables the query server reads: it has not
+	// been migrated by a settler of this version yet.
+	ErrSchema = errors.New("ledger lacks the query schema (campaign_registry, postings); start the settler of this version once to migrate it")
+)
+
+// TopN is the number of largest packets on a campaign page.
+const TopN = 10
+
+// Packet is one settled ticket of a user, as the ledger records it.
+type Packet struct {
+	Campaign  string
+	Ticket    uint64
+	Amount    int64
+	Currency  string
+	SettledAt int64 // unix microseconds: the posting's posted_at
+}
+
+// Position is a place in one user's packets, newest first: the paging key of the last
+// packet of a page. The key is unique because (campaign, ticket) is.
+type Position struct {
+	SettledAt int64
+	Campaign  string
+	Ticket    uint64
+}
+
+// TopPacket is one of a campaign's largest packets. UID is the ledger's text, unmasked.
+type TopPacket struct {
+	UID    string
+	Amount int64
+}
+
+// CampaignInfo is a campaign page's figures, all from one statement (one snapshot).
+type CampaignInfo struct {
+	Campaign       string
+	Currency       string
+	Budget         int64
+	Tickets        int64
+	SettledTickets int64
+	SettledAmount  int64
+	Top            []TopPacket // largest first, ties by ticket; at most TopN
+}
+
+// Reader is the query server's read-only view of the ledger.
+type Reader interface {
+	// Packets appends to dst at most limit packets of uid, newest first (by settled
+	// time, then campaign, then ticket, all descending), only of campaign unless it is
+	// empty, and only those strictly after pos unless pos is nil.
+	Packets(ctx context.Context, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error)
+	// Campaign returns the figures of a registered campaign in one statement; found is
+	// false when the ledger knows no such campaign.
+	Campaign(ctx context.Context, id string) (info CampaignInfo, found bool, err error)
+	// Ping checks that the ledger answers.
+	Ping(ctx context.Context) error
+	// Close releases the connections.
+	Close() error
+}
+
+// OpenReader opens the ledger at url read-only: postgres://... or postgresql://...
+// (a read replica and a read-only role will do: it never writes and never migrates),
+// or sqlite:///path/ledger.db (the file must exist). conns bounds the connections.
+func OpenReader(ctx context.Context, url string, conns int) (Reader, error) {
+	if conns <= 0 {
+		conns = DefaultDBConns
+	}
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return openPG(ctx, url, conns)
+	case strings.HasPrefix(url, "sqlite://"):
+		path := strings.TrimPrefix(url, "sqlite://")
+		if q := strings.IndexByte(path, '?'); q >= 0 {
+			path = path[:q]
+		}
+		if path == "" || path == "/" {
+			return nil, fmt.Errorf("%w: no path in %q", ErrBadURL, url)
+		}
+		return openSQLite(ctx, path, conns)
+	}
+	return nil, fmt.Errorf("%w: got %q", ErrBadURL, url)
+}
+
+// The statements, in PostgreSQL's spelling; sqlite.go has SQLite's. Both read only
+// what migration *_query.sql indexes: the page is a backward range scan of
+// postings_uid_posted, the campaign page reads postings_campaign_amount.
+const (
+	pgPacketsSQL = `SELECT posted_at, campaign, ticket, amount, currency FROM postings
+WHERE uid = $1 AND (posted_at, campaign, ticket) < ($2, $3, $4)
+ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT $5`
+	pgPacketsCampaignSQL = `SELECT posted_at, campaign, ticket, amount, currency FROM postings
+WHERE uid = $1 AND (posted_at, campaign, ticket) < ($2, $3, $4) AND campaign = $6
+ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT $5`
+	pgCampaignSQL = `WITH r AS (SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = $1),
+s AS (SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0)::BIGINT AS total FROM postings WHERE campaign = $1),
+t AS (SELECT uid, amount, ticket FROM postings WHERE campaign = $1 ORDER BY amount DESC, ticket LIMIT 10)
+SELECT r.currency, r.budget, r.tickets, s.n, s.total, t.uid, t.amount
+FROM r CROSS JOIN s LEFT JOIN t ON true ORDER BY t.amount DESC, t.ticket`
+	schemaProbeSQL = `SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM campaign_registry LIMIT 1) a),
+(SELECT COUNT(*) FROM (SELECT posted_at, campaign, ticket, amount, currency, uid FROM postings LIMIT 1) b)`
+)
+
+// firstPosition is the paging key above every real one: the first page is "strictly
+// after" it. posted_at is unix microseconds, so MaxInt64 is never a real value.
+var firstPosition = Position{SettledAt: 1<<63 - 1}
+
+// rows is what pgx.Rows and *sql.Rows have in common, so that both backends decode
+// their results in one place.
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanPackets appends the rows of a packets statement to dst.
+func scanPackets(rs rows, dst []Packet) ([]Packet, error) {
+	for rs.Next() {
+		var p Packet
+		var t int64
+		if err := rs.Scan(&p.SettledAt, &p.Campaign, &t, &p.Amount, &p.Currency); err != nil {
+			return dst, err
+		}
+		p.Ticket = uint64(t)
+		dst = append(dst, p)
+	}
+	return dst, rs.Err()
+}
+
+// scanCampaign decodes the rows of a campaign statement: one row per top packet, or
+// one row of NULLs there when the campaign has no posting yet, or none at all for an
+// unregistered campaign.
+func scanCampaign(rs rows, info *CampaignInfo) (found bool, err error) {
+	for rs.Next() {
+		var uid sql.NullString
+		var amount sql.NullInt64
+		if err := rs.Scan(&info.Currency, &info.Budget, &info.Tickets, &info.SettledTickets, &info.SettledAmount, &uid, &amount); err != nil {
+			return false, err
+		}
+		found = true
+		if uid.Valid && amount.Valid && len(info.Top) < TopN {
+			info.Top = append(info.Top, TopPacket{UID: uid.String, Amount: amount.Int64})
+		}
+	}
+	return found, rs.Err()
+}

@@ -1,0 +1,139 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestMaskUID(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"13800138000", "13****00"}, {"123456", "12****56"}, {"12345", "****5"}, {"7", "****7"},
+		{"", "****"}, {"12a456", "****"}, {"-123456", "****"},
+	} {
+		if got := string(MaskUID(nil, c.in)); got != c.want {
+			t.Errorf("MaskUID(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	buf := make([]byte, 0, 16)
+	if n := testing.AllocsPerRun(100, func() { buf = MaskUID(buf[:0], "13800138000") }); n != 0 {
+		t.Errorf("MaskUID allocates %v times", n)
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	k := newCursorKey(testSessionKey)
+	pos := Position{SettledAt: t0, Campaign: "spring-2027", Ticket: 1<<63 - 1}
+	c := k.appendCursor(nil, &pos, 77, "spring-2027")
+	if len(c) > MaxCursorLen {
+		t.Fatalf("cursor of %d chars, max %d", len(c), MaxCursorLen)
+	}
+	got, err := k.parseCursor(c, 77, "spring-2027")
+	if err != nil || got != pos {
+		t.Fatalf("parse = %+v, %v", got, err)
+	}
+	for _, bad := range []struct {
+		uid    uint64
+		filter string
+	}{{78, "spring-2027"}, {77, ""}, {77, "spring-2028"}} {
+		if _, err := k.parseCursor(c, bad.uid, bad.filter); err != ErrBadCursor {
+			t.Errorf("cursor accepted for uid %d filter %q", bad.uid, bad.filter)
+		}
+	}
+	other := newCursorKey([]byte("another session key, 32 bytes!!!"))
+	if _, err := other.parseCursor(c, 77, "spring-2027"); err != ErrBadCursor {
+		t.Error("cursor accepted under another session key")
+	}
+	if raceEnabled {
+		return
+	}
+	buf := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { buf = k.appendCursor(buf[:0], &pos, 77, "") }); n != 0 {
+		t.Errorf("appendCursor allocates %v times", n)
+	}
+}
+
+// FuzzParseCursor: no input panics the decoder, and anything it accepts re-encodes to
+// exactly the same text (one spelling per cursor).
+func FuzzParseCursor(f *testing.F) {
+	k := newCursorKey(testSessionKey)
+	f.Add(string(k.appendCursor(nil, &Position{SettledAt: t0, Campaign: "c", Ticket: 1}, 1, "")))
+	f.Add("")
+	f.Add("AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		pos, err := k.parseCursor([]byte(s), 1, "")
+		if err != nil {
+			return
+		}
+		if again := string(k.appendCursor(nil, &pos, 1, "")); again != s {
+			t.Fatalf("accepted %q, which re-encodes as %q", s, again)
+		}
+	})
+}
+
+// TestReadOnlyRole runs the query server under a PostgreSQL role that can only
+// SELECT (as README documents for production), and checks that the role really cannot
+// write.
+func TestReadOnlyRole(t *testing.T) {
+	f := fixtures(t)
+	if len(f) < 2 {
+		t.Skip("SHAKE_TEST_POSTGRES not set")
+	}
+	pg := f[1]
+	pg.insert(t, row{campaign: "ro", ticket: 1, amount: 10, uid: 3, postedAt: t0})
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var schema string
+	if err := admin.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("shake_query_ro_%s", schema)
+	for _, s := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`ALTER ROLE ` + role + ` SET default_transaction_read_only = on`,
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role,
+	} {
+		if _, err := admin.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, pg.url)
+		if err != nil {
+			return
+		}
+		defer c.Close(ctx)
+		c.Exec(ctx, `REVOKE ALL ON ALL TABLES IN SCHEMA `+schema+` FROM `+role)
+		c.Exec(ctx, `REVOKE ALL ON SCHEMA `+schema+` FROM `+role)
+		c.Exec(ctx, `DROP ROLE `+role)
+	})
+	cfg, err := pgx.ParseConfig(pg.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable&search_path=%s", role, cfg.Host, cfg.Port, cfg.Database, schema)
+	ro, err := pgx.Connect(ctx, roURL)
+	if err != nil {
+		t.Skipf("cannot log in as %s (the test server's pg_hba.conf may require a password): %v", role, err)
+	}
+	_, werr := ro.Exec(ctx, `INSERT INTO campaign_registry VALUES ('x', 'CNY', 1, 1, 1)`)
+	ro.Close(ctx)
+	if werr == nil {
+		t.Fatal("the read-only role could write")
+	}
+	ts := startServer(t, roURL, nil)
+	p := ts.page(t, 3, "")
+	if len(p.Packets) != 1 || p.Packets[0].Amount != 10 {
+		t.Fatalf("page under the read-only role: %+v", p)
+	}
+	if code, _ := ts.get(t, CampaignsPrefix+"ro", ""); code != 404 {
+		t.Fatalf("unregistered campaign under the read-only role: %d", code)
+	}
+}

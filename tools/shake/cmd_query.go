@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"shake/internal/obs"
+	"shake/query"
+	"shake/ticket"
+)
+
+func init() {
+	register(command{name: "query", summary: "answer users from the ledger: my red packets, campaign pages (read-only)", run: runQuery})
+}
+
+const queryUsage = `
+Usage: shake query --ledger URL --session-key session.key [--listen 127.0.0.1:8083]
+                   [--db-conns 8] [--max-in-flight 1024] [--db-timeout 2s]
+                   [--log-format text|json]
+
+A read-only server over the ledger the settler writes: --ledger postgres://... (a read
+replica and a read-only role will do; every transaction it opens is read-only) or
+sqlite:///path/ledger.db (the settler's file; it is never created or written). It never
+migrates: the ledger must already carry this version's schema (start the settler once).
+
+  GET /v1/packets[?campaign=ID][&before=CURSOR]   Authorization: Bearer <session token>
+      200 {"uid":"...","packets":[{"campaign","ticket","amount","currency","settled_at"}],
+           "next":"CURSOR"|null}
+      The user's settled packets, newest first, at most 50 a page; pass next as before=
+      for the following page. Cursors are opaque, bound to the user and the filter, and
+      stable while postings arrive. 401 unauthorized, 400 bad_request (an unknown or
+      repeated argument, a malformed campaign id), 400 bad_cursor.
+  GET /v1/campaigns/ID
+      200 {"campaign","currency","budget","tickets","settled_tickets","settled_amount",
+           "top":[{"uid_masked","amount"}]}
+      Totals and the ten largest packets (uids masked: "13****89", short uids "****7"),
+      from the ledger's campaign registry and postings, cached for one second: a stampede
+      costs the ledger one query. 404 not_found (unknown campaign), 400 bad_request.
+  Both: 405 (not GET), 413 (a body), 503 {"error":"unavailable","retry_after_ms":N} with
+  Retry-After when the ledger does not answer within --db-timeout or more than
+  --max-in-flight requests are in progress.
+
+Also serves GET /healthz, /readyz (the ledger answers) and /metrics on --listen. SIGTERM
+or SIGINT: stops accepting, finishes in-flight requests, exits 0.
+`
+
+func runQuery(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("query", queryUsage, stderr)
+	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
+	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
+	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
+	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
+	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := requireFlag(fs, "ledger", "session-key"); err != nil {
+		return usageError(stderr, "query: %v", err)
+	}
+	switch {
+	case *logFormat != "text" && *logFormat != "json":
+		return usageError(stderr, "query: --log-format must be text or json, not %q", *logFormat)
+	case *conns < 1 || *conns > 1024:
+		return usageError(stderr, "query: --db-conns must be in 1..1024, have %d", *conns)
+	case *maxInFlight < 1:
+		return usageError(stderr, "query: --max-in-flight must be > 0")
+	case *dbTimeout <= 0:
+		return usageError(stderr, "query: --db-timeout must be > 0")
+	}
+	sk, err := ticket.ReadKeyFile(*sessionKey)
+	if err != nil {
+		return usageError(stderr, "query: --session-key: %v", err)
+	}
+	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	octx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	rd, err := query.OpenReader(octx, *ledgerURL, *conns)
+	cancel()
+	if err != nil {
+		if errors.Is(err, query.ErrBadURL) || errors.Is(err, query.ErrSchema) {
+			return usageError(stderr, "query: --ledger: %v", err)
+		}
+		return usageError(stderr, "query: --ledger: cannot open %s: %v", *ledgerURL, err)
+	}
+	srv, err := query.New(query.Config{
+		Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
+	})
+	if err != nil {
+		rd.Close()
+		return usageError(stderr, "query: %v", err)
+	}
+	fmt.Fprintf(stdout, "query listening on %s\n", srv.Addr())
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "shake query: %v\n", err)
+		return 1
+	}
+	return 0
+}
