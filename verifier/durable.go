@@ -342,7 +342,7 @@ func (d *durable) replayer(ctx context.Context) {
 			d.mKafkaErr.Inc()
 			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
 			buf = nil // kafka-go may still hold the old buffer
-			d.log.Debug("spool replay failed", "claims", len(recs), "err", err)
+			d.log.Warn("spool replay failed", "claims", len(recs), "err", err)
 			if !sleep(backoff) {
 				return
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"shake/broker"
 	"shake/internal/obs"
@@ -16,7 +15,7 @@ func init() {
 
 const brokerUsage = `
 Usage: shake broker [--listen 127.0.0.1:9092] [--partitions 8] [--topic shake.claims]
-                    [--data DIR] [--log-format text|json]
+                    [--data DIR] [--log-format text|json] [--log-level info]
 
 Runs the embedded Kafka-protocol broker (franz-go's kfake) as one node, for development,
 tests and one-machine events. Real Kafka clients (kafka-go, kcat, librdkafka) produce to
@@ -48,6 +47,7 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&topics, "topic", "topic to create at start, with its .dlq twin (repeatable; default shake.claims)")
 	data := fs.String("data", "", "directory that keeps topics and offsets across restarts (default: in memory)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -57,7 +57,7 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	if *partitions < 1 || *partitions > 1<<14 {
 		return usageError(stderr, "broker: --partitions must be in 1..16384, not %d", *partitions)
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	b, err := broker.Start(broker.Config{Listen: *listen, Partitions: *partitions, Topics: topics, DataDir: *data})
 	if err != nil {
 		return usageError(stderr, "broker: %v", err)

@@ -8,12 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"shake/ticket"
 	"shake/ticketgen"
@@ -89,16 +86,6 @@ func parseWeights(s string) ([]uint64, error) {
 		ws[i] = w
 	}
 	return ws, nil
-}
-
-// isTerminal reports whether w is a terminal, where a progress line is welcome.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 func runGen(args []string, stdout, stderr io.Writer) int {

@@ -44,12 +44,18 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
+	}
+	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+		return flagError(fs, "%v", err)
+	} else {
+		*ledgerURL = u
 	}
 	m, err := ticket.LoadManifest(*manifestPath)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -57,6 +56,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also check every claim's ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "`HOST:PORT` for /healthz, /readyz, /metrics")
@@ -68,11 +68,17 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
 	if err := requireFlag(fs, "brokers", "ledger", "manifest"); err != nil {
 		return flagError(fs, "%v", err)
+	}
+	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+		return flagError(fs, "%v", err)
+	} else {
+		*ledgerURL = u
 	}
 	switch {
 	case *logFormat != "json" && *logFormat != "text":
@@ -97,7 +103,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if len(bl) == 0 {
 		return flagError(fs, "--brokers: no broker address")
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	m, err := ticket.LoadManifest(*manifestPath)
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 
@@ -20,7 +19,7 @@ const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--spool-max-bytes 1073741824]
-                      [--log-format text|json]
+                      [--log-format text|json] [--log-level info]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
@@ -62,6 +61,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -85,7 +85,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *topic == "" {
 		return usageError(stderr, "verifier: --topic must not be empty")
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	srv, err := verifier.New(verifier.Config{
 		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, Logger: log,
