@@ -118,8 +118,8 @@ func newBaselineKeys(sessionKey []byte) (*ticket.SessionKey, *ticket.Sealer, *ti
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: session key: %v", ErrConfig, err)
 	}
-	ck := ticket.NewKey()
-	shardKey, err := ticket.ShardKey(ck, baselineCampaign, 0)
+	ck, gen := ticket.NewKey(), ticket.NewGeneration()
+	shardKey, err := ticket.ShardKey(ck, baselineCampaign, gen, 0)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -127,7 +127,7 @@ func newBaselineKeys(sessionKey []byte) (*ticket.SessionKey, *ticket.Sealer, *ti
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	macKey, err := ticket.MACKey(ck, baselineCampaign)
+	macKey, err := ticket.MACKey(ck, baselineCampaign, gen)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -114,7 +114,7 @@ func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, see
 	}
 	keys := make([][]byte, len(c.manifest.Shards))
 	for i := range keys {
-		if keys[i], err = ticket.ShardKey(c.campaignKey, id, i); err != nil {
+		if keys[i], err = c.manifest.ShardKey(c.campaignKey, i); err != nil {
 			t.Fatal(err)
 		}
 	}

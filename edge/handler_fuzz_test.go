@@ -35,10 +35,11 @@ var edgeAnswers = map[int]bool{200: true, 401: true, 404: true, 405: true, 413: 
 func FuzzEdgeHandler(f *testing.F) {
 	dir := f.TempDir()
 	const campaign = "fuzz-edge"
-	if _, err := ticketgen.Generate(context.Background(), ticketgen.Config{
+	man, err := ticketgen.Generate(context.Background(), ticketgen.Config{
 		Campaign: campaign, CampaignKey: fuzzCampaignKey, Budget: 2000 * 50, Count: 2000, Edges: 1,
 		Min: 1, Max: 100, OutDir: dir, Now: time.Now(), Seed: 1,
-	}); err != nil {
+	})
+	if err != nil {
 		f.Fatal(err)
 	}
 	sessPath := filepath.Join(dir, "session.key")
@@ -56,7 +57,7 @@ func FuzzEdgeHandler(f *testing.F) {
 	}
 	f.Cleanup(func() { _ = stop() })
 	sk, _ := ticket.NewSessionKey(fuzzSessionKey)
-	shardKey, _ := ticket.ShardKey(fuzzCampaignKey, campaign, 0)
+	shardKey, _ := ticket.ShardKey(fuzzCampaignKey, campaign, man.Generation, 0)
 	opener, _ := ticket.NewOpener([][]byte{shardKey})
 	h := srv.Handler()
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}

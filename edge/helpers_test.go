@@ -68,17 +68,18 @@ func newFixture(t testing.TB, spec shardSpec) *fixture {
 	}
 	f := &fixture{dir: dir, campaignKy: ticket.NewKey()}
 	const campaign = "cny-2026"
+	gen := ticket.NewGeneration()
 	var err error
-	if f.shardKey, err = ticket.ShardKey(f.campaignKy, campaign, spec.shard); err != nil {
+	if f.shardKey, err = ticket.ShardKey(f.campaignKy, campaign, gen, spec.shard); err != nil {
 		t.Fatal(err)
 	}
-	macKey, _ := ticket.MACKey(f.campaignKy, campaign)
+	macKey, _ := ticket.MACKey(f.campaignKy, campaign, gen)
 	if f.mac, err = ticket.NewTicketMAC(macKey, campaign); err != nil {
 		t.Fatal(err)
 	}
 	keys := make([][]byte, spec.shards)
 	for i := range keys {
-		keys[i], _ = ticket.ShardKey(f.campaignKy, campaign, i)
+		keys[i], _ = ticket.ShardKey(f.campaignKy, campaign, gen, i)
 	}
 	if f.opener, err = ticket.NewOpener(keys); err != nil {
 		t.Fatal(err)
@@ -104,7 +105,7 @@ func newFixture(t testing.TB, spec shardSpec) *fixture {
 		Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY",
 		Shard: spec.shard, Shards: spec.shards, FirstTicket: spec.first, Count: spec.count,
 		Amount: total, TTLSeconds: spec.ttl, Rounds: spec.rounds, CreatedAt: spec.created,
-		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard),
+		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard), Generation: gen,
 	}
 	next := spec.first
 	for i, n := range spec.perRnd {

@@ -14,7 +14,7 @@ func testHeader(count uint64, rounds int) *ticket.ShardHeader {
 	h := &ticket.ShardHeader{
 		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 2, Shards: 4,
 		FirstTicket: 1001, Count: count, Amount: int64(count), TTLSeconds: 60,
-		CreatedAt: time.Unix(1700000000, 0).UTC(),
+		CreatedAt: time.Unix(1700000000, 0).UTC(), Generation: "0123456789abcdef0123456789abcdef",
 	}
 	per := count / uint64(rounds)
 	next := h.FirstTicket

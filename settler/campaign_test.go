@@ -25,7 +25,8 @@ func amountOf(id uint64) int64 { return 1 + int64(id%97) }
 func makeCampaign(t testing.TB, dir, campaign string, counts []uint64, expires time.Time) *testCampaign {
 	t.Helper()
 	key := ticket.NewKey()
-	macKey, err := ticket.MACKey(key, campaign)
+	gen := ticket.NewGeneration()
+	macKey, err := ticket.MACKey(key, campaign, gen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func makeCampaign(t testing.TB, dir, campaign string, counts []uint64, expires t
 	created := time.Now().UTC().Truncate(time.Second)
 	m := &ticket.Manifest{Version: ticket.ManifestVersion, Campaign: campaign, Currency: "CNY", Min: 1, Max: 97,
 		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{Index: 0}}, CreatedAt: created,
-		IssueUntil: expires.Add(-time.Hour), ExpiresAt: expires}
+		IssueUntil: expires.Add(-time.Hour), ExpiresAt: expires, Generation: gen, PerUser: 1}
 	next := uint64(1)
 	for i, n := range counts {
 		var amount int64
@@ -47,7 +48,7 @@ func makeCampaign(t testing.TB, dir, campaign string, counts []uint64, expires t
 		h := ticket.ShardHeader{Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY", Shard: i,
 			Shards: len(counts), FirstTicket: next, Count: n, Amount: amount, TTLSeconds: 3600,
 			Rounds: m.Rounds, RoundRanges: []ticket.RoundRange{{Round: 0, FirstTicket: next, Count: n, Amount: amount}},
-			CreatedAt: created}
+			CreatedAt: created, Generation: gen, PerUser: 1}
 		f, err := os.Create(filepath.Join(dir, file))
 		if err != nil {
 			t.Fatal(err)
@@ -73,6 +74,9 @@ func makeCampaign(t testing.TB, dir, campaign string, counts []uint64, expires t
 		next += n
 	}
 	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sign(key); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "manifest.json")

@@ -13,7 +13,7 @@ func TestValidator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	macKey, _ := ticket.MACKey(c.key, "val")
+	macKey, _ := ticket.MACKey(c.key, "val", c.manifest.Generation)
 	withMAC, err := NewValidator(c.manifest, macKey, amounts)
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func TestValidator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherKey, _ := ticket.MACKey(ticket.NewKey(), "val")
+	otherKey, _ := ticket.MACKey(ticket.NewKey(), "val", c.manifest.Generation)
 	wrongKey, _ := NewValidator(c.manifest, otherKey, nil)
 
 	mod := func(id uint64, f func(*ticket.Claim)) []byte {

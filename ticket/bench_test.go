@@ -26,7 +26,7 @@ func writeBigShard(tb testing.TB, path string, n uint64) {
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	h := ShardHeader{Version: ShardVersion, Campaign: "bench", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
+	h := ShardHeader{Generation: testGen, Version: ShardVersion, Campaign: "bench", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
 		Count: n, Amount: total, TTLSeconds: 86400, Rounds: []RoundWindow{{}},
 		RoundRanges: []RoundRange{{FirstTicket: 1, Count: n, Amount: total}}}
 	w, err := NewShardWriter(bw, h)

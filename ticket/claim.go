@@ -19,7 +19,10 @@ const wireTime = "2006-01-02T15:04:05.000Z07:00"
 
 // Claim is the record the verifier makes durable in Kafka (key = ticket id) and the settler
 // posts to the ledger. Its JSON is fixed by SPEC.md; "mac" (the generator's ticket MAC,
-// base64url) is an addition that lets the settler re-check the amount with the MAC key.
+// base64url) lets the settler re-check the amount with the MAC key, and "sig" (the
+// verifier's ClaimSigner signature over every other field, base64url, always last) lets
+// it refuse a claim that no verifier made. Times travel with millisecond precision, and
+// ParseClaim truncates to it, so the signed value is exactly the one on the wire.
 type Claim struct {
 	Campaign string
 	Ticket   uint64
@@ -31,6 +34,8 @@ type Claim struct {
 	IssuedAt time.Time
 	OpenedAt time.Time
 	MAC      [MACSize]byte
+	// Sig is the verifier's signature (see ClaimSigner); zero when the claim carried none.
+	Sig [ClaimSigSize]byte
 }
 
 // AppendJSON appends the claim's JSON to dst without allocating (given capacity).
@@ -55,6 +60,8 @@ func (c *Claim) AppendJSON(dst []byte) []byte {
 	dst = c.OpenedAt.UTC().AppendFormat(dst, wireTime)
 	dst = append(dst, `","mac":"`...)
 	dst = base64.RawURLEncoding.AppendEncode(dst, c.MAC[:])
+	dst = append(dst, `","sig":"`...)
+	dst = base64.RawURLEncoding.AppendEncode(dst, c.Sig[:])
 	dst = append(dst, `"}`...)
 	return dst
 }
@@ -74,6 +81,7 @@ type wireClaim struct {
 	IssuedAt string  `json:"issued_at"`
 	OpenedAt string  `json:"opened_at"`
 	MAC      *string `json:"mac"`
+	Sig      *string `json:"sig"`
 }
 
 // ParseClaim decodes and checks a claim message. It checks the form only; whether the claim
@@ -123,6 +131,17 @@ func ParseClaim(b []byte) (Claim, error) {
 		}
 		copy(c.MAC[:], m)
 	}
+	if w.Sig != nil {
+		sg, err := base64.RawURLEncoding.DecodeString(*w.Sig)
+		if err != nil || len(sg) != ClaimSigSize {
+			return c, fmt.Errorf("bad sig")
+		}
+		copy(c.Sig[:], sg)
+	}
+	// The wire carries milliseconds and the signature covers them; anything finer would
+	// be unsigned, so it is dropped here.
+	c.IssuedAt = c.IssuedAt.Truncate(time.Millisecond)
+	c.OpenedAt = c.OpenedAt.Truncate(time.Millisecond)
 	c.Campaign, c.Currency = w.Campaign, w.Currency
 	c.Shard, c.Round, c.Amount = *w.Shard, *w.Round, *w.Amount
 	return c, nil
@@ -130,3 +149,6 @@ func ParseClaim(b []byte) (Claim, error) {
 
 // HasMAC reports whether the claim carried a ticket MAC.
 func (c *Claim) HasMAC() bool { return c.MAC != [MACSize]byte{} }
+
+// HasSig reports whether the claim carried a verifier signature.
+func (c *Claim) HasSig() bool { return c.Sig != [ClaimSigSize]byte{} }

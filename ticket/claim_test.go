@@ -14,8 +14,11 @@ func testClaim() Claim {
 
 func TestClaimRoundTrip(t *testing.T) {
 	c := testClaim()
+	testClaimSigner(t).Sign(&c)
 	b := c.AppendJSON(nil)
-	const want = `{"v":1,"campaign":"c1","ticket":"77","shard":3,"round":1,"amount":888,"currency":"CNY","uid":"42","issued_at":"2030-01-01T00:00:01.123Z","opened_at":"2030-01-01T00:00:02.000Z","mac":"CQgHAAAAAAAAAAAA"}`
+	// The test vector of the claim format: testClaimSigner's key is ClaimKey(testKey(1),
+	// "c1", testGen); "sig" is always the last field.
+	const want = `{"v":1,"campaign":"c1","ticket":"77","shard":3,"round":1,"amount":888,"currency":"CNY","uid":"42","issued_at":"2030-01-01T00:00:01.123Z","opened_at":"2030-01-01T00:00:02.000Z","mac":"CQgHAAAAAAAAAAAA","sig":"Xh7c2Cblt7xe86j7jW1k8A"}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}
@@ -24,7 +27,7 @@ func TestClaimRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Campaign != c.Campaign || got.Ticket != c.Ticket || got.Amount != c.Amount || got.UID != c.UID ||
-		!got.IssuedAt.Equal(c.IssuedAt) || got.MAC != c.MAC || !got.HasMAC() {
+		!got.IssuedAt.Equal(c.IssuedAt) || got.MAC != c.MAC || !got.HasMAC() || got.Sig != c.Sig || !got.HasSig() {
 		t.Fatalf("%+v", got)
 	}
 	if string(c.AppendKey(nil)) != "77" {
@@ -53,6 +56,95 @@ func TestParseClaimRejects(t *testing.T) {
 	} {
 		if _, err := ParseClaim([]byte(s)); err == nil {
 			t.Errorf("%s: accepted %s", name, s)
+		}
+	}
+}
+
+func testClaimSigner(t testing.TB) *ClaimSigner {
+	t.Helper()
+	k, err := ClaimKey(testKey(1), "c1", testGen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := NewClaimSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func TestClaimSignatureCoversEveryField(t *testing.T) {
+	cs := testClaimSigner(t)
+	c := testClaim()
+	cs.Sign(&c)
+	if !cs.Verify(&c) {
+		t.Fatal("a signed claim does not verify")
+	}
+	// Through the wire and back it still verifies.
+	parsed, err := ParseClaim(c.AppendJSON(nil))
+	if err != nil || !cs.Verify(&parsed) {
+		t.Fatalf("parsed claim does not verify: %v", err)
+	}
+	for name, mut := range map[string]func(*Claim){
+		"campaign":  func(c *Claim) { c.Campaign = "c2" },
+		"ticket":    func(c *Claim) { c.Ticket++ },
+		"shard":     func(c *Claim) { c.Shard++ },
+		"round":     func(c *Claim) { c.Round++ },
+		"amount":    func(c *Claim) { c.Amount++ },
+		"currency":  func(c *Claim) { c.Currency = "USD" },
+		"uid":       func(c *Claim) { c.UID++ },
+		"issued_at": func(c *Claim) { c.IssuedAt = c.IssuedAt.Add(time.Millisecond) },
+		"opened_at": func(c *Claim) { c.OpenedAt = c.OpenedAt.Add(time.Millisecond) },
+		"mac":       func(c *Claim) { c.MAC[11] ^= 1 },
+		"sig":       func(c *Claim) { c.Sig[0] ^= 1 },
+		"no sig":    func(c *Claim) { c.Sig = [ClaimSigSize]byte{} },
+		"bad form":  func(c *Claim) { c.Currency = "CNYX" },
+	} {
+		m := c
+		mut(&m)
+		if cs.Verify(&m) {
+			t.Errorf("%s: a tampered claim verifies", name)
+		}
+	}
+	// Another generation's key (a campaign id generated twice) does not verify it.
+	k2, _ := ClaimKey(testKey(1), "c1", "ffffffffffffffffffffffffffffffff")
+	other, _ := NewClaimSigner(k2)
+	if other.Verify(&c) {
+		t.Fatal("another generation's signer accepts the claim")
+	}
+	if n := testing.AllocsPerRun(100, func() { cs.Sign(&c); cs.Verify(&c) }); n != 0 {
+		t.Errorf("Sign+Verify: %v allocs/op", n)
+	}
+}
+
+func TestParseClaimTruncatesToMilliseconds(t *testing.T) {
+	cs := testClaimSigner(t)
+	c := testClaim()
+	cs.Sign(&c)
+	b := strings.Replace(string(c.AppendJSON(nil)), "01.123Z", "01.123456Z", 1)
+	got, err := ParseClaim([]byte(b))
+	if err != nil || !cs.Verify(&got) || !got.IssuedAt.Equal(c.IssuedAt) {
+		t.Fatalf("sub-millisecond digits: %v %v", err, got.IssuedAt)
+	}
+}
+
+func BenchmarkClaimSign(b *testing.B) {
+	cs := testClaimSigner(b)
+	c := testClaim()
+	b.ReportAllocs()
+	for b.Loop() {
+		cs.Sign(&c)
+	}
+}
+
+func BenchmarkClaimVerify(b *testing.B) {
+	cs := testClaimSigner(b)
+	c := testClaim()
+	cs.Sign(&c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !cs.Verify(&c) {
+			b.Fatal("does not verify")
 		}
 	}
 }

@@ -3,6 +3,9 @@ package ticket
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -120,4 +123,52 @@ func FuzzParseClaim(f *testing.F) {
 			t.Fatalf("round trip changed the claim:\n%+v\n%+v", c, c2)
 		}
 	})
+}
+
+// TestWriteFuzzCorpus rewrites the valid seeds of the fuzz corpora from the fixed test
+// keys when SHAKE_WRITE_CORPUS=1 (after a format change); otherwise it is skipped.
+func TestWriteFuzzCorpus(t *testing.T) {
+	if os.Getenv("SHAKE_WRITE_CORPUS") != "1" {
+		t.Skip("set SHAKE_WRITE_CORPUS=1 to rewrite testdata/fuzz seeds")
+	}
+	write := func(target, name string, b []byte) {
+		p := filepath.Join("testdata", "fuzz", target, name)
+		if err := os.WriteFile(p, []byte("go test fuzz v1\n[]byte("+strconv.Quote(string(b))+")\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []uint64{0, 1, 5, 40} {
+		b, _ := buildShard(t, n, int(n%3), n)
+		write("FuzzReadShard", "valid-"+strconv.FormatUint(n, 10), b)
+	}
+	m := testManifest()
+	if err := m.Sign(testKey(1)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m)
+	write("FuzzParseManifest", "valid", b)
+	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.Rounds = []RoundWindow{{Index: 0, Start: at, End: at.Add(time.Minute)}, {Index: 1, Start: at.Add(time.Hour), End: at.Add(2 * time.Hour)}}
+	for i := range m.Shards {
+		s := &m.Shards[i]
+		s.Rounds = []RoundRange{{Round: 0, FirstTicket: s.FirstTicket, Count: 2, Amount: 20}, {Round: 1, FirstTicket: s.FirstTicket + 2, Count: s.Count - 2, Amount: s.Amount - 20}}
+	}
+	m.IssueUntil, m.ExpiresAt = at.Add(2*time.Hour), at.Add(3*time.Hour)
+	b, _ = json.Marshal(m)
+	write("FuzzParseManifest", "rounds", b)
+	// A crafted manifest whose counts wrapped the old Validate (see
+	// TestManifestValidateOverflow).
+	m = testManifest()
+	m.Min, m.Max, m.Count, m.Budget = 2, 4, 1<<63+1, 3
+	m.Shards[0].Count, m.Shards[0].Amount = 1<<63, 0
+	m.Shards[0].Rounds = []RoundRange{{Round: 0, FirstTicket: 1, Count: 1 << 63, Amount: 0}}
+	m.Shards[1].FirstTicket, m.Shards[1].Count, m.Shards[1].Amount = 1<<63+1, 1, 3
+	m.Shards[1].Rounds = []RoundRange{{Round: 0, FirstTicket: 1<<63 + 1, Count: 1, Amount: 3}}
+	b, _ = json.Marshal(m)
+	write("FuzzParseManifest", "overflow-count", b)
+	b = bytes.Replace(b, []byte(`"budget":3`), []byte(`"budget":9223372036854775807`), 1)
+	write("FuzzParseManifest", "overflow-budget", b)
+	c := testClaim()
+	testClaimSigner(t).Sign(&c)
+	write("FuzzParseClaim", "valid", c.AppendJSON(nil))
 }

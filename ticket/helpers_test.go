@@ -19,7 +19,7 @@ func testKey(b byte) []byte {
 
 func testMAC(t testing.TB, campaign string) *TicketMAC {
 	t.Helper()
-	mk, err := MACKey(testKey(1), campaign)
+	mk, err := MACKey(testKey(1), campaign, testGen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func buildShard(t testing.TB, n uint64, rounds int, seed uint64) ([]byte, []uint
 		amounts[i] = uint32(1 + rng.IntN(1000))
 		total += int64(amounts[i])
 	}
-	h := ShardHeader{Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 1, Shards: 2,
+	h := ShardHeader{Generation: testGen, Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 1, Shards: 2,
 		FirstTicket: 101, Count: n, Amount: total, TTLSeconds: 3600,
 		CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if rounds == 0 {
@@ -82,3 +82,6 @@ func buildShard(t testing.TB, n uint64, rounds int, seed uint64) ([]byte, []uint
 	}
 	return buf.Bytes(), amounts
 }
+
+// testGen is the generation id of every test campaign in this package.
+const testGen = "00112233445566778899aabbccddeeff"

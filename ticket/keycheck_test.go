@@ -8,8 +8,8 @@ import (
 
 func TestKeyCheck(t *testing.T) {
 	ck := NewKey()
-	k0, _ := ShardKey(ck, "c", 0)
-	k1, _ := ShardKey(ck, "c", 1)
+	k0, _ := ShardKey(ck, "c", testGen, 0)
+	k1, _ := ShardKey(ck, "c", testGen, 1)
 	want := KeyCheck(k0, "c", 0)
 	if len(want) != 32 {
 		t.Fatalf("key check %q is not 16 bytes of hex", want)
@@ -40,7 +40,7 @@ func TestKeyCheck(t *testing.T) {
 // TestValidateRefusesWrappingRoundCounts: round counts that wrap around uint64 to the
 // shard's count must be refused, not accepted as summing correctly.
 func TestValidateRefusesWrappingRoundCounts(t *testing.T) {
-	h := ShardHeader{Version: 1, Campaign: "c", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
+	h := ShardHeader{Generation: testGen, Version: 1, Campaign: "c", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
 		Count: 10, Amount: 10, TTLSeconds: 60, Rounds: []RoundWindow{
 			{Index: 0, Start: time.Unix(100, 0), End: time.Unix(200, 0)},
 			{Index: 1, Start: time.Unix(200, 0), End: time.Unix(300, 0)}},

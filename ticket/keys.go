@@ -20,23 +20,88 @@ const KeySize = 32
 // ErrKeySize reports a key file that does not hold exactly KeySize bytes.
 var ErrKeySize = errors.New("key must be exactly 32 bytes")
 
-// Labels for HKDF-SHA256. Each names its purpose and version; the campaign and shard are
-// appended, so no two derived keys share an info string.
+// Labels for HKDF-SHA256. Each names its purpose and version; the campaign, the
+// generation and the shard are appended, so no two derived keys share an info string.
 const (
-	labelShardAEAD = "shake/v1/shard-aead|"
-	labelTicketMAC = "shake/v1/ticket-mac|"
+	labelShardAEAD   = "shake/v1/shard-aead|"
+	labelTicketMAC   = "shake/v1/ticket-mac|"
+	labelClaimSig    = "shake/v1/claim-sig|"
+	labelManifestSig = "shake/v1/manifest-sig|"
 )
 
-// ShardKey derives the AEAD key that edge shard `shard` of `campaign` seals user tickets
-// with. Edges hold only their own shard's key.
-func ShardKey(campaignKey []byte, campaign string, shard int) ([]byte, error) {
-	return derive(campaignKey, labelShardAEAD+campaign+"|"+strconv.Itoa(shard))
+// GenerationLen is the length of a generation id: 128 random bits in lower-case hex.
+const GenerationLen = 32
+
+// ErrBadGeneration reports a generation id that is not 32 lower-case hex digits.
+var ErrBadGeneration = errors.New("generation must be 32 lower-case hex digits")
+
+// NewGeneration returns a fresh generation id. `shake gen` picks one at every run, so a
+// campaign id generated twice under the same campaign.key never shares a derived key.
+func NewGeneration() string {
+	var b [GenerationLen / 2]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
-// MACKey derives the key the generator signs every precomputed ticket with. Only the
-// generator and the verifier (and the settler, to re-check amounts) ever hold it.
-func MACKey(campaignKey []byte, campaign string) ([]byte, error) {
-	return derive(campaignKey, labelTicketMAC+campaign)
+// ValidGeneration reports whether s is a well-formed generation id.
+func ValidGeneration(s string) bool {
+	if len(s) != GenerationLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkIDs(campaign, generation string) error {
+	if err := CheckCampaign(campaign); err != nil {
+		return err
+	}
+	if !ValidGeneration(generation) {
+		return fmt.Errorf("%w: %q", ErrBadGeneration, generation)
+	}
+	return nil
+}
+
+// ShardKey derives the AEAD key that edge shard `shard` of one generation of `campaign`
+// seals user tickets with. Edges hold only their own shard's key.
+func ShardKey(campaignKey []byte, campaign, generation string, shard int) ([]byte, error) {
+	if err := checkIDs(campaign, generation); err != nil {
+		return nil, err
+	}
+	return derive(campaignKey, labelShardAEAD+campaign+"|"+generation+"|"+strconv.Itoa(shard))
+}
+
+// MACKey derives the key the generator signs every precomputed ticket of one generation
+// of a campaign with. Only the generator and the verifier (and the settler, to re-check
+// amounts) ever hold it.
+func MACKey(campaignKey []byte, campaign, generation string) ([]byte, error) {
+	if err := checkIDs(campaign, generation); err != nil {
+		return nil, err
+	}
+	return derive(campaignKey, labelTicketMAC+campaign+"|"+generation)
+}
+
+// ClaimKey derives the key verifiers sign claims with and the settler checks them with
+// (see ClaimSigner). Edges never hold it.
+func ClaimKey(campaignKey []byte, campaign, generation string) ([]byte, error) {
+	if err := checkIDs(campaign, generation); err != nil {
+		return nil, err
+	}
+	return derive(campaignKey, labelClaimSig+campaign+"|"+generation)
+}
+
+// manifestKey derives the key the generator signs manifest.json with. It is per campaign
+// (the generation is inside the signed document).
+func manifestKey(campaignKey []byte, campaign string) ([]byte, error) {
+	if err := CheckCampaign(campaign); err != nil {
+		return nil, err
+	}
+	return derive(campaignKey, labelManifestSig+campaign)
 }
 
 func derive(secret []byte, info string) ([]byte, error) {
@@ -79,7 +144,25 @@ func WriteKeyFile(path string, key []byte) error {
 	return f.Close()
 }
 
-// ReadKeyFile reads a key file and checks its size.
+// ErrKeyExposed reports a key file that group or other users can read or write.
+var ErrKeyExposed = errors.New("key file is accessible to group or others (want mode 0600)")
+
+// CheckKeyFileMode returns ErrKeyExposed (wrapped with the path and mode) when the key
+// file at path grants any permission to group or others. Servers log it as a warning at
+// start: a readable campaign.key or edge key lets any local user mint or forge.
+func CheckKeyFileMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("cannot stat key %s: %w", path, err)
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: %w", path, mode, ErrKeyExposed)
+	}
+	return nil
+}
+
+// ReadKeyFile reads a key file and checks its size. It does not check the file's mode;
+// see CheckKeyFileMode.
 func ReadKeyFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

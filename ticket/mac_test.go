@@ -14,7 +14,7 @@ func TestTicketMACBindsEveryField(t *testing.T) {
 		t.Fatal("own MAC does not verify")
 	}
 	other := testMAC(t, "c2")
-	mk, _ := MACKey(testKey(9), "c1")
+	mk, _ := MACKey(testKey(9), "c1", testGen)
 	otherKey, _ := NewTicketMAC(mk, "c1")
 	for name, ok := range map[string]bool{
 		"id":       tm.Verify(11, 500, 2, base),
@@ -59,18 +59,18 @@ func TestKeyDerivationSeparatesPurposes(t *testing.T) {
 		seen[string(k)] = name
 	}
 	for _, c := range []string{"c1", "c2"} {
-		k, err := MACKey(ck, c)
+		k, err := MACKey(ck, c, testGen)
 		add("mac "+c, k, err)
 		for s := 0; s < 3; s++ {
-			k, err := ShardKey(ck, c, s)
+			k, err := ShardKey(ck, c, testGen, s)
 			add("shard "+c+string(rune('0'+s)), k, err)
 		}
 	}
-	again, _ := ShardKey(ck, "c1", 1)
+	again, _ := ShardKey(ck, "c1", testGen, 1)
 	if seen[string(again)] != "shard c11" {
 		t.Fatal("derivation is not deterministic")
 	}
-	if _, err := ShardKey(ck[:10], "c1", 0); err == nil {
+	if _, err := ShardKey(ck[:10], "c1", testGen, 0); err == nil {
 		t.Fatal("short campaign key accepted")
 	}
 }

@@ -1,8 +1,14 @@
 package ticket
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sort"
@@ -44,10 +50,124 @@ type Manifest struct {
 	IssueUntil time.Time `json:"issue_until"`
 	// ExpiresAt is when every ticket ever issued has expired: IssueUntil + ttl. Refunds
 	// of the unopened remainder are allowed only after it.
-	ExpiresAt time.Time       `json:"expires_at"`
-	Seed      uint64          `json:"seed"`
-	CreatedAt time.Time       `json:"created_at"`
-	Shards    []ManifestShard `json:"shards"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Seed      uint64    `json:"seed"`
+	CreatedAt time.Time `json:"created_at"`
+	// PerUser is the campaign's rule: at most PerUser tickets opened per user per round,
+	// across every edge (0 = no limit).
+	PerUser int `json:"per_user"`
+	// Generation is 128 random bits (hex) chosen at every `shake gen`. Every derived key
+	// but the manifest's own includes it, so a campaign id generated twice under the same
+	// campaign.key never shares keys, and the ledger tells the two apart.
+	Generation string          `json:"generation"`
+	Shards     []ManifestShard `json:"shards"`
+	// Signature is base64url HMAC-SHA256, under a key derived from campaign.key, over the
+	// manifest's canonical encoding (see Sign). Empty in an unsigned manifest.
+	Signature string `json:"signature,omitempty"`
+}
+
+// Limits Validate enforces, so that no sum, product or id range derived from a manifest
+// can overflow.
+const (
+	// MaxTickets bounds a campaign's ticket count (2^40, about 10^12).
+	MaxTickets = 1 << 40
+	// MaxPerUser bounds the per-user rule.
+	MaxPerUser = 1<<16 - 1
+	// MaxTTLSeconds bounds the ticket time-to-live (100 years), far inside time.Duration.
+	MaxTTLSeconds = 100 * 366 * 24 * 3600
+)
+
+// ErrBadSignature reports a manifest whose signature is missing or is not the one
+// campaign.key makes.
+var ErrBadSignature = errors.New("manifest signature does not verify")
+
+// canonical returns the manifest's canonical encoding: its JSON as encoding/json writes
+// it, with Signature empty (and so omitted). It is deterministic for a given value, so
+// whitespace, key order or duplicate keys in the file do not matter: what is signed is
+// exactly what a reader decoded and will use.
+func (m *Manifest) canonical() ([]byte, error) {
+	c := *m
+	c.Signature = ""
+	return json.Marshal(&c)
+}
+
+func (m *Manifest) mac(campaignKey []byte) ([]byte, error) {
+	k, err := manifestKey(campaignKey, m.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	b, err := m.canonical()
+	if err != nil {
+		return nil, err
+	}
+	h := hmac.New(sha256.New, k)
+	h.Write(b)
+	return h.Sum(nil), nil
+}
+
+// Sign sets m.Signature under campaignKey.
+func (m *Manifest) Sign(campaignKey []byte) error {
+	sum, err := m.mac(campaignKey)
+	if err != nil {
+		return err
+	}
+	m.Signature = base64.RawURLEncoding.EncodeToString(sum)
+	return nil
+}
+
+// VerifySignature returns nil only when m carries the signature campaignKey makes over
+// its current content, and an error wrapping ErrBadSignature otherwise.
+func (m *Manifest) VerifySignature(campaignKey []byte) error {
+	if m.Signature == "" {
+		return fmt.Errorf("%w: the manifest is not signed", ErrBadSignature)
+	}
+	got, err := base64.RawURLEncoding.DecodeString(m.Signature)
+	if err != nil {
+		return fmt.Errorf("%w: malformed signature", ErrBadSignature)
+	}
+	want, err := m.mac(campaignKey)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(got, want) {
+		return fmt.Errorf("%w: the manifest was changed after generation, or campaign.key is not its key", ErrBadSignature)
+	}
+	return nil
+}
+
+// Digest returns the hex SHA-256 of the manifest's canonical encoding (signature
+// excluded). The ledger records it when a campaign is funded, so a tool without the key
+// (reconcile) can still refuse a manifest that differs from the funded one.
+func (m *Manifest) Digest() (string, error) {
+	b, err := m.canonical()
+	if err != nil {
+		return "", err
+	}
+	d := sha256.Sum256(b)
+	return hex.EncodeToString(d[:]), nil
+}
+
+// ShardKey derives shard i's AEAD key for this manifest's campaign and generation.
+func (m *Manifest) ShardKey(campaignKey []byte, shard int) ([]byte, error) {
+	return ShardKey(campaignKey, m.Campaign, m.Generation, shard)
+}
+
+// TicketMAC returns the ticket-MAC checker of this manifest's campaign and generation.
+func (m *Manifest) TicketMAC(campaignKey []byte) (*TicketMAC, error) {
+	k, err := MACKey(campaignKey, m.Campaign, m.Generation)
+	if err != nil {
+		return nil, err
+	}
+	return NewTicketMAC(k, m.Campaign)
+}
+
+// ClaimSigner returns the claim signer of this manifest's campaign and generation.
+func (m *Manifest) ClaimSigner(campaignKey []byte) (*ClaimSigner, error) {
+	k, err := ClaimKey(campaignKey, m.Campaign, m.Generation)
+	if err != nil {
+		return nil, err
+	}
+	return NewClaimSigner(k)
 }
 
 // TTLDuration returns the ticket time-to-live.
@@ -65,11 +185,20 @@ func (m *Manifest) Validate() error {
 	if !ValidCurrency(m.Currency) {
 		return fmt.Errorf("bad currency %q", m.Currency)
 	}
-	if m.Count == 0 || m.Budget <= 0 || m.Min < 0 || m.Max < m.Min || m.Max > MaxTicketAmount {
+	if !ValidGeneration(m.Generation) {
+		return fmt.Errorf("%w: %q", ErrBadGeneration, m.Generation)
+	}
+	if m.Count == 0 || m.Count > MaxTickets || m.Budget <= 0 || m.Min < 0 || m.Max < m.Min || m.Max > MaxTicketAmount {
 		return fmt.Errorf("bad budget %d / count %d / min %d / max %d", m.Budget, m.Count, m.Min, m.Max)
 	}
-	if m.TTLSeconds <= 0 {
+	if m.TTLSeconds <= 0 || m.TTLSeconds > MaxTTLSeconds {
 		return fmt.Errorf("bad ttl_seconds %d", m.TTLSeconds)
+	}
+	if m.PerUser < 0 || m.PerUser > MaxPerUser {
+		return fmt.Errorf("bad per_user %d (0..%d)", m.PerUser, MaxPerUser)
+	}
+	if m.ExpiresAt.Before(m.IssueUntil) {
+		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)
 	}
 	if err := validateWindows(m.Rounds); err != nil {
 		return err
@@ -106,7 +235,9 @@ func (m *Manifest) Validate() error {
 		if rc != s.Count || ra != s.Amount {
 			return fmt.Errorf("shard %d: rounds sum to %d / %d, shard says %d / %d", i, rc, ra, s.Count, s.Amount)
 		}
-		if int64(s.Count)*m.Min > s.Amount || int64(s.Count)*m.Max < s.Amount {
+		// In 128 bits: count*max can exceed int64 in a genuine manifest, and a crafted
+		// count must not wrap either product into range.
+		if !mulAtMost(s.Count, m.Min, s.Amount) || mulAtMost(s.Count, m.Max, s.Amount-1) {
 			return fmt.Errorf("shard %d: amount %d impossible for %d tickets in [%d, %d]", i, s.Amount, s.Count, m.Min, m.Max)
 		}
 		next += s.Count
@@ -117,6 +248,16 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("shards sum to %d tickets / %d, manifest says %d / %d", count, amount, m.Count, m.Budget)
 	}
 	return nil
+}
+
+// mulAtMost reports whether count*amount <= bound, computed without overflow (amount >= 0;
+// a negative bound is below every product).
+func mulAtMost(count uint64, amount, bound int64) bool {
+	if bound < 0 {
+		return false
+	}
+	hi, lo := bits.Mul64(count, uint64(amount))
+	return hi == 0 && lo <= uint64(bound)
 }
 
 // ShardOf returns the index of the shard that owns ticket id.
@@ -156,7 +297,8 @@ func (m *Manifest) CheckHeader(h *ShardHeader) error {
 		return fmt.Errorf("shard index %d not in manifest", h.Shard)
 	}
 	s := &m.Shards[h.Shard]
-	if h.Campaign != m.Campaign || h.Shards != len(m.Shards) || h.FirstTicket != s.FirstTicket ||
+	if h.Campaign != m.Campaign || h.Generation != m.Generation || h.PerUser != m.PerUser ||
+		h.Shards != len(m.Shards) || h.FirstTicket != s.FirstTicket ||
 		h.Count != s.Count || h.Amount != s.Amount || h.TTLSeconds != m.TTLSeconds {
 		return fmt.Errorf("shard %d header disagrees with the manifest", h.Shard)
 	}
@@ -174,6 +316,26 @@ func LoadManifest(path string) (*Manifest, error) {
 	}
 	m, err := ParseManifest(b)
 	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// LoadManifestKey reads and validates a manifest file and verifies its signature under
+// campaignKey. Everything that holds campaign.key reads the manifest through it.
+func LoadManifestKey(path string, campaignKey []byte) (*Manifest, error) {
+	m, err := LoadManifest(path)
+	if err != nil {
+		return nil, err
+	}
+	// A wrong campaign.key is the likelier mistake than a tampered manifest: say so when
+	// the shard key checks tell them apart.
+	if k, err := m.ShardKey(campaignKey, 0); err != nil {
+		return nil, err
+	} else if err := CheckShardKey(k, m.Campaign, 0, m.Shards[0].KeyCheck); err != nil {
+		return nil, fmt.Errorf("manifest %s: campaign key is not the key it was generated with: %w", path, err)
+	}
+	if err := m.VerifySignature(campaignKey); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", path, err)
 	}
 	return m, nil
@@ -223,4 +385,45 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ClockSkew is how far apart the clocks of the generator's host, the edges, the
+// verifiers and the settler may be. Time-window checks of issue and open times allow
+// this much on either side, so a correct ticket is never refused for a second of drift,
+// while a token minted for a round in 2030, or opened after the campaign expired, is.
+const ClockSkew = 5 * time.Second
+
+// Errors of CheckTimes.
+var (
+	// ErrIssuedOutsideRound reports an issue time outside the ticket's round window.
+	ErrIssuedOutsideRound = errors.New("issued outside its round's window")
+	// ErrOpenedAfterExpiry reports an open after the ticket's expiry (issue time + ttl,
+	// and at most the manifest's expires_at), or before its issue.
+	ErrOpenedAfterExpiry = errors.New("opened after the ticket expired")
+)
+
+// CheckTimes checks a ticket's issue and open times against the campaign: issuedAt
+// inside round's window (for an always-open campaign: between created_at and
+// issue_until), openedAt not before issuedAt and not after min(issuedAt + ttl,
+// expires_at), each with ClockSkew of slack. round must be a valid index. It allocates
+// nothing.
+func (m *Manifest) CheckTimes(round int, issuedAt, openedAt time.Time) error {
+	if round < 0 || round >= len(m.Rounds) {
+		return ErrIssuedOutsideRound
+	}
+	start, end := m.CreatedAt, m.IssueUntil
+	if w := m.Rounds[round]; !w.AlwaysOpen() {
+		start, end = w.Start, w.End
+	}
+	if issuedAt.Before(start.Add(-ClockSkew)) || issuedAt.After(end.Add(ClockSkew)) {
+		return ErrIssuedOutsideRound
+	}
+	expiry := issuedAt.Add(m.TTLDuration())
+	if m.ExpiresAt.Before(expiry) {
+		expiry = m.ExpiresAt
+	}
+	if openedAt.Before(issuedAt.Add(-ClockSkew)) || openedAt.After(expiry.Add(ClockSkew)) {
+		return ErrOpenedAfterExpiry
+	}
+	return nil
 }

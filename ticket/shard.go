@@ -90,6 +90,10 @@ type ShardHeader struct {
 	// KeyCheck is KeyCheck(shard key, campaign, shard): the edge refuses a key that
 	// does not match it.
 	KeyCheck string `json:"key_check,omitempty"`
+	// PerUser is the campaign's per-user rule (see Manifest.PerUser): the edge's default.
+	PerUser int `json:"per_user"`
+	// Generation is the campaign generation the shard belongs to (see Manifest.Generation).
+	Generation string `json:"generation"`
 }
 
 // Validate checks the header's internal consistency.
@@ -106,11 +110,17 @@ func (h *ShardHeader) Validate() error {
 	if h.Shards <= 0 || h.Shards > MaxShards || h.Shard < 0 || h.Shard >= h.Shards {
 		return fmt.Errorf("shard %d of %d out of range", h.Shard, h.Shards)
 	}
-	if h.FirstTicket == 0 || h.FirstTicket+h.Count < h.FirstTicket {
+	if !ValidGeneration(h.Generation) {
+		return fmt.Errorf("%w: %q", ErrBadGeneration, h.Generation)
+	}
+	if h.FirstTicket == 0 || h.FirstTicket > MaxTickets || h.Count > MaxTickets {
 		return fmt.Errorf("bad ticket range first=%d count=%d", h.FirstTicket, h.Count)
 	}
-	if h.Amount < 0 || h.TTLSeconds <= 0 {
+	if h.Amount < 0 || h.TTLSeconds <= 0 || h.TTLSeconds > MaxTTLSeconds {
 		return fmt.Errorf("bad amount %d or ttl %d", h.Amount, h.TTLSeconds)
+	}
+	if h.PerUser < 0 || h.PerUser > MaxPerUser {
+		return fmt.Errorf("bad per_user %d (0..%d)", h.PerUser, MaxPerUser)
 	}
 	if err := validateWindows(h.Rounds); err != nil {
 		return err

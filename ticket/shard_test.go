@@ -101,7 +101,7 @@ func TestShardBlockSwapDetected(t *testing.T) {
 }
 
 func TestShardWriterRejectsBadTotals(t *testing.T) {
-	h := ShardHeader{Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1, Count: 2,
+	h := ShardHeader{Generation: testGen, Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1, Count: 2,
 		Amount: 10, TTLSeconds: 60, Rounds: []RoundWindow{{}}, RoundRanges: []RoundRange{{FirstTicket: 1, Count: 2, Amount: 10}}}
 	var buf bytes.Buffer
 	w, err := NewShardWriter(&buf, h)
@@ -121,7 +121,7 @@ func TestShardWriterRejectsBadTotals(t *testing.T) {
 
 func TestShardHeaderValidate(t *testing.T) {
 	good := func() ShardHeader {
-		return ShardHeader{Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1, Count: 2,
+		return ShardHeader{Generation: testGen, Version: ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1, Count: 2,
 			Amount: 10, TTLSeconds: 60, Rounds: []RoundWindow{{}}, RoundRanges: []RoundRange{{FirstTicket: 1, Count: 2, Amount: 10}}}
 	}
 	h := good()
@@ -149,7 +149,7 @@ func TestShardHeaderValidate(t *testing.T) {
 // TestReadShardRefusesOversizedCount checks that a header promising more tickets than the
 // file can hold is refused before the records are allocated.
 func TestReadShardRefusesOversizedCount(t *testing.T) {
-	h := ShardHeader{Version: 1, Campaign: "c", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
+	h := ShardHeader{Generation: testGen, Version: 1, Campaign: "c", Currency: "CNY", Shard: 0, Shards: 1, FirstTicket: 1,
 		Count: 1 << 27, Amount: 1 << 27, TTLSeconds: 60, Rounds: []RoundWindow{{}},
 		RoundRanges: []RoundRange{{Round: 0, FirstTicket: 1, Count: 1 << 27, Amount: 1 << 27}}}
 	var buf bytes.Buffer

@@ -16,7 +16,7 @@ func testSealerOpener(t testing.TB, shards int) ([]*Sealer, *Opener) {
 	keys := make([][]byte, shards)
 	sealers := make([]*Sealer, shards)
 	for i := range keys {
-		k, err := ShardKey(testKey(7), "c1", i)
+		k, err := ShardKey(testKey(7), "c1", testGen, i)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,15 +128,15 @@ func TestTokenWrongKeyOrShard(t *testing.T) {
 	in := testToken()
 	tok := sealers[1].Seal(nil, &in)
 	// An opener that knows only shard 0 cannot open shard 1's token.
-	k0, _ := ShardKey(testKey(7), "c1", 0)
+	k0, _ := ShardKey(testKey(7), "c1", testGen, 0)
 	o1, _ := NewOpener([][]byte{k0})
 	var out TicketToken
 	if err := o1.Open(&out, tok, make([]byte, TokenRawLen)); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("unknown shard: %v", err)
 	}
 	// Another campaign's keys do not open it.
-	ka, _ := ShardKey(testKey(7), "c2", 0)
-	kb, _ := ShardKey(testKey(7), "c2", 1)
+	ka, _ := ShardKey(testKey(7), "c2", testGen, 0)
+	kb, _ := ShardKey(testKey(7), "c2", testGen, 1)
 	o2, _ := NewOpener([][]byte{ka, kb})
 	if err := o2.Open(&out, tok, make([]byte, TokenRawLen)); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("other campaign: %v", err)

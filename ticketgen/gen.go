@@ -73,6 +73,13 @@ type Config struct {
 	OutDir      string
 	Progress    io.Writer // nil: quiet
 	Now         time.Time // creation time; zero means time.Now()
+	// PerUser is the campaign's rule, at most PerUser tickets opened per user per round
+	// (0 = no limit). Unlike the other fields its zero value is not a default: `shake
+	// gen` passes 1 unless told otherwise.
+	PerUser int
+	// Generation is the campaign generation id; empty means a fresh random one
+	// (ticket.NewGeneration), which is what every real run wants.
+	Generation string
 }
 
 // plan is the exact split of a checked Config, before any amount is drawn.
@@ -82,6 +89,7 @@ type plan struct {
 	ttl      time.Duration
 	rounds   []ticket.RoundWindow
 	created  time.Time
+	gen      string
 	shards   []ticket.ManifestShard
 }
 
@@ -104,6 +112,15 @@ func check(cfg Config) (*plan, error) {
 	}
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
+	}
+	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
+		return nil, configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	}
+	p.gen = cfg.Generation
+	if p.gen == "" {
+		p.gen = ticket.NewGeneration()
+	} else if !ticket.ValidGeneration(p.gen) {
+		return nil, configErr("generation", "%v", ticket.ErrBadGeneration)
 	}
 	if cfg.Count == 0 {
 		return nil, configErr("count", "must be at least 1")
@@ -272,7 +289,7 @@ func (p *plan) manifest() *ticket.Manifest {
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), Seed: p.cfg.Seed, CreatedAt: p.created,
-		Shards: p.shards,
+		PerUser: p.cfg.PerUser, Generation: p.gen, Shards: p.shards,
 	}
 }
 
@@ -317,11 +334,7 @@ func Generate(ctx context.Context, cfg Config) (*ticket.Manifest, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	macKey, err := ticket.MACKey(cfg.CampaignKey, p.cfg.Campaign)
-	if err != nil {
-		return nil, err
-	}
-	tm, err := ticket.NewTicketMAC(macKey, p.cfg.Campaign)
+	tm, err := m.TicketMAC(cfg.CampaignKey)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +344,9 @@ func Generate(ctx context.Context, cfg Config) (*ticket.Manifest, error) {
 	// Second check, at the point of use: the manifest as a whole.
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("BUG: generated manifest does not validate: %w", err)
+	}
+	if err := m.Sign(cfg.CampaignKey); err != nil {
+		return nil, err
 	}
 	mj, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -443,7 +459,7 @@ const progressEvery = 4096
 // fsyncs and closes it.
 func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.TicketMAC, done *atomic.Uint64, toSync chan<- *os.File) error {
 	s := &p.shards[i]
-	shardKey, err := ticket.ShardKey(p.cfg.CampaignKey, p.cfg.Campaign, i)
+	shardKey, err := ticket.ShardKey(p.cfg.CampaignKey, p.cfg.Campaign, p.gen, i)
 	if err != nil {
 		return err
 	}
@@ -452,7 +468,9 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 	}
 	s.KeyCheck = ticket.KeyCheck(shardKey, p.cfg.Campaign, i)
 	path := filepath.Join(dir, shardFile(i))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	// 0600: a shard file lists every ticket's amount and MAC; only the edge that serves
+	// it (and the settler's host) should read it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("cannot create shard %s: %w", path, err)
 	}
@@ -467,7 +485,7 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 		Version: ticket.ShardVersion, Campaign: p.cfg.Campaign, Currency: p.cfg.Currency,
 		Shard: i, Shards: len(p.shards), FirstTicket: s.FirstTicket, Count: s.Count, Amount: s.Amount,
 		TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds, RoundRanges: s.Rounds, CreatedAt: p.created,
-		KeyCheck: s.KeyCheck,
+		KeyCheck: s.KeyCheck, PerUser: p.cfg.PerUser, Generation: p.gen,
 	}
 	sw, err := ticket.NewShardWriter(io.MultiWriter(f, sum), h)
 	if err != nil {

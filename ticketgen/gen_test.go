@@ -33,15 +33,17 @@ func checkOutput(t *testing.T, cfg Config, m *ticket.Manifest) [][]ticket.Record
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	onDisk, err := ticket.LoadManifest(filepath.Join(cfg.OutDir, ManifestFile))
+	onDisk, err := ticket.LoadManifestKey(filepath.Join(cfg.OutDir, ManifestFile), cfg.CampaignKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if onDisk.Budget != cfg.Budget || onDisk.Count != cfg.Count || len(onDisk.Shards) != cfg.Edges {
 		t.Fatalf("manifest %d / %d / %d shards", onDisk.Budget, onDisk.Count, len(onDisk.Shards))
 	}
-	mk, _ := ticket.MACKey(cfg.CampaignKey, cfg.Campaign)
-	tm, _ := ticket.NewTicketMAC(mk, cfg.Campaign)
+	if !ticket.ValidGeneration(onDisk.Generation) || onDisk.PerUser != cfg.PerUser {
+		t.Fatalf("manifest generation %q per_user %d (want %d)", onDisk.Generation, onDisk.PerUser, cfg.PerUser)
+	}
+	tm, _ := onDisk.TicketMAC(cfg.CampaignKey)
 	var all [][]ticket.Record
 	nextID, total := uint64(1), int64(0)
 	for i, ms := range onDisk.Shards {
@@ -86,12 +88,18 @@ func checkOutput(t *testing.T, cfg Config, m *ticket.Manifest) [][]ticket.Record
 			t.Fatalf("shard %d: %d tickets sum %d, manifest %d / %d", i, len(sh.Records), shardSum, ms.Count, ms.Amount)
 		}
 		key, err := os.ReadFile(filepath.Join(cfg.OutDir, ms.KeyFile))
-		want, _ := ticket.ShardKey(cfg.CampaignKey, cfg.Campaign, i)
+		want, _ := onDisk.ShardKey(cfg.CampaignKey, i)
 		if err != nil || !bytes.Equal(key, want) {
 			t.Fatalf("shard %d key: %v", i, err)
 		}
 		if st, _ := os.Stat(filepath.Join(cfg.OutDir, ms.KeyFile)); st.Mode().Perm() != 0o600 {
 			t.Fatalf("shard key mode %v", st.Mode())
+		}
+		if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+			t.Fatalf("shard file mode %v, want 0600", st.Mode())
+		}
+		if sh.Header.PerUser != cfg.PerUser || sh.Header.Generation != onDisk.Generation {
+			t.Fatalf("shard %d header per_user %d generation %q", i, sh.Header.PerUser, sh.Header.Generation)
 		}
 		nextID += ms.Count
 		total += shardSum
@@ -225,8 +233,10 @@ func TestGenerateReproducible(t *testing.T) {
 			if len(x[i]) != len(y[i]) {
 				return false
 			}
+			// The seed fixes the amounts; the MACs differ, since every run is a new
+			// generation with its own keys.
 			for j := range x[i] {
-				if x[i][j] != y[i][j] {
+				if x[i][j].Amount != y[i][j].Amount {
 					return false
 				}
 			}

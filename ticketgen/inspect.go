@@ -105,7 +105,7 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*Shard
 		}
 	}
 	if tm == nil && campaignKey != nil {
-		mk, err := ticket.MACKey(campaignKey, sh.Header.Campaign)
+		mk, err := ticket.MACKey(campaignKey, sh.Header.Campaign, sh.Header.Generation)
 		if err != nil {
 			return nil, err
 		}
@@ -184,11 +184,12 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 	r.Manifest = m
 	var tm *ticket.TicketMAC
 	if campaignKey != nil {
-		mk, err := ticket.MACKey(campaignKey, m.Campaign)
-		if err != nil {
-			return nil, err
+		// With the key, the manifest's signature is checked first: a manifest changed
+		// after generation (expires_at moved, say) is a failure however consistent it is.
+		if err := m.VerifySignature(campaignKey); err != nil {
+			r.problem("%v", err)
 		}
-		if tm, err = ticket.NewTicketMAC(mk, m.Campaign); err != nil {
+		if tm, err = m.TicketMAC(campaignKey); err != nil {
 			return nil, err
 		}
 	}
@@ -235,7 +236,7 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 			case err != nil:
 				sr.problem("shard key %s: %v", kp, err)
 			default:
-				want, err := ticket.ShardKey(campaignKey, m.Campaign, i)
+				want, err := m.ShardKey(campaignKey, i)
 				if err != nil {
 					return nil, err
 				}

@@ -67,7 +67,7 @@ func FuzzVerifierHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	shardKey, _ := ticket.ShardKey(fuzzCampaignKey, campaign, 0)
+	shardKey, _ := ticket.ShardKey(fuzzCampaignKey, campaign, shard.Header.Generation, 0)
 	sealer, _ := ticket.NewSealer(shardKey, 0)
 	seal := func(id, uid uint64, exp int64) string {
 		rec := shard.Records[id-shard.Header.FirstTicket]

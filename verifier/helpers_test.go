@@ -36,7 +36,8 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, ticket.WriteKeyFile(f.ckPath, ck))
 	must(t, ticket.WriteKeyFile(f.skPath, sk))
 	m := &ticket.Manifest{Version: 1, Campaign: testCampaign, Currency: "CNY", Min: 1, Max: 100,
-		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC()}
+		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC(),
+		Generation: ticket.NewGeneration(), PerUser: 1}
 	next := uint64(1)
 	for i := 0; i < nShards; i++ {
 		var amt int64
@@ -50,6 +51,7 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 		m.Budget += amt
 		next += perShard
 	}
+	must(t, m.Sign(ck))
 	b, err := json.Marshal(m)
 	must(t, err)
 	must(t, os.WriteFile(f.manifest, b, 0o600))
@@ -57,11 +59,11 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, err)
 	f.sess, err = ticket.NewSessionKey(sk)
 	must(t, err)
-	mk, _ := ticket.MACKey(ck, testCampaign)
+	mk, _ := ticket.MACKey(ck, testCampaign, m.Generation)
 	f.mac, err = ticket.NewTicketMAC(mk, testCampaign)
 	must(t, err)
 	for i := 0; i < nShards; i++ {
-		k, _ := ticket.ShardKey(ck, testCampaign, i)
+		k, _ := ticket.ShardKey(ck, testCampaign, m.Generation, i)
 		s, err := ticket.NewSealer(k, i)
 		must(t, err)
 		f.sealers = append(f.sealers, s)

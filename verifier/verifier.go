@@ -134,11 +134,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	man, err := ticket.LoadManifest(cfg.Manifest)
+	ck, err := ticket.ReadKeyFile(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
-	ck, err := ticket.ReadKeyFile(cfg.Key)
+	man, err := ticket.LoadManifestKey(cfg.Manifest, ck)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))
 	for i, sh := range man.Shards {
-		if keys[i], err = ticket.ShardKey(ck, man.Campaign, i); err != nil {
+		if keys[i], err = ticket.ShardKey(ck, man.Campaign, man.Generation, i); err != nil {
 			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 		}
 		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
@@ -166,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	if s.opener, err = ticket.NewOpener(keys); err != nil {
 		return nil, err
 	}
-	mk, err := ticket.MACKey(ck, man.Campaign)
+	mk, err := ticket.MACKey(ck, man.Campaign, man.Generation)
 	if err != nil {
 		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
 	}

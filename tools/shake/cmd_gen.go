@@ -23,16 +23,27 @@ func init() {
 const genUsage = `
 Usage: shake gen --campaign ID --key campaign.key --budget AMOUNT --count N --edges E --out DIR
                  [--min AMOUNT] [--max AMOUNT] [--weights w1,w2,...] [--round START/END]...
-                 [--ttl 24h] [--seed S] [--currency CNY]
+                 [--ttl 24h] [--seed S] [--currency CNY] [--per-user N]
 
 Splits AMOUNT (an integer in minor units, e.g. fen) into exactly N tickets whose amounts
 sum exactly to AMOUNT, each between --min and --max, and writes them as one shard per edge:
 
   DIR/edge-NNN.tickets   the shard's tickets (zstd blocks, CRC-32C checksums, every
-                         ticket MAC'd with the ticket-MAC key derived from campaign.key)
+                         ticket MAC'd with the ticket-MAC key derived from campaign.key;
+                         mode 0600)
   DIR/edge-NNN.key       the shard's AEAD key (mode 0600): give it to edge NNN only
-  DIR/manifest.json      the campaign: budget, count, rounds, every shard's id range,
-                         amount and SHA-256
+  DIR/manifest.json      the campaign: budget, count, rounds, per_user, every shard's id
+                         range, amount and SHA-256, signed with a key derived from
+                         campaign.key (verifier, settler, inspect --key check it)
+
+--per-user N (default 1; 0 = no limit) is the campaign's rule: at most N tickets opened
+per user per round, across every edge. It is written into the manifest and into every
+shard header (the edges' default --per-user).
+
+Every run picks a new random generation id (manifest "generation", in every shard
+header) that every derived key includes: generating the same campaign id again, even
+with the same campaign.key, gives new keys, so tokens of the old generation never open
+in the new one, and a ledger refuses to mix the two.
 
 Amounts are WeChat-style "lucky" amounts drawn with the double-mean method: each ticket is
 uniform between the smallest amount that keeps the rest feasible and the smallest of --max
@@ -104,6 +115,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	ttl := fs.Duration("ttl", ticketgen.DefaultTTL, "how long a won ticket stays openable")
 	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
 	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
+	perUser := fs.Int("per-user", 1, fmt.Sprintf("at most `N` tickets opened per user per round, across every edge (0 = no limit, at most %d)", ticket.MaxPerUser))
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -121,7 +133,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := ticketgen.Config{
 		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
-		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out,
+		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out, PerUser: *perUser,
 	}
 	if *weights != "" {
 		ws, err := parseWeights(*weights)

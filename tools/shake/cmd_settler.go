@@ -114,7 +114,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return flagError(fs, "--key: %v", err)
 		}
-		if macKey, err = ticket.MACKey(key, m.Campaign); err != nil {
+		if macKey, err = ticket.MACKey(key, m.Campaign, m.Generation); err != nil {
 			return flagError(fs, "--key: %v", err)
 		}
 	}

@@ -89,15 +89,16 @@ func TestVerifierWholeProcess(t *testing.T) {
 		amt += int64(verAmount(id))
 	}
 	m := ticket.Manifest{Version: 1, Campaign: "proc", Currency: "CNY", Budget: amt, Count: n, Min: 1, Max: 50,
-		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}},
+		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, Generation: ticket.NewGeneration(), PerUser: 1,
 		Shards: []ticket.ManifestShard{{Index: 0, File: "edge-000.tickets", FirstTicket: 1, Count: n, Amount: amt,
 			Rounds: []ticket.RoundRange{{Round: 0, FirstTicket: 1, Count: n, Amount: amt}}}}}
+	verMust(t, m.Sign(ck))
 	mb, _ := json.Marshal(m)
 	manPath := filepath.Join(dir, "manifest.json")
 	verMust(t, os.WriteFile(manPath, mb, 0o600))
-	shk, _ := ticket.ShardKey(ck, "proc", 0)
+	shk, _ := ticket.ShardKey(ck, "proc", m.Generation, 0)
 	sealer, _ := ticket.NewSealer(shk, 0)
-	mk, _ := ticket.MACKey(ck, "proc")
+	mk, _ := ticket.MACKey(ck, "proc", m.Generation)
 	tm, _ := ticket.NewTicketMAC(mk, "proc")
 	sess, _ := ticket.NewSessionKey(sk)
 
