@@ -164,7 +164,7 @@ func claimValidator(manifestPath, keyPath string, log *slog.Logger) (*settler.Va
 		if err != nil {
 			return nil, fmt.Errorf("--key: %v", err)
 		}
-		if macKey, err = ticket.MACKey(key, m.Campaign); err != nil {
+		if macKey, err = ticket.MACKey(key, m.Campaign, m.Generation); err != nil {
 			return nil, fmt.Errorf("--key: %v", err)
 		}
 	}

@@ -126,7 +126,8 @@ func envName(name string) string {
 }
 
 // applyEnv sets every flag not given on the command line from its environment
-// variable, when that is set (even to ""), so that containers and unit files can
+// variable, when that is set and not empty (an empty variable is how compose files and
+// unit templates leave a setting out), so that containers and unit files can
 // configure a server without a long command line; the command line wins. The flags
 // set this way count as set for requireFlag. A value the flag refuses is an error
 // naming the variable.
@@ -139,7 +140,7 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 			return
 		}
 		v, ok := lookup(envName(f.Name))
-		if !ok {
+		if !ok || v == "" {
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {
