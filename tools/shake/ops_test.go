@@ -136,3 +136,29 @@ func TestLedgerWithPassword(t *testing.T) {
 		t.Fatalf("code %d stderr %q", code, errOut)
 	}
 }
+
+func TestGenDryRunWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errOut := runCLI("keys", "init", "--out", dir); code != 0 {
+		t.Fatal(errOut)
+	}
+	out := filepath.Join(dir, "camp")
+	code, stdout, errOut := runCLI("gen", "--dry-run", "--campaign", "dry", "--key", filepath.Join(dir, "campaign.key"),
+		"--budget", "100000", "--count", "1000", "--edges", "2", "--out", out)
+	if code != 0 || errOut != "" {
+		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+	for _, want := range []string{"dry run: nothing written", "campaign dry: 1000 tickets, budget 100000", "edge-000.tickets", "edge-001.tickets", "1..500", "501..1000", "would write into"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, stdout)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("--dry-run created %s (%v)", out, err)
+	}
+	code, _, errOut = runCLI("gen", "--dry-run", "--campaign", "dry", "--key", filepath.Join(dir, "campaign.key"),
+		"--budget", "10", "--count", "1000", "--edges", "2", "--out", out)
+	if code != 2 || !strings.Contains(errOut, "--budget") {
+		t.Fatalf("an impossible budget in a dry run: code %d stderr %q", code, errOut)
+	}
+}
