@@ -165,6 +165,9 @@ func newService(name, bin string, args []string, logDir string, http bool) (*ser
 // start starts the process and waits until it is ready.
 func (s *service) start(ctx context.Context) error {
 	args := append(append([]string{}, s.args...), "--listen", s.addr)
+	if s.starts == 0 && s.args[0] == "edge" {
+		args = append(args, "--init-state") // only a shard's very first start creates its state file
+	}
 	p, err := proc.Start(s.name, s.bin, args, s.logPath)
 	if err != nil {
 		return err

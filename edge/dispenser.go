@@ -12,14 +12,28 @@ import (
 	"shake/ticket"
 )
 
-// Reservation block bounds. The block is sized to about reserveAhead of the observed
-// take rate, so a reservation (one fdatasync) happens a few times per second at most
-// and a crash loses at most about that much of the pool.
+// Reservation bounds. What a kill -9 forfeits is what was reserved ahead of the
+// cursor and not yet taken, so the reservation ahead is bounded twice:
+//
+//   - by the round: at most max(left/aheadShare, count/tailShare, minBlock) tickets
+//     ahead, where left is what the round has left and count its size. A kill then
+//     forfeits at most 1/64 of what is left (a few tickets at the tail), whatever the
+//     rate, so even back-to-back kills of a small shard leave most of it.
+//   - by the rate: about reserveAhead of the take rate, measured over windows of at
+//     least rateWindow (so a momentary burst moves it little), and at least twice the
+//     takes that happen during one fdatasync, so that at high rates the reserver stays
+//     ahead and requests do not wait on the disk.
+//
+// Every start begins small, at a quarter of the round's bound (see adaptBlock): the
+// rate of the previous run is not known, and a restart loop must not forfeit a large
+// block each time.
 const (
-	minBlock      = 64
+	minBlock      = 32
 	maxBlock      = 1 << 20
-	initialBlock  = 1024
+	aheadShare    = 64
+	tailShare     = 128
 	reserveAhead  = 100 * time.Millisecond
+	rateWindow    = 20 * time.Millisecond
 	reserveTick   = 20 * time.Millisecond
 	preOpenWindow = time.Second // reserve for a round this long before it opens
 )
@@ -61,6 +75,7 @@ type dispenser struct {
 	state      *stateFile
 	log        *slog.Logger
 	waitMax    time.Duration
+	clock      func() time.Time // the server's clock: has a waiter's round ended?
 
 	block     atomic.Uint64 // current reservation block size
 	kick      chan struct{}
@@ -72,20 +87,22 @@ type dispenser struct {
 	lastSync  atomic.Int64  // nanoseconds of the last fdatasync
 	syncHist  func(time.Duration)
 
-	mu        sync.Mutex // serialises slot writes: reserver, shutdown
-	seenWaits uint64     // nwaits at the last adaptBlock (reserver only)
-	rate      [2]struct {
-		at    int64
-		taken uint64
-	}
+	mu sync.Mutex // serialises slot writes: reserver, shutdown
+	// The reserver's rate estimate (reserver only): the round measured, when and at
+	// which cursor the current window began.
+	rateRound *round
+	rateAt    int64
+	rateTaken uint64
+	seenWaits uint64 // nwaits when the rate was last measured
+	ended     int    // rounds [0, ended) have ended and had their waiters woken
 }
 
-func newDispenser(h *ticket.ShardHeader, st *stateFile, pace bool, waitMax time.Duration, log *slog.Logger) *dispenser {
+func newDispenser(h *ticket.ShardHeader, st *stateFile, pace bool, waitMax time.Duration, clock func() time.Time, log *slog.Logger) *dispenser {
 	d := &dispenser{
-		pace: pace, state: st, log: log, waitMax: waitMax,
+		pace: pace, state: st, log: log, waitMax: waitMax, clock: clock,
 		kick: make(chan struct{}, 1),
 	}
-	d.block.Store(initialBlock)
+	d.block.Store(minBlock)
 	if len(h.Rounds) == 1 && h.Rounds[0].AlwaysOpen() {
 		d.issueUntil = h.CreatedAt.Add(time.Duration(h.TTLSeconds) * time.Second).UnixNano()
 	} else {
@@ -195,6 +212,13 @@ func (d *dispenser) take(r *round, now int64) (uint64, takeResult) {
 			if d.failed.Load() {
 				return 0, takeRetry
 			}
+			if !r.always && d.clock().UnixNano() >= r.end {
+				// The request came in time, but the round has ended since: the
+				// reserver has moved on and will not reserve this round again. The
+				// answer is what a request after the end would get for this round,
+				// no ticket, not a 429 after waiting out waitMax.
+				return 0, takeMiss
+			}
 			// The burst outran the reservation: park until the reserver has synced
 			// the next block. This is the only place a request waits on the disk.
 			wake := r.wake.Load()
@@ -214,7 +238,7 @@ func (d *dispenser) take(r *round, now int64) (uint64, takeResult) {
 				return 0, takeRetry
 			}
 		}
-		if rsv-c <= d.block.Load()/2 {
+		if rsv-c <= refillAt(d.block.Load()) {
 			d.nudge()
 		}
 		if r.cursor.CompareAndSwap(c, c+1) {
@@ -246,58 +270,117 @@ func (d *dispenser) run(ctx context.Context, now func() time.Time) {
 		if d.failed.Load() {
 			continue
 		}
-		if err := d.reserveAhead(now().UnixNano()); err != nil {
+		n := now().UnixNano()
+		if err := d.reserveAhead(n); err != nil {
 			d.failed.Store(true)
 			d.log.Error("cannot write the state file: no more tickets will be issued", "err", err)
 			d.wakeAll()
 		}
+		d.wakeEnded(n)
 	}
 }
 
-// reserveAhead extends the reservation of the round open at now (or about to open)
-// when its headroom has fallen below half a block.
+// wakeEnded releases the takes still parked on rounds that have ended, once per
+// round: they answer miss (see take) instead of waiting for a reservation that the
+// reserver, now on a later round, will never make.
+func (d *dispenser) wakeEnded(now int64) {
+	for d.ended < len(d.rounds) && !d.rounds[d.ended].always && d.rounds[d.ended].end <= now {
+		d.wake(d.rounds[d.ended])
+		d.ended++
+	}
+}
+
+// reserveAhead extends the reservation of the round open at now when its headroom has
+// fallen below most of a block (refillAt), and gives the next round its first block once it opens
+// within preOpenWindow, also while the current one is still open (back-to-back
+// rounds), so that the first requests of a round do not all wait on the disk.
 func (d *dispenser) reserveAhead(now int64) error {
 	r, next := d.roundAt(now)
-	if r == nil {
-		if next == nil || next.start-now > int64(preOpenWindow) {
-			return nil
+	if r != nil && !r.always && r.index+1 < len(d.rounds) {
+		next = d.rounds[r.index+1]
+	}
+	if r != nil {
+		if err := d.extend(r, d.adaptBlock(r, now)); err != nil {
+			return err
 		}
-		r = next
 	}
-	block := d.adaptBlock(r, now)
-	c := r.cursor.Load()
-	rsv := r.reserved.Load()
-	if rsv >= r.count || (rsv > c && rsv-c > block/2) {
-		return nil
+	if next != nil && next.start-now <= int64(preOpenWindow) && next.reserved.Load() == 0 {
+		return d.extend(next, d.block.Load())
 	}
-	want := min(max(rsv, c)+block, r.count)
-	return d.reserve(r, want)
+	return nil
 }
 
-// adaptBlock sizes the block to about reserveAhead of the recent take rate, and at
-// least the takes that happened during the last fsync, within [minBlock, maxBlock].
+// extend reserves up to block positions ahead of r's cursor, within r's bound, when
+// what is left ahead has fallen to refillAt of that.
+func (d *dispenser) extend(r *round, block uint64) error {
+	c := r.cursor.Load()
+	if c >= r.count {
+		return nil
+	}
+	block = min(block, r.aheadLimit(c))
+	rsv := r.reserved.Load()
+	if rsv >= r.count || (rsv > c && rsv-c > refillAt(block)) {
+		return nil
+	}
+	return d.reserve(r, min(c+block, r.count))
+}
+
+// refillAt is how little may be left ahead of the cursor before the reservation is
+// extended back to a whole block: a quarter of the block is used up between two
+// fsyncs, and three quarters are left to cover the next one, so that a short stall of
+// the disk or the scheduler does not make requests wait.
+func refillAt(block uint64) uint64 { return block / 2 }
+
+// aheadLimit is the most positions of r that may be reserved ahead of cursor c: what a
+// kill -9 at that moment would forfeit (see the constants).
+func (r *round) aheadLimit(c uint64) uint64 {
+	left := r.count - min(c, r.count)
+	return min(max(left/aheadShare, r.count/tailShare, minBlock), maxBlock)
+}
+
+// saturated reports whether requests have waited for a reservation since the last
+// look and the current window has lasted at least 1 ms: the block, not the demand,
+// then limits the rate, so the rate is measured at once instead of after a whole
+// rateWindow (an edge that idled before its round starts at minBlock and would
+// otherwise put an fsync on the path of every few requests for that long). It is
+// still the observed rate that sizes the block, and the round's bound caps it.
+func (d *dispenser) saturated(now int64) bool {
+	w := d.nwaits.Load()
+	if w == d.seenWaits || now-d.rateAt < int64(time.Millisecond) {
+		return false
+	}
+	d.seenWaits = w
+	return true
+}
+
+// adaptBlock sizes the block to about reserveAhead of the take rate, and at least
+// twice the takes that happen during one fsync, within [minBlock, r's ahead limit].
+// The rate is measured over windows of at least rateWindow, and the block moves only
+// halfway towards its target per window: a momentary burst moves it little, one
+// quiet window does not collapse it, and a sustained rate reaches it in a few windows.
 func (d *dispenser) adaptBlock(r *round, now int64) uint64 {
 	c := r.cursor.Load()
-	prev := d.rate[1]
-	d.rate[1] = d.rate[0]
-	d.rate[0].at, d.rate[0].taken = now, c
 	block := d.block.Load()
-	if prev.at != 0 && now > prev.at && c >= prev.taken {
-		perSec := float64(c-prev.taken) / (float64(now-prev.at) / 1e9)
+	switch {
+	case d.rateRound == nil:
+		// The first look of this run: no rate is known yet. Start at a quarter of the
+		// bound, so that a kill right after a restart forfeits little, yet a fast
+		// shard is not throttled to one fsync per few tickets until the first window.
+		block = max(block, r.aheadLimit(c)/4)
+		d.rateRound, d.rateAt, d.rateTaken = r, now, c
+	case d.rateRound != r || c < d.rateTaken || now < d.rateAt:
+		// A new round (or a clock step back): start a new window, keep the block.
+		d.rateRound, d.rateAt, d.rateTaken = r, now, c
+	case now-d.rateAt >= int64(rateWindow) || d.saturated(now):
+		perSec := float64(c-d.rateTaken) / (float64(now-d.rateAt) / 1e9)
+		d.rateAt, d.rateTaken = now, c
 		want := perSec * reserveAhead.Seconds()
 		if s := time.Duration(d.lastSync.Load()); s > 0 {
 			want = max(want, 2*perSec*s.Seconds())
 		}
-		// Move halfway towards the target so one quiet tick does not collapse the block
-		// just before the next burst.
 		block = uint64((float64(block) + want) / 2)
 	}
-	if w := d.nwaits.Load(); w != d.seenWaits {
-		// A burst outran the reservation since the last look: double the block.
-		d.seenWaits = w
-		block *= 2
-	}
-	block = min(max(block, minBlock), maxBlock)
+	block = min(max(block, minBlock), r.aheadLimit(c))
 	d.block.Store(block)
 	return block
 }

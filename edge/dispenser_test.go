@@ -7,17 +7,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"shake/ticket"
 )
 
 func newTestDispenser(t *testing.T, count uint64, rounds int, pace bool) (*dispenser, *stateFile) {
 	t.Helper()
 	h := testHeader(count, rounds)
-	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h)
+	// The clock stays at the first round's start: no round ends under a test.
+	return dispenserOn(t, h, pace, time.Second, func() time.Time { return h.Rounds[0].Start })
+}
+
+// dispenserOn makes a dispenser for h on a new state file, closed at cleanup.
+func dispenserOn(t *testing.T, h *ticket.ShardHeader, pace bool, waitMax time.Duration, clock func() time.Time) (*dispenser, *stateFile) {
+	t.Helper()
+	sf, err := openState(filepath.Join(t.TempDir(), "s.state"), h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sf.close() })
-	return newDispenser(h, sf, pace, time.Second, slog.New(slog.DiscardHandler)), sf
+	return newDispenser(h, sf, pace, waitMax, clock, slog.New(slog.DiscardHandler)), sf
 }
 
 func TestRoundAt(t *testing.T) {
@@ -184,5 +193,61 @@ func TestAdaptBlockBounds(t *testing.T) {
 	}
 	if b := d.block.Load(); b != minBlock {
 		t.Fatalf("block when idle %d, want %d", b, minBlock)
+	}
+}
+
+// TestReservationBound: what may be reserved ahead (and so forfeited by a kill -9) is
+// at most 1/64 of what the round has left, with a floor of 1/128 of the round, and a
+// start, a burst or a flood cannot take it past that.
+func TestReservationBound(t *testing.T) {
+	d, _ := newTestDispenser(t, 100_000, 1, false)
+	r := d.rounds[0]
+	for _, c := range []struct{ cursor, want uint64 }{
+		{0, 100_000 / 64}, {50_000, 50_000 / 64}, {99_000, 100_000 / 128}, {100_000, 100_000 / 128},
+	} {
+		if got := r.aheadLimit(c.cursor); got != c.want {
+			t.Errorf("ahead limit at %d: %d, want %d", c.cursor, got, c.want)
+		}
+	}
+	small, _ := newTestDispenser(t, 1000, 1, false)
+	if got := small.rounds[0].aheadLimit(990); got != minBlock {
+		t.Errorf("small shard's floor %d, want %d", got, minBlock)
+	}
+	now := r.start
+	// A start reserves a quarter of the bound, not a block sized for a rate it has
+	// not seen.
+	if err := d.reserveAhead(now); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.reserved.Load(), r.aheadLimit(0)/4; got != want {
+		t.Fatalf("first reservation %d, want %d", got, want)
+	}
+	// A flood: whatever the rate, never more than the bound ahead of the cursor.
+	for i := 0; i < 50; i++ {
+		now += int64(rateWindow)
+		r.cursor.Store(min(r.reserved.Load(), r.cursor.Load()+5000))
+		if err := d.reserveAhead(now); err != nil {
+			t.Fatal(err)
+		}
+		c := r.cursor.Load()
+		if ahead := r.reserved.Load() - c; ahead > r.aheadLimit(c) {
+			t.Fatalf("step %d: %d reserved ahead of %d, bound %d", i, ahead, c, r.aheadLimit(c))
+		}
+	}
+	// After a quiet spell one burst window moves the block only halfway to what that
+	// window's rate asks for.
+	q, _ := newTestDispenser(t, 1<<30, 1, false)
+	qr := q.rounds[0]
+	qnow := qr.start
+	q.adaptBlock(qr, qnow)
+	for i := 0; i < 20; i++ {
+		qnow += int64(rateWindow)
+		q.adaptBlock(qr, qnow)
+	}
+	before := q.block.Load()
+	qnow += int64(rateWindow)
+	qr.cursor.Add(100_000) // 5M/s for one window: 500,000 tickets' worth of reserveAhead
+	if got := q.adaptBlock(qr, qnow); got > before/2+250_000+1 {
+		t.Fatalf("one burst window took the block from %d to %d", before, got)
 	}
 }

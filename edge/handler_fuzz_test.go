@@ -47,7 +47,7 @@ func FuzzEdgeHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	srv, err := New(Config{Tickets: filepath.Join(dir, "edge-000.tickets"), Key: filepath.Join(dir, "edge-000.key"),
-		SessionKey: sessPath, State: filepath.Join(dir, "edge.state"), Listen: "127.0.0.1:0", PerUser: 0})
+		SessionKey: sessPath, State: filepath.Join(dir, "edge.state"), InitState: true, Listen: "127.0.0.1:0", PerUser: 0})
 	if err != nil {
 		f.Fatal(err)
 	}

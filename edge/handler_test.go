@@ -255,6 +255,7 @@ func TestNewRefusesBadInputs(t *testing.T) {
 		{"another shard's key file", func(c *Config) { c.Key = wrongName }, ErrKey},
 		{"missing session key", func(c *Config) { c.SessionKey = filepath.Join(f.dir, "none") }, ErrSessionKey},
 		{"unwritable state", func(c *Config) { c.State = filepath.Join(f.dir, "no", "dir", "s") }, ErrState},
+		{"missing state", func(c *Config) { c.InitState = false; c.State = filepath.Join(f.dir, "gone.state") }, ErrStateMissing},
 		{"bad listen", func(c *Config) { c.Listen = "256.0.0.1:bad" }, ErrListen},
 		{"per-user too big", func(c *Config) { c.PerUser = MaxPerUser + 1 }, ErrConfig},
 	}
@@ -276,7 +277,7 @@ func TestNewRefusesBadInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if _, err := New(f.config(state)); !errors.Is(err, ErrStateForeign) {
+	if _, err := New(f.resume(state)); !errors.Is(err, ErrStateForeign) {
 		t.Fatalf("foreign state: %v", err)
 	}
 }
@@ -339,7 +340,7 @@ func TestServeOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Clean stop: the exact position is recorded, nothing lost, and a restart resumes.
-	s2, err := New(f.config(state))
+	s2, err := New(f.resume(state))
 	if err != nil {
 		t.Fatal(err)
 	}

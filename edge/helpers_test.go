@@ -158,11 +158,19 @@ func (f *fixture) session(uid uint64) string {
 	return string(f.sess.Mint(nil, uid, time.Now().Add(time.Hour).Unix()))
 }
 
+// config is the configuration of the first start on state (it creates the file).
 func (f *fixture) config(state string) Config {
 	return Config{
-		Tickets: f.tickets, Key: f.key, SessionKey: f.sessPath, State: state,
+		Tickets: f.tickets, Key: f.key, SessionKey: f.sessPath, State: state, InitState: true,
 		Listen: "127.0.0.1:0", PerUser: 1,
 	}
+}
+
+// resume is the configuration of a later start on state.
+func (f *fixture) resume(state string) Config {
+	c := f.config(state)
+	c.InitState = false
+	return c
 }
 
 // checkToken opens a token, checks it against the shard and returns the ticket id.

@@ -103,6 +103,15 @@ func startProc(t *testing.T, f *fixture, state string, extra ...string) *edgePro
 	return p
 }
 
+// firstStart returns args with --init-state in front when first is set: only a
+// shard's very first start creates its state file.
+func firstStart(first bool, args ...string) []string {
+	if first {
+		return append([]string{"--init-state"}, args...)
+	}
+	return args
+}
+
 func (p *edgeProc) logs() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -218,7 +227,7 @@ func TestProcessDrainPoolAndSIGTERM(t *testing.T) {
 	const count = 20000
 	f := newFixture(t, shardSpec{count: count})
 	state := filepath.Join(f.dir, "edge.state")
-	p := startProc(t, f, state, "--per-user", "0")
+	p := startProc(t, f, state, "--init-state", "--per-user", "0")
 	c := newCrowd(f, 1000)
 	c.shakeUntil(p.addr, nil)
 	if c.failed.Load() != 0 || c.other.Load() != 0 {
@@ -256,7 +265,7 @@ func TestProcessSIGTERMMidPool(t *testing.T) {
 	const count = 50000
 	f := newFixture(t, shardSpec{count: count})
 	state := filepath.Join(f.dir, "edge.state")
-	p := startProc(t, f, state, "--per-user", "0")
+	p := startProc(t, f, state, "--init-state", "--per-user", "0")
 	c := newCrowd(f, 200)
 	stop := make(chan struct{})
 	go func() { time.Sleep(300 * time.Millisecond); close(stop) }()
@@ -281,7 +290,7 @@ func TestProcessSIGKILLNeverTwice(t *testing.T) {
 	c := newCrowd(f, 1000)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for kill := 0; kill < 6; kill++ {
-		p := startProc(t, f, state, "--per-user", "0")
+		p := startProc(t, f, state, firstStart(kill == 0, "--per-user", "0")...)
 		stop := make(chan struct{})
 		go func() {
 			time.Sleep(time.Duration(20+rng.IntN(250)) * time.Millisecond)
@@ -315,7 +324,7 @@ func TestProcessBadSessionsAndStartupErrors(t *testing.T) {
 	needBinary(t)
 	f := newFixture(t, shardSpec{count: 10})
 	state := filepath.Join(f.dir, "edge.state")
-	p := startProc(t, f, state)
+	p := startProc(t, f, state, "--init-state")
 	for _, auth := range []string{"", "Bearer x", "Bearer " + f.session(1) + "x", "Bearer " + string(f.sess.Mint(nil, 1, 1))} {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.Header.SetMethod("POST")

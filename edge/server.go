@@ -62,8 +62,12 @@ type Config struct {
 	Tickets    string // shard file (DIR/edge-NNN.tickets)
 	Key        string // that shard's raw 32-byte AEAD key (DIR/edge-NNN.key)
 	SessionKey string // the 32-byte session.key shared with the login system
-	State      string // state file; created on first start
-	Listen     string // host:port, default 127.0.0.1:8080 (port 0 picks one)
+	State      string // state file; it must exist unless InitState
+	// InitState creates State for the shard's very first start and refuses an existing
+	// one (--init-state). Without it a missing State is refused: starting afresh on a
+	// shard that was served before would hand its tickets out again.
+	InitState bool
+	Listen    string // host:port, default 127.0.0.1:8080 (port 0 picks one)
 	// PerUser is the most wins per user per round on this edge; 0 means no limit.
 	PerUser int
 	// Pace spreads each timed round's tickets evenly over its window.
@@ -127,8 +131,8 @@ var keyFileName = regexp.MustCompile(`^edge-(\d+)\.key$`)
 // startup failure is reported before the first request: the shard (ErrShard), the
 // shard key (ErrKey: it must seal and open a probe token for this shard, and a key file
 // named edge-NNN.key must name this shard), the session key (ErrSessionKey), the state
-// file (ErrState, ErrStateCorrupt, ErrStateForeign, ErrStateLocked) and the listen
-// address (ErrListen).
+// file (ErrState, ErrStateCorrupt, ErrStateForeign, ErrStateLocked, ErrStateMissing,
+// ErrStateExists) and the listen address (ErrListen).
 func New(cfg Config) (*Server, error) {
 	if cfg.Tickets == "" || cfg.Key == "" || cfg.SessionKey == "" || cfg.State == "" {
 		return nil, fmt.Errorf("%w: tickets, key, session key and state are required", ErrConfig)
@@ -184,12 +188,12 @@ func New(cfg Config) (*Server, error) {
 	s.ttl = s.hdr.TTLSeconds
 	loaded := time.Since(t0)
 
-	st, err := openState(cfg.State, &s.hdr)
+	st, err := openState(cfg.State, &s.hdr, cfg.InitState)
 	if err != nil {
 		return nil, err
 	}
 	s.state = st
-	s.disp = newDispenser(&s.hdr, st, cfg.Pace, cfg.ReserveWait, s.log)
+	s.disp = newDispenser(&s.hdr, st, cfg.Pace, cfg.ReserveWait, s.now, s.log)
 	s.expiresCap = s.disp.issueUntil/1e9 + s.ttl
 	if s.expiresCap > 1<<32-1 {
 		st.close()

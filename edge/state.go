@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -71,6 +72,12 @@ var (
 	ErrStateForeign = errors.New("state file belongs to another shard")
 	// ErrStateLocked reports a state file held by another running edge.
 	ErrStateLocked = errors.New("state file is in use by another process")
+	// ErrStateMissing reports a state file that does not exist, on a start without
+	// --init-state (Config.InitState).
+	ErrStateMissing = errors.New("state file missing")
+	// ErrStateExists reports a state file that already exists, on a start with
+	// --init-state.
+	ErrStateExists = errors.New("state file already exists")
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -246,12 +253,10 @@ type stateFile struct {
 	writeErr error
 }
 
-// openState opens or creates the state file for the shard described by h, recovers
-// from a previous crash, and returns the file with its cursors set to where this run
-// resumes. It fails with ErrState, ErrStateCorrupt, ErrStateForeign or ErrStateLocked.
 // neverWritten reports whether a state file of the expected size still has both slots
-// all zero bytes: created, but killed before its first reservation was written. A torn
-// or damaged slot is not all zeros and is still refused as corrupt.
+// all zero bytes. This code never leaves such a file (createState links a complete file
+// into place), but an older shake killed during its first start did, and so does a
+// file truncated by mistake. A torn or damaged slot is not all zeros: that is corrupt.
 func neverWritten(f *os.File, size int64, rounds int, slotLen int64) bool {
 	if size != stateFileSize(rounds) {
 		return false
@@ -268,10 +273,98 @@ func neverWritten(f *os.File, size int64, rounds int, slotLen int64) bool {
 	return true
 }
 
-func openState(path string, h *ticket.ShardHeader) (*stateFile, error) {
+// initTempPattern names createState's temporary files, next to the state file.
+func initTempPattern(path string) string { return "." + filepath.Base(path) + ".init-*" }
+
+// createState makes the state file of a shard's very first start (--init-state): a
+// complete file, slot A holding "nothing reserved" and the cursor region, written
+// under a temporary name, fsynced, then hard-linked to path, which fails if path
+// exists, and the directory fsynced. The state file is therefore either absent or
+// complete: a crash part-way leaves only the temporary file (removed by the next
+// createState), path stays missing, and the same --init-state start can simply be
+// run again; nothing was handed out, since no ticket is before openState returns.
+// It refuses an existing path (ErrStateExists), whatever it holds: --init-state
+// declares "this shard was never served", which no file on disk can confirm.
+func createState(path string, h *ticket.ShardHeader) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%w: %s (--init-state is for a shard's very first start and never replaces a state file: start without it to resume from the file)", ErrStateExists, path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	dir := filepath.Dir(path)
+	if stale, _ := filepath.Glob(filepath.Join(dir, initTempPattern(path))); len(stale) > 0 {
+		for _, name := range stale {
+			os.Remove(name) // left by an interrupted --init-state; removing is best effort
+		}
+	}
+	tmp, err := os.CreateTemp(dir, initTempPattern(path)) // mode 0600
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	defer os.Remove(tmp.Name())
+	err = writeInitial(tmp, h)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrState, tmp.Name(), err)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: %s (created by another process meanwhile)", ErrStateExists, path)
+	} else if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	if err := ticket.SyncDir(dir); err != nil {
+		return fmt.Errorf("%w: %s: sync directory: %v", ErrState, path, err)
+	}
+	return nil
+}
+
+// writeInitial writes a complete state file for h into f and fsyncs it: slot A with
+// nothing reserved (seq 1, gen 1), slot B empty, the cursor region owned by gen 1.
+func writeInitial(f *os.File, h *ticket.ShardHeader) error {
+	rounds := len(h.RoundRanges)
+	if err := f.Truncate(stateFileSize(rounds)); err != nil {
+		return err
+	}
+	snap := stateSnapshot{Seq: 1, Gen: 1, ID: identityOf(h), Clean: true, Rounds: make([]roundRecord, rounds)}
+	if _, err := f.WriteAt(encodeSlot(nil, &snap), 0); err != nil {
+		return err
+	}
+	region := make([]byte, regionHeaderLen)
+	copy(region, regionMagic)
+	binary.LittleEndian.PutUint64(region[8:], snap.Gen)
+	if _, err := f.WriteAt(region, 2*slotSize(rounds)); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// missingState is the error for a start without --init-state on a missing file.
+func missingState(path string) error {
+	note := ""
+	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), initTempPattern(path))); len(stale) > 0 {
+		note = " (an --init-state start was interrupted before it completed: nothing was handed out, run it again)"
+	}
+	return fmt.Errorf("%w: %s does not exist%s. Starting afresh would hand out again every ticket of this shard that was handed out before it went missing (a lost volume, a rescheduled pod, a typo in --state): restore the file, or, only for the shard's very first start, pass --init-state to create it", ErrStateMissing, path, note)
+}
+
+// openState opens the state file for the shard described by h (creating it first when
+// init is set: createState), recovers from a previous crash, and returns the file with
+// its cursors set to where this run resumes. It fails with ErrState, ErrStateCorrupt,
+// ErrStateForeign, ErrStateLocked, ErrStateMissing or ErrStateExists.
+func openState(path string, h *ticket.ShardHeader, init bool) (*stateFile, error) {
 	id := identityOf(h)
 	rounds := len(h.RoundRanges)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if init {
+		if err := createState(path, h); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, missingState(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
 	}
@@ -293,27 +386,22 @@ func openState(path string, h *ticket.ShardHeader) (*stateFile, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
 	}
 	sf := &stateFile{path: path, f: f, rounds: rounds, slotLen: slotSize(rounds)}
-	var prev *stateSnapshot
 	if st.Size() == 0 || neverWritten(f, st.Size(), rounds, sf.slotLen) {
-		// A new (or freshly touched) file: the first run of this shard. A file whose
-		// first start died between sizing it and its first fsynced slot is new too: no
-		// ticket is handed out before a slot is durable, so nothing was issued from it.
-		if err := f.Truncate(stateFileSize(rounds)); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
-		}
-	} else {
-		prev, err = readSnapshot(f, st.Size(), path)
-		if err != nil {
-			return nil, err
-		}
-		if prev.ID != id {
-			return nil, fmt.Errorf("%w: %s was written for campaign %q shard %d (first ticket %d, %d tickets), this is campaign %q shard %d (first ticket %d, %d tickets)%s",
-				ErrStateForeign, path, prev.ID.Campaign, prev.ID.Shard, prev.ID.FirstTicket, prev.ID.Count,
-				id.Campaign, id.Shard, id.FirstTicket, id.Count, sameLayoutNote(prev.ID, id))
-		}
-		if st.Size() != stateFileSize(rounds) {
-			return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrStateCorrupt, path, st.Size(), stateFileSize(rounds))
-		}
+		// Not treated as new: a file emptied by mistake looks just like this, and
+		// starting afresh on it would hand the shard out again.
+		return nil, fmt.Errorf("%w: %s is empty or was never written, so it cannot tell which tickets were handed out (a truncated file, or the first start of an older shake killed before it completed); if no ticket of this shard was ever handed out, remove it and start with --init-state", ErrStateCorrupt, path)
+	}
+	prev, err := readSnapshot(f, st.Size(), path)
+	if err != nil {
+		return nil, err
+	}
+	if prev.ID != id {
+		return nil, fmt.Errorf("%w: %s was written for campaign %q shard %d (first ticket %d, %d tickets), this is campaign %q shard %d (first ticket %d, %d tickets)%s",
+			ErrStateForeign, path, prev.ID.Campaign, prev.ID.Shard, prev.ID.FirstTicket, prev.ID.Count,
+			id.Campaign, id.Shard, id.FirstTicket, id.Count, sameLayoutNote(prev.ID, id))
+	}
+	if st.Size() != stateFileSize(rounds) {
+		return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrStateCorrupt, path, st.Size(), stateFileSize(rounds))
 	}
 	region, err := syscall.Mmap(int(f.Fd()), 2*sf.slotLen, int(regionSize(rounds)), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
@@ -376,22 +464,19 @@ func readSnapshot(f *os.File, size int64, path string) (*stateSnapshot, error) {
 }
 
 // recover computes what the previous run lost, writes the new incarnation's slot and
-// points the mapped cursors at the reservation. prev is nil for a new file.
+// points the mapped cursors at the reservation.
 func (sf *stateFile) recover(prev *stateSnapshot, id stateIdentity) error {
-	next := stateSnapshot{ID: id, Rounds: make([]roundRecord, sf.rounds), Seq: 1, Gen: 1}
-	if prev != nil {
-		next.Seq, next.Gen = prev.Seq+1, prev.Gen+1
-		regionGen := binary.LittleEndian.Uint64(sf.region[8:])
-		regionOK := string(sf.region[:8]) == regionMagic && regionGen == prev.Gen
-		for i, r := range prev.Rounds {
-			taken := r.Hint
-			if regionOK {
-				// Positions are only taken below the reservation; a larger cursor can
-				// only be damage, and the reservation is the safe bound then.
-				taken = max(taken, min(sf.cursors[i].Load(), r.Reserved))
-			}
-			next.Rounds[i] = roundRecord{Reserved: r.Reserved, Lost: r.Lost + (r.Reserved - taken), Hint: r.Reserved}
+	next := stateSnapshot{ID: id, Rounds: make([]roundRecord, sf.rounds), Seq: prev.Seq + 1, Gen: prev.Gen + 1}
+	regionGen := binary.LittleEndian.Uint64(sf.region[8:])
+	regionOK := string(sf.region[:8]) == regionMagic && regionGen == prev.Gen
+	for i, r := range prev.Rounds {
+		taken := r.Hint
+		if regionOK {
+			// Positions are only taken below the reservation; a larger cursor can only
+			// be damage, and the reservation is the safe bound then.
+			taken = max(taken, min(sf.cursors[i].Load(), r.Reserved))
 		}
+		next.Rounds[i] = roundRecord{Reserved: r.Reserved, Lost: r.Lost + (r.Reserved - taken), Hint: r.Reserved}
 	}
 	// Durable first, then the region: see the file comment about gen.
 	if err := sf.writeSlot(&next); err != nil {
@@ -402,14 +487,6 @@ func (sf *stateFile) recover(prev *stateSnapshot, id stateIdentity) error {
 	}
 	binary.LittleEndian.PutUint64(sf.region[8:], next.Gen)
 	copy(sf.region[:8], regionMagic)
-	if prev == nil {
-		if err := sf.f.Sync(); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrState, sf.path, err)
-		}
-		if err := ticket.SyncDir(filepath.Dir(sf.path)); err != nil {
-			return fmt.Errorf("%w: %s: sync directory: %v", ErrState, sf.path, err)
-		}
-	}
 	return nil
 }
 

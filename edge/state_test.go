@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,11 +38,12 @@ func testHeader(count uint64, rounds int) *ticket.ShardHeader {
 func TestStateFreshResumeAndLost(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edge.state")
 	h := testHeader(1000, 3)
-	sf, err := openState(path, h)
+	sf, err := openState(path, h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sf.snap.Gen != 1 || sf.cursors[1].Load() != 0 {
+	// createState writes gen 1, this first run is gen 2.
+	if sf.snap.Gen != 2 || sf.cursors[1].Load() != 0 {
 		t.Fatalf("fresh state: gen %d cursor %d", sf.snap.Gen, sf.cursors[1].Load())
 	}
 	// Reserve 100 of round 1, take 37, then "crash" (close without finishing).
@@ -55,17 +57,17 @@ func TestStateFreshResumeAndLost(t *testing.T) {
 	sf.cursors[1].Store(37)
 	sf.close()
 
-	sf, err = openState(path, h)
+	sf, err = openState(path, h, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := sf.snap.Rounds[1]
-	if r.Reserved != 100 || r.Lost != 63 || sf.cursors[1].Load() != 100 || sf.snap.Gen != 2 {
+	if r.Reserved != 100 || r.Lost != 63 || sf.cursors[1].Load() != 100 || sf.snap.Gen != 3 {
 		t.Fatalf("after crash: %+v cursor %d gen %d", r, sf.cursors[1].Load(), sf.snap.Gen)
 	}
 	sf.close()
 	// A crash right after recovery (nothing taken) loses nothing more.
-	sf, err = openState(path, h)
+	sf, err = openState(path, h, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestStateFreshResumeAndLost(t *testing.T) {
 func TestStateCrashDuringRecovery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edge.state")
 	h := testHeader(500, 1)
-	sf, _ := openState(path, h)
+	sf, _ := openState(path, h, true)
 	s := sf.snap
 	s.Seq++
 	s.Rounds = []roundRecord{{Reserved: 200}}
@@ -93,7 +95,7 @@ func TestStateCrashDuringRecovery(t *testing.T) {
 	s2.Rounds = []roundRecord{{Reserved: 200, Lost: 150, Hint: 200}}
 	sf.writeSlot(&s2)
 	sf.close()
-	sf, err := openState(path, h)
+	sf, err := openState(path, h, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,29 +109,29 @@ func TestStateRejectsForeignAndCorrupt(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.state")
 	h := testHeader(1000, 2)
-	sf, err := openState(path, h)
+	sf, err := openState(path, h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sf.close()
 	// Reopen once so that both slots hold a valid snapshot.
-	if sf, err = openState(path, h); err != nil {
+	if sf, err = openState(path, h, false); err != nil {
 		t.Fatal(err)
 	}
 	sf.close()
 
 	other := *h
 	other.Shard = 3
-	if _, err := openState(path, &other); !errors.Is(err, ErrStateForeign) {
+	if _, err := openState(path, &other, false); !errors.Is(err, ErrStateForeign) {
 		t.Fatalf("other shard: %v", err)
 	}
 	regen := *h
 	regen.CreatedAt = h.CreatedAt.Add(time.Second)
-	if _, err := openState(path, &regen); !errors.Is(err, ErrStateForeign) {
+	if _, err := openState(path, &regen, false); !errors.Is(err, ErrStateForeign) {
 		t.Fatalf("regenerated shard: %v", err)
 	}
 	three := testHeader(1000, 3)
-	if _, err := openState(path, three); !errors.Is(err, ErrStateForeign) {
+	if _, err := openState(path, three, false); !errors.Is(err, ErrStateForeign) {
 		t.Fatalf("other round layout: %v", err)
 	}
 
@@ -137,7 +139,7 @@ func TestStateRejectsForeignAndCorrupt(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	b[20] ^= 0xff // slot A seq, under its CRC
 	os.WriteFile(path, b, 0o600)
-	sf, err = openState(path, h)
+	sf, err = openState(path, h, false)
 	if err != nil {
 		t.Fatalf("one slot damaged: %v", err)
 	}
@@ -147,16 +149,16 @@ func TestStateRejectsForeignAndCorrupt(t *testing.T) {
 	b[20] ^= 0xff
 	b[slotSize(2)+20] ^= 0xff
 	os.WriteFile(path, b, 0o600)
-	if _, err := openState(path, h); !errors.Is(err, ErrStateCorrupt) {
+	if _, err := openState(path, h, false); !errors.Is(err, ErrStateCorrupt) {
 		t.Fatalf("both slots damaged: %v", err)
 	}
 	// Garbage and truncation.
 	os.WriteFile(path, []byte("not a state file at all"), 0o600)
-	if _, err := openState(path, h); !errors.Is(err, ErrStateCorrupt) {
+	if _, err := openState(path, h, false); !errors.Is(err, ErrStateCorrupt) {
 		t.Fatalf("garbage: %v", err)
 	}
 	// Unwritable path.
-	if _, err := openState(filepath.Join(dir, "missing", "x.state"), h); !errors.Is(err, ErrState) {
+	if _, err := openState(filepath.Join(dir, "missing", "x.state"), h, true); !errors.Is(err, ErrState) {
 		t.Fatalf("missing dir: %v", err)
 	}
 }
@@ -164,12 +166,12 @@ func TestStateRejectsForeignAndCorrupt(t *testing.T) {
 func TestStateLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edge.state")
 	h := testHeader(10, 1)
-	sf, err := openState(path, h)
+	sf, err := openState(path, h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sf.close()
-	if _, err := openState(path, h); !errors.Is(err, ErrStateLocked) {
+	if _, err := openState(path, h, false); !errors.Is(err, ErrStateLocked) {
 		t.Fatalf("second open: %v", err)
 	}
 }
@@ -213,31 +215,94 @@ func FuzzDecodeSlot(f *testing.F) {
 	})
 }
 
-// TestStateKilledBeforeFirstSlot: a first start killed between sizing the file and
-// writing its first slot leaves a zeroed file; nothing was issued from it, so the next
-// start treats it as new. A slot with any byte written is still refused as corrupt.
-func TestStateKilledBeforeFirstSlot(t *testing.T) {
+// TestStateInitLifecycle: --init-state creates, a plain start resumes, and neither
+// mistakes the other's case (issue 11): a missing file is refused without
+// --init-state, an existing one with it.
+func TestStateInitLifecycle(t *testing.T) {
 	h := testHeader(1000, 2)
-	path := filepath.Join(t.TempDir(), "edge.state")
-	if err := os.WriteFile(path, make([]byte, stateFileSize(len(h.RoundRanges))), 0o600); err != nil {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.state")
+	if _, err := openState(path, h, false); !errors.Is(err, ErrStateMissing) ||
+		!strings.Contains(err.Error(), "--init-state") || !strings.Contains(err.Error(), "again") {
+		t.Fatalf("missing file without --init-state: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start created the file: %v", err)
+	}
+	sf, err := openState(path, h, true)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sf, err := openState(path, h)
-	if err != nil {
-		t.Fatalf("zeroed state file refused: %v", err)
-	}
-	if sf.snap.Gen != 1 {
-		t.Fatalf("zeroed state file not treated as new: gen %d", sf.snap.Gen)
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v", st.Mode().Perm())
 	}
 	sf.close()
+	if _, err := openState(path, h, true); !errors.Is(err, ErrStateExists) {
+		t.Fatalf("--init-state on an existing file: %v", err)
+	}
+	if sf, err = openState(path, h, false); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	sf.close()
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*init*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
 
-	torn := filepath.Join(t.TempDir(), "torn.state")
+// TestStateKilledDuringInit: a first start killed while creating the file leaves only
+// createState's temporary file, half written; the state file itself is absent, not
+// half made. A start without --init-state is refused and says the init was
+// interrupted; running the same --init-state start again completes it.
+func TestStateKilledDuringInit(t *testing.T) {
+	h := testHeader(1000, 2)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.state")
+	half := filepath.Join(dir, ".edge.state.init-123")
+	if err := os.WriteFile(half, []byte("SHKEST01 half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openState(path, h, false); !errors.Is(err, ErrStateMissing) || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("start after an interrupted init: %v", err)
+	}
+	sf, err := openState(path, h, true)
+	if err != nil {
+		t.Fatalf("--init-state again after an interrupted one: %v", err)
+	}
+	sf.close()
+	if _, err := os.Stat(half); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the interrupted init's temporary file was not removed")
+	}
+}
+
+// TestStateBlankFileRefused: an empty or all-zero state file (truncated by mistake, or
+// left by an older shake killed during its first start) cannot say which tickets were
+// handed out; it is refused, not taken as a fresh start, and --init-state does not
+// overwrite it. A torn slot is refused as corrupt too.
+func TestStateBlankFileRefused(t *testing.T) {
+	h := testHeader(1000, 2)
+	dir := t.TempDir()
+	for name, content := range map[string][]byte{
+		"empty":  nil,
+		"zeroed": make([]byte, stateFileSize(len(h.RoundRanges))),
+	} {
+		path := filepath.Join(dir, name+".state")
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := openState(path, h, false); !errors.Is(err, ErrStateCorrupt) || !strings.Contains(err.Error(), "--init-state") {
+			t.Fatalf("%s file: %v", name, err)
+		}
+		if _, err := openState(path, h, true); !errors.Is(err, ErrStateExists) {
+			t.Fatalf("%s file with --init-state: %v", name, err)
+		}
+	}
+	torn := filepath.Join(dir, "torn.state")
 	b := make([]byte, stateFileSize(len(h.RoundRanges)))
 	b[3] = 1 // a slot that was partly written
 	if err := os.WriteFile(torn, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openState(torn, h); !errors.Is(err, ErrStateCorrupt) {
+	if _, err := openState(torn, h, false); !errors.Is(err, ErrStateCorrupt) {
 		t.Fatalf("torn slot: %v, want ErrStateCorrupt", err)
 	}
 }

@@ -6,12 +6,16 @@ package settler
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,10 +38,13 @@ const (
 	DefaultBackoffMax     = 2 * time.Second
 	DefaultAttemptTimeout = 15 * time.Second
 	DefaultDrainTimeout   = 10 * time.Second
-	// DefaultStallTimeout is how long claims may wait with nothing settled before the
-	// group reader is recreated.
+	// DefaultStallTimeout is how long a partition's committed offset may stand still
+	// while claims wait on it before the group reader is recreated.
 	DefaultStallTimeout   = 30 * time.Second
 	DefaultSessionTimeout = 10 * time.Second
+	// DefaultDLQTimeout is how long one batch's dead letters may keep failing to be
+	// written before the settler logs them and moves on.
+	DefaultDLQTimeout = 30 * time.Second
 	// MaxBatch bounds a batch whatever the flags say: a batch is held in memory and
 	// posted in one transaction.
 	MaxBatch = 100_000
@@ -66,8 +73,9 @@ type Config struct {
 	BackoffMax      time.Duration // retry delay cap (default 2s)
 	AttemptTimeout  time.Duration // one ledger call (default 15s)
 	DrainTimeout    time.Duration // after shutdown, how long the batch in hand may take (default 10s)
-	StallTimeout    time.Duration // claims waiting, nothing settled, breaker closed: recreate the reader (default 30s)
+	StallTimeout    time.Duration // a partition's claims waiting, its committed offset still, breaker closed: recreate the reader (default 30s)
 	SessionTimeout  time.Duration // consumer group session timeout (default 10s)
+	DLQTimeout      time.Duration // dead letters failing this long: log them, count them, commit (default 30s)
 
 	Registry *obs.Registry // metrics (nil: a private registry)
 	Logger   *slog.Logger  // nil discards
@@ -93,10 +101,12 @@ type Settler struct {
 	mCommitErrs  *obs.Counter
 	mFetchErrs   *obs.Counter
 	mRestarts    *obs.Counter
-	stalled      atomic.Bool // set by watchStall, cleared when work resumes
+	stalled      atomic.Bool // set by watchStall, cleared when every partition moves again
 	mGroupLag    *obs.Gauge
+	mStalled     *obs.Gauge
 	mDLQErrs     *obs.Counter
 	mDLQ         map[string]*obs.Counter
+	mDLQDropped  map[string]*obs.Counter
 	mBatchSize   *obs.Histogram
 	mPostLatency *obs.Histogram
 	mE2E         *obs.Histogram
@@ -104,6 +114,15 @@ type Settler struct {
 	mLagTotal    *obs.Gauge
 	lag          map[int]*obs.Gauge // per partition; touched by the Run goroutine only
 	lagVal       map[int]int64
+
+	// The watchdog interrupts the Run loop's fetch through these: restart asks for a
+	// new group reader, fetchCancel ends the fetch in progress (see interrupt).
+	restart     atomic.Bool
+	fetchMu     sync.Mutex
+	fetchCancel context.CancelFunc
+	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
+
+	dlqDown atomic.Bool // the last dead-letter write failed for DLQTimeout
 }
 
 // batchBuckets are the histogram bounds for batch sizes (claims, not seconds).
@@ -145,6 +164,7 @@ func New(cfg Config) (*Settler, error) {
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
 	def(&cfg.StallTimeout, DefaultStallTimeout)
 	def(&cfg.SessionTimeout, DefaultSessionTimeout)
+	def(&cfg.DLQTimeout, DefaultDLQTimeout)
 	if cfg.Registry == nil {
 		cfg.Registry = obs.NewRegistry()
 	}
@@ -171,10 +191,14 @@ func New(cfg Config) (*Settler, error) {
 	s.mFetchErrs = r.Counter("shake_settler_fetch_errors_total", "Failed fetches from Kafka.")
 	s.mRestarts = r.Counter("shake_settler_reader_restarts_total", "Group readers recreated because the consumer stalled.")
 	s.mGroupLag = r.Gauge("shake_settler_group_lag", "Claims in the topic the group has not committed, over all partitions (asked of the broker).")
+	s.mStalled = r.Gauge("shake_settler_stalled_partitions", "Partitions whose committed offset has stood still for --stall-timeout while claims wait on them.")
 	s.mDLQErrs = r.Counter("shake_settler_dlq_errors_total", "Failed writes to the dead-letter topic (each retried).")
 	s.mDLQ = make(map[string]*obs.Counter, len(Reasons))
+	s.mDLQDropped = make(map[string]*obs.Counter, len(Reasons))
 	for _, reason := range Reasons {
 		s.mDLQ[reason] = r.Counter("shake_settler_dlq_total", "Claims sent to the dead-letter topic, by reason.", "reason", reason)
+		s.mDLQDropped[reason] = r.Counter("shake_settler_dlq_unwritten_total",
+			"Rejected claims whose dead letter could not be written for --dlq-timeout: logged and committed (they stay in the claims topic), by reason.", "reason", reason)
 	}
 	s.mBatchSize = r.Histogram("shake_settler_batch_size", "Claims per batch.", batchBuckets)
 	s.mPostLatency = r.Histogram("shake_settler_post_seconds", "Latency of one successful ledger transaction.", obs.LatencyBuckets)
@@ -183,11 +207,36 @@ func New(cfg Config) (*Settler, error) {
 	return s, nil
 }
 
-// Ready reports whether the settler is consuming: the campaign is funded in the ledger
-// and the breaker is not open.
-func (s *Settler) Ready() bool {
-	return s.running.Load() && s.funded.Load() && s.br.State() != BreakerOpen && !s.stalled.Load()
+// Reasons NotReadyReason gives, as /readyz shows them.
+const (
+	ReadyStarting      = "starting"            // Run has not started consuming, or has stopped
+	ReadyUnfunded      = "unfunded"            // the campaign's budget is not funded in the ledger yet
+	ReadyBreakerOpen   = "ledger_breaker_open" // the ledger failed; postings wait for the breaker
+	ReadyStalled       = "stalled"             // a partition's claims wait and its committed offset does not move
+	ReadyDLQUnwritable = "dlq_unwritable"      // the dead-letter topic refused writes for --dlq-timeout
+)
+
+// NotReadyReason returns "" when the settler is consuming with everything it needs,
+// else why not (one of the Ready* reasons).
+func (s *Settler) NotReadyReason() string {
+	switch {
+	case !s.funded.Load():
+		return ReadyUnfunded
+	case !s.running.Load():
+		return ReadyStarting
+	case s.br.State() == BreakerOpen:
+		return ReadyBreakerOpen
+	case s.stalled.Load():
+		return ReadyStalled
+	case s.dlqDown.Load():
+		return ReadyDLQUnwritable
+	}
+	return ""
 }
+
+// Ready reports whether the settler is consuming: the campaign is funded in the ledger,
+// the breaker is not open, no partition is stalled and dead letters can be written.
+func (s *Settler) Ready() bool { return s.NotReadyReason() == "" }
 
 // BreakerState returns the ledger breaker's state.
 func (s *Settler) BreakerState() BreakerState { return s.br.State() }
@@ -225,24 +274,24 @@ func (s *Settler) Run(ctx context.Context) error {
 
 	msgs := make([]kafka.Message, 0, s.cfg.Batch)
 	b := &batch{postings: make([]ledger.Posting, 0, s.cfg.Batch)}
-	stalled := make(chan struct{}, 1)
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go s.watchStall(wctx, stalled)
-	fetch := newScope(ctx)
+	go s.watchStall(wctx)
+	fetch := s.newFetch(ctx)
 	defer func() { fetch.cancel() }()
 	for ctx.Err() == nil {
-		select {
-		case <-stalled:
-			// The group reader has stopped delivering while claims wait (seen after
-			// broker restarts): a new reader rejoins the group from the committed
-			// offsets. Nothing is skipped; anything uncommitted comes again.
+		if s.restart.Swap(false) {
+			// A partition stands still while claims wait on it (a member the broker
+			// keeps that consumes nothing, a reader that stopped delivering after a
+			// broker restart): a new group member forces a rebalance, which drops a
+			// member that does not rejoin, and starts from the committed offsets.
+			// Nothing is skipped; anything uncommitted comes again.
 			fetch.cancel()
-			rd.Close()
+			closeReader(rd, s.log)
 			rd = s.newReader()
-			fetch = newScope(ctx)
+			fetch = s.newFetch(ctx)
 			s.mRestarts.Inc()
-		default:
+			s.log.Warn("group reader recreated")
 		}
 		msgs = s.collect(fetch.ctx, rd, msgs[:0])
 		if len(msgs) == 0 {
@@ -250,7 +299,9 @@ func (s *Settler) Run(ctx context.Context) error {
 		}
 		// The batch in hand is finished even after shutdown began, within DrainTimeout.
 		dctx, cancel := drainContext(ctx, s.cfg.DrainTimeout)
+		s.settling.Store(true)
 		err := s.settle(dctx, rd, dlq, msgs, b)
+		s.settling.Store(false)
 		cancel()
 		if err != nil {
 			return err
@@ -258,6 +309,44 @@ func (s *Settler) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// newFetch returns the context the fetches of one group reader run under, and lets
+// interrupt cancel it.
+func (s *Settler) newFetch(parent context.Context) scope {
+	f := newScope(parent)
+	s.fetchMu.Lock()
+	s.fetchCancel = f.cancel
+	s.fetchMu.Unlock()
+	return f
+}
+
+// interrupt asks the Run loop for a new group reader and ends the fetch it may be
+// blocked in: a stalled group leaves FetchMessage waiting for ever.
+func (s *Settler) interrupt() {
+	s.restart.Store(true)
+	s.fetchMu.Lock()
+	if s.fetchCancel != nil {
+		s.fetchCancel()
+	}
+	s.fetchMu.Unlock()
+}
+
+// closeReader closes a group reader (it leaves the group), waiting at most 10 s: a
+// reader whose broker connection is black-holed must not hold up its replacement.
+func closeReader(rd *kafka.Reader, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		if err := rd.Close(); err != nil {
+			log.Debug("closing the group reader", "err", err)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		log.Warn("the old group reader did not close within 10s; leaving it behind")
+	}
 }
 
 // scope is a cancellable context: the fetches of one group reader.
@@ -292,59 +381,96 @@ func (s *Settler) newReader() *kafka.Reader {
 	})
 }
 
-// watchStall signals stalled when the group's committed lag (claims in the topic not yet
-// committed by anyone, asked of the broker) stays above zero while this settler settles
-// nothing for StallTimeout with its ledger breaker closed. It also exports that lag.
-func (s *Settler) watchStall(ctx context.Context, stalled chan<- struct{}) {
+// watchStall watches every partition's committed offset (asked of the broker, whoever
+// owns the partition). A partition whose committed offset stands still for StallTimeout
+// while claims wait on it, with this settler's ledger breaker closed, is stalled: the
+// settler reports not ready and interrupts its Run loop for a new group reader. It also
+// exports the group's lag.
+func (s *Settler) watchStall(ctx context.Context) {
 	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
 	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
 	defer tick.Stop()
-	lastWork, lastChange := s.work(), time.Now()
+	type seen struct {
+		committed int64
+		since     time.Time // when committed last moved, or the partition was caught up
+	}
+	parts := map[int]seen{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		lag, err := groupLag(ctx, client, s.cfg.Group, s.cfg.Topic)
+		offs, err := groupOffsets(ctx, client, s.cfg.Group, s.cfg.Topic)
 		if err != nil {
 			continue // the broker is down: nothing to tell
 		}
+		now := time.Now()
+		var lag int64
+		var stalled []int
+		healthy := s.br.State() == BreakerClosed
+		for p, o := range offs {
+			lag += o.lag()
+			w, ok := parts[p]
+			if !ok || w.committed != o.committed || o.lag() == 0 || !healthy {
+				parts[p] = seen{o.committed, now}
+				continue
+			}
+			if now.Sub(w.since) >= s.cfg.StallTimeout {
+				stalled = append(stalled, p)
+			}
+		}
 		s.mGroupLag.Set(lag)
-		if w := s.work(); w != lastWork || lag == 0 || s.br.State() != BreakerClosed {
-			lastWork, lastChange = w, time.Now()
+		s.mStalled.Set(int64(len(stalled)))
+		if len(stalled) == 0 {
 			s.stalled.Store(false)
 			continue
 		}
-		if time.Since(lastChange) >= s.cfg.StallTimeout {
-			// Not ready until something settles again: whatever watches /readyz sees it.
-			s.stalled.Store(true)
-			s.log.Error("consumer stalled: claims are waiting but nothing was settled; restarting the group reader",
-				"group_lag", lag, "for", time.Since(lastChange).Round(time.Second))
-			select {
-			case stalled <- struct{}{}:
-			default:
-			}
-			lastChange = time.Now()
+		// Not ready until the partitions move again: whatever watches /readyz sees it.
+		s.stalled.Store(true)
+		if s.settling.Load() {
+			continue // the Run loop is posting, not waiting on the group: look again later
+		}
+		slices.Sort(stalled)
+		s.log.Error("consumer stalled: claims wait on partitions whose committed offset does not move; recreating the group reader",
+			"partitions", stalled, "group_lag", lag, "for", s.cfg.StallTimeout)
+		s.interrupt()
+		// The new member's rebalance may take up to its rebalance timeout (the session
+		// timeout) before it fetches: give it that and a full StallTimeout.
+		grace := now.Add(s.cfg.SessionTimeout)
+		for _, p := range stalled {
+			parts[p] = seen{offs[p].committed, grace}
 		}
 	}
 }
 
-// work counts the claims this settler has dealt with (posted, duplicate, dead-lettered).
-func (s *Settler) work() uint64 {
-	n := s.mPosted.Value() + s.mDup.Value()
-	for _, c := range s.mDLQ {
-		n += c.Value()
-	}
-	return n
+// partOffsets is where a group stands on one partition.
+type partOffsets struct {
+	committed int64 // the group's committed offset, or the partition's first if none
+	end       int64 // the high watermark
 }
+
+func (o partOffsets) lag() int64 { return max(0, o.end-o.committed) }
 
 // groupLag asks the broker how many claims of topic the group has not committed yet,
 // over all partitions, whoever owns them.
 func groupLag(ctx context.Context, c *kafka.Client, group, topic string) (int64, error) {
-	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	offs, err := groupOffsets(ctx, c, group, topic)
 	if err != nil {
 		return 0, err
+	}
+	var lag int64
+	for _, o := range offs {
+		lag += o.lag()
+	}
+	return lag, nil
+}
+
+// groupOffsets asks the broker where group stands on every partition of topic.
+func groupOffsets(ctx context.Context, c *kafka.Client, group, topic string) (map[int]partOffsets, error) {
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
 	}
 	var parts []int
 	for _, t := range meta.Topics {
@@ -355,37 +481,37 @@ func groupLag(ctx context.Context, c *kafka.Client, group, topic string) (int64,
 		}
 	}
 	if len(parts) == 0 {
-		return 0, fmt.Errorf("topic %s has no partitions", topic)
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
 	}
 	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	first, err := listOffsets(ctx, c, topic, parts, false)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	last, err := listOffsets(ctx, c, topic, parts, true)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	done := map[int]int64{}
 	for _, po := range committed.Topics[topic] {
 		if po.Error != nil {
-			return 0, po.Error
+			return nil, po.Error
 		}
 		done[po.Partition] = po.CommittedOffset
 	}
-	var lag int64
+	out := make(map[int]partOffsets, len(parts))
 	for _, p := range parts {
 		// A partition the group never committed is absent or -1: it starts at the start.
 		from, ok := done[p]
 		if !ok || from < 0 {
 			from = first[p]
 		}
-		lag += max(0, last[p]-from)
+		out[p] = partOffsets{committed: from, end: last[p]}
 	}
-	return lag, nil
+	return out, nil
 }
 
 // listOffsets returns each partition's first offset, or its last (high watermark).
@@ -488,15 +614,9 @@ func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Write
 		s.mAmount.Add(uint64(res.Amount))
 	}
 	if len(b.dead) > 0 {
-		if err := s.retryWith(ctx, "dead-letter", nil, s.mDLQErrs, func(actx context.Context) error {
-			return dlq.WriteMessages(actx, b.dead...)
-		}); err != nil {
+		if err := s.writeDead(ctx, dlq, b.dead); err != nil {
 			return err
 		}
-		for i := range b.dead {
-			s.mDLQ[string(b.dead[i].Headers[0].Value)].Inc()
-		}
-		s.log.Warn("claims dead-lettered", "count", len(b.dead), "topic", s.dlqTopic)
 	}
 	if err := rd.CommitMessages(ctx, msgs...); err != nil {
 		// The ledger has the batch; a failed commit (usually a rebalance) only means the
@@ -598,34 +718,115 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// writeDead writes a batch's dead letters. Retrying cannot go on for ever: one
+// poisoned record or a dead-letter topic that refuses writes would stop all settlement.
+// After DLQTimeout of failures (only one attempt while the topic is known to be down) it
+// logs each dead letter (reason, source, length and SHA-256 of the record, which stays
+// in the claims topic at that offset), counts it in shake_settler_dlq_unwritten_total,
+// marks the settler not ready (dlq_unwritable) and returns nil so that the batch is
+// committed: a rejected claim is not paid either way. It returns an error only when ctx
+// ended (shutdown), and then the batch is not committed and comes again.
+func (s *Settler) writeDead(ctx context.Context, dlq *kafka.Writer, dead []kafka.Message) error {
+	wait := s.cfg.DLQTimeout
+	if s.dlqDown.Load() {
+		wait = min(wait, s.cfg.AttemptTimeout, max(s.cfg.DLQTimeout/6, time.Second))
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	err := s.retryWith(wctx, "dead-letter", nil, s.mDLQErrs, func(actx context.Context) error {
+		return dlq.WriteMessages(actx, dead...)
+	})
+	cancel()
+	if err == nil {
+		if s.dlqDown.Swap(false) {
+			s.log.Info("the dead-letter topic takes writes again", "topic", s.dlqTopic)
+		}
+		for i := range dead {
+			s.mDLQ[string(dead[i].Headers[0].Value)].Inc()
+		}
+		s.log.Warn("claims dead-lettered", "count", len(dead), "topic", s.dlqTopic)
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	s.dlqDown.Store(true)
+	for i := range dead {
+		h := dead[i].Headers
+		reason := string(h[0].Value)
+		s.mDLQDropped[reason].Inc()
+		s.log.Error("dead letter not written; the rejected claim stays in the claims topic", "topic", s.dlqTopic,
+			"reason", reason, "source", string(h[1].Value), "claim_bytes", string(h[2].Value), "claim_sha256", string(h[3].Value), "err", err)
+	}
+	return nil
+}
+
+// Bounds of a dead letter: the claims topic takes records of up to the broker's limit
+// (1 MiB by default), and a record that is not JSON is embedded as a JSON string, which
+// can take six bytes per byte (control bytes) or three (invalid UTF-8).
+const (
+	// MaxDeadClaimBytes is the most of a rejected record's value a dead letter embeds;
+	// a longer one is cut to its first MaxDeadClaimBytes bytes, marked truncated.
+	MaxDeadClaimBytes = 4 << 10
+	maxDeadDetail     = 512
+	maxDeadKey        = 256
+	// MaxDeadLetterBytes bounds a dead letter's value whatever it wraps.
+	MaxDeadLetterBytes = 6*(MaxDeadClaimBytes+maxDeadDetail) + 1024
+)
+
 // deadLetter wraps a rejected claim for the dead-letter topic: the value is a JSON
 // envelope {"reason","detail","topic","partition","offset","claim"} where claim is the
-// original message (embedded as JSON when it is JSON, else as a string), and the
-// headers repeat the reason (first header, read back by settle) and the source.
+// original message (embedded as JSON when it is JSON, else as a string). A record longer
+// than MaxDeadClaimBytes is embedded as a string of its first MaxDeadClaimBytes bytes
+// with "claim_truncated":true, "claim_bytes" (its length) and "claim_sha256"; the whole
+// record stays in the claims topic at topic/partition/offset. The value never exceeds
+// MaxDeadLetterBytes. The headers are the reason (read back by settle and writeDead),
+// the source, and the record's length and SHA-256.
 func deadLetter(m *kafka.Message, reason, detail string) kafka.Message {
 	env := struct {
-		Reason    string          `json:"reason"`
-		Detail    string          `json:"detail"`
-		Topic     string          `json:"topic"`
-		Partition int             `json:"partition"`
-		Offset    int64           `json:"offset"`
-		Claim     json.RawMessage `json:"claim"`
-	}{Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
-	if json.Valid(m.Value) {
+		Reason         string          `json:"reason"`
+		Detail         string          `json:"detail"`
+		Topic          string          `json:"topic"`
+		Partition      int             `json:"partition"`
+		Offset         int64           `json:"offset"`
+		Claim          json.RawMessage `json:"claim"`
+		ClaimTruncated bool            `json:"claim_truncated,omitempty"`
+		ClaimBytes     int             `json:"claim_bytes,omitempty"`
+		ClaimSHA256    string          `json:"claim_sha256,omitempty"`
+	}{Reason: reason, Detail: cut(detail, maxDeadDetail), Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+	sum := sha256.Sum256(m.Value)
+	hash := hex.EncodeToString(sum[:])
+	switch {
+	case len(m.Value) > MaxDeadClaimBytes:
+		env.Claim, _ = json.Marshal(string(m.Value[:MaxDeadClaimBytes]))
+		env.ClaimTruncated, env.ClaimBytes, env.ClaimSHA256 = true, len(m.Value), hash
+	case json.Valid(m.Value):
 		env.Claim = m.Value
-	} else {
+	default:
 		env.Claim, _ = json.Marshal(string(m.Value))
 	}
 	v, err := json.Marshal(env)
 	if err != nil {
 		panic("BUG: dead letter envelope: " + err.Error())
 	}
+	if len(v) > MaxDeadLetterBytes {
+		panic(fmt.Sprintf("BUG: dead letter of %d bytes, bound %d", len(v), MaxDeadLetterBytes))
+	}
 	return kafka.Message{
-		Key:   m.Key,
+		Key:   m.Key[:min(len(m.Key), maxDeadKey)],
 		Value: v,
 		Headers: []kafka.Header{
 			{Key: "reason", Value: []byte(reason)},
 			{Key: "source", Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
+			{Key: "claim_bytes", Value: strconv.AppendInt(nil, int64(len(m.Value)), 10)},
+			{Key: "claim_sha256", Value: []byte(hash)},
 		},
 	}
+}
+
+// cut returns s cut to at most n bytes.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

@@ -75,7 +75,7 @@ type spool struct {
 
 	mu     sync.Mutex
 	segs   []segment // ordered by seq; the last one is active
-	active *os.File
+	active segmentFile
 	cur    cursor
 	buf    []byte
 
@@ -83,6 +83,20 @@ type spool struct {
 	pendingRecs  atomic.Int64
 	appends      atomic.Uint64
 	lastErr      atomic.Bool // the last append failed on I/O (not for being full)
+	// dirty: a failed append could not be cut back, so the active segment may hold
+	// bytes past its good size. Nothing is written, and no segment is sealed, until
+	// the cut succeeds: leftover bytes inside a sealed segment make the next start
+	// refuse the spool as corrupt.
+	dirty bool
+}
+
+// segmentFile is what the spool does with its active segment (an *os.File; tests
+// inject faults through it).
+type segmentFile interface {
+	WriteAt(b []byte, off int64) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
 }
 
 func segPath(dir string, seq uint64) string {
@@ -258,6 +272,7 @@ func (s *spool) startSegment(seq uint64) error {
 		s.active.Close()
 	}
 	s.active = f
+	s.dirty = false // a damaged previous segment is fully replayed (commit) or cut back (append)
 	s.segs = append(s.segs, segment{seq: seq})
 	return nil
 }
@@ -281,6 +296,17 @@ func (s *spool) append(recs []spoolRecord) error {
 		return fmt.Errorf("%w: %d bytes waiting, limit %d", ErrSpoolFull, s.pendingBytes.Load(), s.maxBytes)
 	}
 	act := &s.segs[len(s.segs)-1]
+	if s.dirty {
+		err := s.active.Truncate(act.size)
+		if err == nil {
+			err = s.active.Sync()
+		}
+		if err != nil {
+			s.lastErr.Store(true)
+			return fmt.Errorf("%w: cannot cut back a failed append: %v", ErrSpoolWrite, err)
+		}
+		s.dirty = false
+	}
 	if act.size > 0 && act.size+int64(len(s.buf)) > s.segBytes {
 		if err := s.startSegment(act.seq + 1); err != nil {
 			s.lastErr.Store(true)
@@ -293,8 +319,11 @@ func (s *spool) append(recs []spoolRecord) error {
 		err = s.active.Sync()
 	}
 	if err != nil {
-		// Cut back so that a later successful append does not follow garbage.
-		_ = s.active.Truncate(act.size)
+		// Cut back so that a later successful append does not follow garbage; if that
+		// fails too, the next append tries again first.
+		if terr := s.active.Truncate(act.size); terr != nil {
+			s.dirty = true
+		}
 		s.lastErr.Store(true)
 		return fmt.Errorf("%w: %v", ErrSpoolWrite, err)
 	}

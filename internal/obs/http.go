@@ -2,6 +2,7 @@ package obs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,9 @@ type ServerConfig struct {
 	Logger          *slog.Logger  // nil discards logs
 	Registry        *Registry     // served on GET /metrics; nil serves an empty registry
 	Ready           func() bool   // GET /readyz; nil means always ready
+	// NotReady, when set, answers GET /readyz instead of Ready: "" is ready, anything
+	// else is the reason in the 503's {"status":"not_ready","reason":"..."}.
+	NotReady func() string
 }
 
 // Server is a fasthttp server bound to its address, serving the health, readiness and
@@ -177,7 +181,17 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/healthz":
 		WriteJSON(ctx, fasthttp.StatusOK, bodyHealthOK)
 	case "/readyz":
-		if s.cfg.Ready == nil || s.cfg.Ready() {
+		if s.cfg.NotReady != nil {
+			if reason := s.cfg.NotReady(); reason != "" {
+				b, _ := json.Marshal(struct {
+					Status string `json:"status"`
+					Reason string `json:"reason"`
+				}{"not_ready", reason})
+				WriteJSON(ctx, fasthttp.StatusServiceUnavailable, b)
+			} else {
+				WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
+			}
+		} else if s.cfg.Ready == nil || s.cfg.Ready() {
 			WriteJSON(ctx, fasthttp.StatusOK, bodyReady)
 		} else {
 			WriteJSON(ctx, fasthttp.StatusServiceUnavailable, bodyNotReady)

@@ -345,3 +345,17 @@ func BenchmarkWriteError(b *testing.B) {
 		WriteError(&ctx, 401, "unauthorized")
 	}
 }
+
+// TestReadyzReason: a server with NotReady says why it is not ready.
+func TestReadyzReason(t *testing.T) {
+	var reason atomic.Value
+	reason.Store("dlq_unwritable")
+	ts := startServer(t, ServerConfig{NotReady: func() string { return reason.Load().(string) }}, NotFound)
+	if status, body, _ := do(t, "GET", ts.base+"/readyz", nil); status != 503 || body != `{"status":"not_ready","reason":"dlq_unwritable"}` {
+		t.Errorf("readyz = %d %s", status, body)
+	}
+	reason.Store("")
+	if status, body, _ := do(t, "GET", ts.base+"/readyz", nil); status != 200 || body != `{"status":"ready"}` {
+		t.Errorf("readyz when ready = %d %s", status, body)
+	}
+}

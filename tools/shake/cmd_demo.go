@@ -319,7 +319,7 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	for i, sh := range m.Shards {
 		specs = append(specs, spec{fmt.Sprintf("edge-%03d", i), []string{"edge",
 			"--tickets", filepath.Join(c.out, sh.File), "--key", filepath.Join(c.out, sh.KeyFile),
-			"--session-key", skPath, "--state", filepath.Join(c.out, fmt.Sprintf("edge-%03d.state", i)), "--pace"}})
+			"--session-key", skPath, "--state", filepath.Join(c.out, fmt.Sprintf("edge-%03d.state", i)), "--init-state", "--pace"}})
 	}
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,

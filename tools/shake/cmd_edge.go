@@ -14,8 +14,8 @@ func init() {
 
 const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
-                  --session-key session.key --state FILE
-                  [--listen 127.0.0.1:8080] [--per-user 1] [--pace] [--log-format text|json] [--log-level info]
+                  --session-key session.key --state FILE [--init-state]
+                  [--listen 127.0.0.1:8080] [--per-user N] [--pace] [--log-format text|json] [--log-level info]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
 each sealed to the user whose session asked (Authorization: Bearer <session token>),
@@ -27,25 +27,33 @@ Answers: 200 won (token, campaign, expires_at) / miss / closed (next_round_at),
 (Prometheus text) are served on the same address.
 
 --state is the edge's memory across restarts. Before any ticket is handed out its
-position is reserved in this file with fdatasync, in blocks sized to about 100 ms of
-traffic, ahead of demand; a restart (even after kill -9) resumes after the last
-reservation, so no ticket is ever issued twice. Tickets reserved but not issued before
-a crash are lost to the pool and counted (shake_edge_tickets_lost_total); a clean stop
-(SIGTERM) records the exact position and loses nothing. The file is created on first
-start, locked while the edge runs, and refused if it belongs to another shard.
+position is reserved in this file with fdatasync, ahead of demand; a restart (even
+after kill -9) resumes after the last reservation, so no ticket is ever issued twice.
+Tickets reserved but not issued before a crash are lost to the pool and counted
+(shake_edge_tickets_lost_total); the reservation ahead is at most 1/64 of what the
+round has left (at least 1/128 of the round, or 32 tickets), so that is all a kill -9
+can forfeit. A clean stop (SIGTERM) records the exact position and loses nothing.
+The file is locked while the edge runs and refused if it belongs to another shard.
 
---per-user N caps wins per user per round on this edge (0 = no limit) in a fixed
-table of 8-byte entries (--per-user-capacity, default 1.25 x the shard's tickets);
-when the table has no room the answer is a miss. The cap is held in memory only: it
-restarts empty with the edge.
+The state file must exist. --init-state creates it, for the shard's very first start
+only, and refuses a file that exists; without --init-state a missing file is refused
+(exit 2): starting afresh on a shard that was served before would hand its tickets
+out again. After the first start, drop --init-state from the command line.
+
+--per-user N caps wins per user per round on this edge (0 = no limit; default: the
+campaign's per_user from the shard header) in a fixed table of 8-byte entries
+(--per-user-capacity, default 1.25 x the shard's tickets); when the table has no room
+the answer is a miss. The cap is held in memory only: it restarts empty with the
+edge, so after a restart a user can win again here; the verifier enforces the
+campaign's rule on every open, whichever edge the tickets came from.
 
 --pace releases a timed round's tickets evenly over its window (plus a burst of 0.1%
 of the round, 1..1000 tickets); an always-open campaign is not paced.
 
 Refuses to start, with one line on stderr and exit code 2, on a missing or corrupt
 shard, a key that does not seal and open tokens for this shard, a bad session key, a
-state file that is corrupt, locked, unwritable or another shard's, or a listen address
-that cannot be bound. SIGTERM or SIGINT: stop accepting, finish in-flight requests,
+state file that is missing (without --init-state), exists (with it), is corrupt,
+locked, unwritable or another shard's, or a listen address that cannot be bound. SIGTERM or SIGINT: stop accepting, finish in-flight requests,
 sync the state file, exit 0.
 `
 
@@ -54,7 +62,8 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	tickets := fs.String("tickets", "", "shard `file` (DIR/edge-NNN.tickets)")
 	key := fs.String("key", "", "the shard's AEAD key `file` (DIR/edge-NNN.key)")
 	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system")
-	state := fs.String("state", "", "state `file` (created on first start)")
+	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
+	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
 	perUser := fs.Int("per-user", 1, "most wins per user per round (0 = no limit)")
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
@@ -82,7 +91,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	srv, err := edge.New(edge.Config{
-		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, Listen: *listen,
+		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
 		PerUser: *perUser, Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log,
 	})

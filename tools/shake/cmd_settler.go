@@ -47,7 +47,11 @@ While the ledger fails, the batch is retried with exponential backoff and jitter
 --breaker-failures consecutive failures the circuit breaker opens and the settler stops
 consuming until a probe after --breaker-cooldown succeeds. Nothing is skipped and nothing
 is committed early. SIGTERM finishes (posts and commits) the batch in hand, then exits 0.
-GET /healthz, /readyz (funded and breaker not open) and /metrics on --listen.
+A rejected claim goes to <topic>.dlq, cut to a bounded size (the record stays in the
+claims topic); if the dead-letter topic refuses writes for --dlq-timeout, the settler logs
+each rejected claim, counts it (shake_settler_dlq_unwritten_total), commits and goes on.
+GET /healthz, /readyz (503 {"status":"not_ready","reason":...}: unfunded, starting,
+ledger_breaker_open, stalled, dlq_unwritable) and /metrics on --listen.
 `
 
 func runSettler(args []string, stdout, stderr io.Writer) int {
@@ -66,7 +70,8 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	failures := fs.Int("breaker-failures", settler.DefaultBreakerFails, "consecutive ledger failures that open the circuit breaker")
 	cooldown := fs.Duration("breaker-cooldown", settler.DefaultCooldown, "how long the breaker stays open before a probe")
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
-	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "claims waiting and nothing settled for this long (ledger healthy): recreate the group reader")
+	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
+	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -93,6 +98,8 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--breaker-cooldown must be > 0 and --session-timeout >= 1s")
 	case *stall < time.Second:
 		return flagError(fs, "--stall-timeout must be >= 1s")
+	case *dlqTimeout < time.Second:
+		return flagError(fs, "--dlq-timeout must be >= 1s")
 	}
 	var bl []string
 	for _, b := range strings.Split(*brokers, ",") {
@@ -149,12 +156,12 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 
 	reg := obs.NewRegistry()
 	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
-		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall,
+		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall, DLQTimeout: *dlqTimeout,
 		Registry: reg, Logger: log})
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
-	srv, err := obs.Listen(obs.ServerConfig{Name: "settler", Listen: *listen, Logger: log, Registry: reg, Ready: s.Ready},
+	srv, err := obs.Listen(obs.ServerConfig{Name: "settler", Listen: *listen, Logger: log, Registry: reg, NotReady: s.NotReadyReason},
 		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
 	if err != nil {
 		return flagError(fs, "--listen: %v", err)

@@ -1,0 +1,204 @@
+package edge
+
+// Faults and attacks against the edge, each reproduced first (see issues 11 and 12):
+// repeated kill -9 of a small shard, a request caught at the end of a round, a state
+// file gone missing, and a user winning again after a restart.
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"shake/ticket"
+)
+
+// backToBackHeader is a shard of two rounds where the second opens the instant the
+// first closes.
+func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
+	h := &ticket.ShardHeader{
+		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1,
+		FirstTicket: 1, Count: 2 * count, Amount: int64(2 * count), TTLSeconds: 60,
+		CreatedAt: start.Add(-time.Hour), Generation: ticket.NewGeneration(),
+	}
+	for i := 0; i < 2; i++ {
+		s := start.Add(time.Duration(i) * time.Minute)
+		h.Rounds = append(h.Rounds, ticket.RoundWindow{Index: i, Start: s, End: s.Add(time.Minute)})
+		h.RoundRanges = append(h.RoundRanges, ticket.RoundRange{Round: i, FirstTicket: 1 + uint64(i)*count, Count: count, Amount: int64(count)})
+	}
+	if err := h.Validate(); err != nil {
+		panic(err)
+	}
+	return h
+}
+
+// TestRoundEndWaiterGetsMiss: a request picks round 0 just before it ends and finds
+// its reservation used up. The reserver has moved on to round 1 (its clock is past
+// round 0's end) and will never reserve round 0 again: the request must get a miss
+// at once, not wait out the reservation timeout and get 429 (issue 12).
+func TestRoundEndWaiterGetsMiss(t *testing.T) {
+	start := time.Unix(1_900_000_000, 0).UTC()
+	h := backToBackHeader(1000, start)
+	r0end := h.Rounds[0].End.UnixNano()
+	justBefore := r0end - int64(time.Millisecond)
+	after := time.Unix(0, r0end+int64(time.Millisecond))
+	d, _ := dispenserOn(t, h, false, 3*time.Second, func() time.Time { return after })
+	r0 := d.rounds[0]
+	if err := d.reserve(r0, 10); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, res := d.take(r0, justBefore); res != takeWon {
+			t.Fatalf("take %d: %v", i, res)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.run(ctx, func() time.Time { return after }) }()
+	defer func() { cancel(); <-done }()
+	if _, res := d.take(r0, justBefore); res != takeMiss {
+		t.Fatalf("request at the end of round 0: %v, want miss (%d reservation timeouts)", res, d.nwaitFail.Load())
+	}
+}
+
+// TestProcessKillForfeitsSmallShare is issue 12's twelve kills: a 5,000-ticket shard,
+// a crowd shaking it, kill -9 twelve times in a row. Each kill forfeits the tickets
+// reserved ahead and not yet handed out; the reservation must stay a small share of
+// what is left (1/64, or a few tickets at the very end), whatever the rate did.
+func TestProcessKillForfeitsSmallShare(t *testing.T) {
+	needBinary(t)
+	const count, kills = 5000, 12
+	f := newFixture(t, shardSpec{count: count})
+	state := filepath.Join(f.dir, "edge.state")
+	c := newCrowd(f, 300)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
+	var leftAtStart, lostBefore uint64 = count, 0
+	var perKill []uint64
+	for k := 0; k <= kills; k++ {
+		p := startProc(t, f, state, firstStart(k == 0, "--per-user", "0")...)
+		lost, left := p.metric(t, "shake_edge_tickets_lost_total"), p.metric(t, "shake_edge_tickets_left")
+		if k > 0 {
+			forfeited := lost - lostBefore
+			perKill = append(perKill, forfeited)
+			// Every reservation of the last run was made with at most leftAtStart
+			// tickets remaining, and reserves at most its aheadLimit ahead.
+			if bound := max(leftAtStart/aheadShare, count/tailShare, minBlock); forfeited > bound {
+				t.Errorf("kill %d forfeited %d tickets with %d left, want at most %d", k, forfeited, leftAtStart, bound)
+			}
+		}
+		lostBefore, leftAtStart = lost, left
+		if k == kills {
+			break
+		}
+		stop := make(chan struct{})
+		go func() {
+			time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+			p.cmd.Process.Kill()
+			close(stop)
+		}()
+		c.shakeUntil(p.addr, stop)
+		<-p.done
+	}
+	var total uint64
+	for _, n := range perKill {
+		total += n
+	}
+	t.Logf("forfeited per kill %v: %d of %d tickets in %d kills; %d left", perKill, total, count, kills, leftAtStart)
+	c.check(t)
+}
+
+// TestBackToBackNextRoundReservedAhead: with rounds back to back there is no gap in
+// which the next round looks "about to open", yet its first requests must not all
+// wait on the disk: the reserver gives it its first block within preOpenWindow of
+// its start while the current round is still open.
+func TestBackToBackNextRoundReservedAhead(t *testing.T) {
+	start := time.Unix(1_900_000_000, 0).UTC()
+	h := backToBackHeader(10_000, start)
+	d, _ := dispenserOn(t, h, false, time.Second, func() time.Time { return start })
+	r0, r1 := d.rounds[0], d.rounds[1]
+	if err := d.reserveAhead(r0.end - int64(2*preOpenWindow)); err != nil {
+		t.Fatal(err)
+	}
+	if r0.reserved.Load() == 0 || r1.reserved.Load() != 0 {
+		t.Fatalf("well before the end: round 0 reserved %d, round 1 %d", r0.reserved.Load(), r1.reserved.Load())
+	}
+	if err := d.reserveAhead(r0.end - int64(preOpenWindow/2)); err != nil {
+		t.Fatal(err)
+	}
+	if r1.reserved.Load() == 0 {
+		t.Fatal("round 1 opens in half a second and has no reservation")
+	}
+}
+
+// runEdgeOnce runs `shake edge` that is expected to refuse to start, and returns its
+// exit code and output.
+func runEdgeOnce(t *testing.T, f *fixture, state string, extra ...string) (int, string) {
+	t.Helper()
+	args := append([]string{"edge", "--tickets", f.tickets, "--key", f.key, "--session-key", f.sessPath,
+		"--state", state, "--listen", "127.0.0.1:0"}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, shakeBin, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestProcessStateFileLifecycle is issue 11's lost state file, through the binary: a
+// missing --state is exit 2 with one line that says why and how to do a genuine
+// first start; --init-state creates it; --init-state again (a command line left
+// unchanged, or a wiped volume's replacement run on an old one) is exit 2; a start
+// without the flag resumes where the last one stopped, after SIGTERM or kill -9.
+func TestProcessStateFileLifecycle(t *testing.T) {
+	needBinary(t)
+	f := newFixture(t, shardSpec{count: 1000})
+	state := filepath.Join(f.dir, "edge.state")
+	code, out := runEdgeOnce(t, f, state)
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "does not exist") ||
+		!strings.Contains(out, "again") || !strings.Contains(out, "--init-state") {
+		t.Fatalf("missing state file: exit %d %q", code, out)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start left a state file: %v", err)
+	}
+	p := startProc(t, f, state, "--init-state", "--per-user", "0")
+	c := newCrowd(f, 20)
+	stop := make(chan struct{})
+	go func() { time.Sleep(50 * time.Millisecond); close(stop) }()
+	c.shakeUntil(p.addr, stop)
+	issued := p.metric(t, "shake_edge_tickets_issued_total")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.done; err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	code, out = runEdgeOnce(t, f, state, "--init-state")
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "already exists") {
+		t.Fatalf("--init-state on an existing file: exit %d %q", code, out)
+	}
+	p = startProc(t, f, state, "--per-user", "0")
+	if got := p.metric(t, "shake_edge_tickets_issued_total"); got != issued || issued == 0 {
+		t.Fatalf("resumed with %d issued, the first run issued %d", got, issued)
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+	code, out = runEdgeOnce(t, f, state, "--init-state")
+	if code != 2 || !strings.Contains(out, "already exists") {
+		t.Fatalf("--init-state after kill -9: exit %d %q", code, out)
+	}
+	p = startProc(t, f, state, "--per-user", "0")
+	c.shakeUntil(p.addr, nil)
+	c.check(t)
+	if left := p.metric(t, "shake_edge_tickets_left"); left != 0 {
+		t.Fatalf("%d tickets left after draining", left)
+	}
+}
