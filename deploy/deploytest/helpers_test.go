@@ -115,3 +115,11 @@ func waitHTTP(t *testing.T, url string, within time.Duration) {
 	}
 	t.Fatalf("%s never answered 200 within %v", url, within)
 }
+
+// tail returns the last n bytes of b.
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

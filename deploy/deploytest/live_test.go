@@ -1,3 +1,5 @@
+//go:build linux
+
 package deploytest
 
 import (
@@ -61,12 +63,6 @@ func startProc(t *testing.T, dir, name, job, metrics string, bin string, args ..
 	return p
 }
 
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
 
 // hasFlag reports whether `shake <cmd> -h` lists --flag (the admin listeners are
 // being added while this kit is written: scrape them when they exist).
