@@ -7,10 +7,11 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	ikafka "shake/internal/kafka"
 )
 
 // DefaultTopic is the claims topic SPEC.md names.
@@ -38,12 +39,19 @@ type Config struct {
 	// DataDir, when set, keeps topics and committed offsets on disk there, fsynced per
 	// produced batch, and reloads them on start.
 	DataDir string
+	// Nodes is the number of broker nodes (default 1, at most MaxNodes): node 0 on
+	// Listen, node i on Listen's port + i (see cluster.go). Topics get min(3, Nodes)
+	// replicas and, from two nodes on, min.insync.replicas 2.
+	Nodes int
+	// Security: TLS and SASL users (see security.go); zero is plain text.
+	Security Security
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
-	c    *kfake.Cluster
-	addr string
+	c     *kfake.Cluster
+	addr  string
+	addrs []string // every node, addr first
 }
 
 // Start validates cfg, binds the listen address and starts the broker.
@@ -62,49 +70,59 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	var topics []string
 	for _, t := range cfg.Topics {
-		if !validTopic(t) || len(t)+len(DLQSuffix) > 249 {
+		if !validTopic(t) {
 			return nil, fmt.Errorf("%w: topic %q must be 1..245 characters of [a-zA-Z0-9._-]", ErrConfig, t)
 		}
 		topics = append(topics, t, t+DLQSuffix)
 	}
-	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("%w: listen address %q: %v", ErrConfig, cfg.Listen, err)
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 1
+	}
+	if cfg.Nodes < 1 || cfg.Nodes > MaxNodes {
+		return nil, fmt.Errorf("%w: nodes %d not in 1..%d", ErrConfig, cfg.Nodes, MaxNodes)
+	}
+	secOpts, wrap, err := cfg.Security.options()
+	if err != nil {
+		return nil, err
 	}
 	// Bind ourselves so that the caller's host and port (including port 0) are honoured:
 	// kfake would otherwise listen on 127.0.0.1 with a port of its choosing.
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lns, err := bindNodes(cfg.Listen, cfg.Nodes)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+		return nil, err
 	}
-	used := false
-	listenFn := func(string, string) (net.Listener, error) {
-		if used {
-			return nil, errors.New("BUG: kfake asked for a second listener")
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
 		}
-		used = true
-		return ln, nil
 	}
 	opts := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.ListenFn(listenFn),
+		kfake.ListenFn(listenFn(lns, wrap)),
 		kfake.SeedTopics(int32(cfg.Partitions), topics...),
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.AllowAutoTopicCreation(),
 		kfake.ClusterID("shake"),
 	}
+	opts = append(opts, clusterOpts(cfg.Nodes)...)
+	opts = append(opts, secOpts...)
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			ln.Close()
+			closeAll()
 			return nil, fmt.Errorf("cannot create data directory %s: %w", cfg.DataDir, err)
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir), kfake.SyncWrites())
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		ln.Close()
+		closeAll()
 		return nil, fmt.Errorf("cannot start broker: %w", err)
 	}
-	return &Broker{c: c, addr: ln.Addr().String()}, nil
+	b := &Broker{c: c}
+	for _, l := range lns {
+		b.addrs = append(b.addrs, l.Addr().String())
+	}
+	b.addr = b.addrs[0]
+	return b, nil
 }
 
 // Addr returns the host:port the broker listens on and advertises.
@@ -113,15 +131,4 @@ func (b *Broker) Addr() string { return b.addr }
 // Close stops the broker; with a DataDir it syncs its state to disk first.
 func (b *Broker) Close() { b.c.Close() }
 
-func validTopic(t string) bool {
-	if t == "" || t == "." || t == ".." {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func validTopic(t string) bool { return ikafka.ValidTopic(t) }

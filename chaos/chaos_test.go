@@ -301,7 +301,7 @@ func TestChaos(t *testing.T) {
 		r.edges = append(r.edges, mk(fmt.Sprintf("edge-%03d", i), c.edgeArgs(i), true))
 	}
 	r.ver = mk("verifier", c.verifierArgs(r.brk.addr), true)
-	r.set = mk("settler", []string{"settler", "--brokers", r.brk.addr, "--ledger", settlerLedger,
+	r.set = mk("settler", []string{"settler", "--brokers", r.brk.addr, "--min-replication", "1", "--ledger", settlerLedger,
 		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, true)
 	defer func() {
 		for _, s := range r.services() {

@@ -135,7 +135,7 @@ func (c *campaign) edgeArgs(i int) []string {
 // verifierArgs returns the verifier's command line (without --listen).
 func (c *campaign) verifierArgs(brokers string) []string {
 	return []string{"verifier", "--manifest", c.manPath, "--key", c.ckPath, "--session-key", c.skPath,
-		"--brokers", brokers, "--spool", filepath.Join(c.dir, "spool"), "--log-format", "json"}
+		"--brokers", brokers, "--min-replication", "1", "--spool", filepath.Join(c.dir, "spool"), "--log-format", "json"}
 }
 
 // service is one long-lived child process that the tests may kill and restart on the

@@ -21,7 +21,7 @@ var ErrNotExpired = errors.New("refund refused: tickets of this campaign can sti
 var ErrShardFile = errors.New("cannot read shard file")
 
 // Report is the output of reconcile; its JSON keys are fixed by SPEC.md (the first
-// eleven), the rest are additions that say where a failure is.
+// thirteen), the rest are additions that say where a failure is.
 type Report struct {
 	Campaign          string `json:"campaign"`
 	Budget            int64  `json:"budget"`
@@ -33,7 +33,13 @@ type Report struct {
 	Duplicates        int64  `json:"duplicates"`
 	Mismatches        int64  `json:"mismatches"`
 	UnknownTickets    int64  `json:"unknown_tickets"`
-	OK                bool   `json:"ok"`
+	// OverLimitUsers counts users holding more than the manifest's per_user postings in
+	// one round (0 when per_user is 0, no limit).
+	OverLimitUsers int64 `json:"over_limit_users"`
+	// ConflictingClaims counts claims for a posted ticket that came from another user (a
+	// ticket handed out twice): none was paid, but a user was told "opened" in vain.
+	ConflictingClaims int64 `json:"conflicting_claims"`
+	OK                bool  `json:"ok"`
 
 	Currency     string `json:"currency"`
 	Funded       bool   `json:"funded"`
@@ -60,9 +66,19 @@ func (r *Report) problem(format string, args ...any) {
 // shard at a time, only for shards with postings), every posted ticket in the manifest,
 // every account balance equal to its transfers and all balances summing to zero, and
 // budget = settled + refunded + outstanding with outstanding >= 0. It returns an error
-// only when it cannot check (ledger unreachable, shard file unreadable).
+// only when it cannot check (ledger unreachable, shard file unreadable), or when the
+// ledger settles this campaign for another generation or was funded with another
+// manifest (ErrOtherGeneration, ErrManifestChanged): reconciling against a manifest
+// changed after funding (expires_at moved, say) would prove the wrong thing.
 func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Ledger) (*Report, error) {
+	if err := CheckRegistered(ctx, m, l); err != nil {
+		return nil, err
+	}
 	st, err := l.Stats(ctx, m.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := l.Checks(ctx, m.Campaign, m.PerUser)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +89,14 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 	r := &Report{Campaign: m.Campaign, Budget: m.Budget, Tickets: m.Count, Currency: m.Currency, Problems: []string{},
 		SettledTickets: st.Tickets, SettledAmount: st.SettledAmount, RefundedAmount: st.RefundedAmount - st.LateAmount,
 		LateTickets: st.LateTickets, LateAmount: st.LateAmount,
-		Funded: st.Funded, Refunded: st.Refunded, BalanceSum: au.BalanceSum, DriftedAccounts: au.DriftedAccounts}
+		Funded: st.Funded, Refunded: st.Refunded, BalanceSum: au.BalanceSum, DriftedAccounts: au.DriftedAccounts,
+		OverLimitUsers: ch.OverLimitUsers, ConflictingClaims: ch.Conflicts}
+	if ch.OverLimitUsers > 0 {
+		r.problem("%d users hold more than %d postings in one round (per_user)", ch.OverLimitUsers, m.PerUser)
+	}
+	if ch.Conflicts > 0 {
+		r.problem("%d claims for tickets already posted to another user (a ticket handed out twice)", ch.Conflicts)
+	}
 
 	var (
 		shard    *ticket.Shard
@@ -158,8 +181,44 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 		r.problem("postings exist but the campaign was never funded")
 	}
 	r.OK = r.Duplicates == 0 && r.Mismatches == 0 && r.UnknownTickets == 0 && r.OutstandingAmount >= 0 &&
-		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK && lateOK
+		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK && lateOK &&
+		r.OverLimitUsers == 0 && r.ConflictingClaims == 0
 	return r, nil
+}
+
+// Info returns the ledger registration of m: its campaign, generation and digest.
+func Info(m *ticket.Manifest) (ledger.CampaignInfo, error) {
+	d, err := m.Digest()
+	if err != nil {
+		return ledger.CampaignInfo{}, err
+	}
+	return ledger.CampaignInfo{Campaign: m.Campaign, Generation: m.Generation, ManifestDigest: d}, nil
+}
+
+// Register records m in the ledger's campaign registry (the settler does it at start,
+// before funding): it fails with ErrOtherGeneration or ErrManifestChanged when the
+// ledger already settles another generation of the campaign id or was funded with
+// another manifest.
+func Register(ctx context.Context, m *ticket.Manifest, l ledger.Ledger) error {
+	info, err := Info(m)
+	if err != nil {
+		return err
+	}
+	return l.Register(ctx, info)
+}
+
+// CheckRegistered returns ErrOtherGeneration or ErrManifestChanged when the ledger's
+// registration of m's campaign disagrees with m; a campaign not registered passes.
+func CheckRegistered(ctx context.Context, m *ticket.Manifest, l ledger.Ledger) error {
+	want, err := Info(m)
+	if err != nil {
+		return err
+	}
+	have, ok, err := l.Registered(ctx, m.Campaign)
+	if err != nil || !ok {
+		return err
+	}
+	return ledger.CompareInfo(have, want)
 }
 
 // Refund returns the campaign's unopened remainder to the sponsor, once, and only after
@@ -167,6 +226,11 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 // that does not reconcile would freeze a wrong figure.
 func Refund(ctx context.Context, m *ticket.Manifest, l ledger.Ledger, now time.Time) (ledger.RefundResult, error) {
 	if err := CheckRefundable(m, now); err != nil {
+		return ledger.RefundResult{}, err
+	}
+	// A refund funds the campaign if nothing did: it registers the manifest first, so
+	// that no other manifest of the campaign can be used later.
+	if err := Register(ctx, m, l); err != nil {
 		return ledger.RefundResult{}, err
 	}
 	return l.Refund(ctx, m.Campaign, m.Currency, m.Budget)

@@ -13,9 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"shake/settler/ledger"
-
 	"shake/internal/testpg"
+	"shake/settler/ledger"
+	"shake/ticket"
 )
 
 // ledgerURLs returns a fresh SQLite ledger URL always and a fresh PostgreSQL schema when
@@ -71,17 +71,28 @@ func handPost(campaign string, id uint64, amount int64) []string {
 	}
 }
 
+// settle funds the campaign and posts the claims of ids, each by its own user (uid = id).
 func settle(t *testing.T, l ledger.Ledger, c *testCampaign, ids ...uint64) {
+	t.Helper()
+	settleAs(t, l, c, 0, ids...)
+}
+
+// settleAs is settle with every claim by uid (0: uid = id).
+func settleAs(t *testing.T, l ledger.Ledger, c *testCampaign, uid uint64, ids ...uint64) {
 	t.Helper()
 	ctx := context.Background()
 	m := c.manifest
 	if err := l.Fund(ctx, m.Campaign, m.Currency, m.Budget); err != nil {
 		t.Fatal(err)
 	}
-	v, _ := NewValidator(m, nil, nil)
+	v := c.validator(t, nil)
 	var ps []ledger.Posting
 	for _, id := range ids {
-		p, reason, detail := v.Check(claimJSON(c.claim(id, 1)))
+		u := uid
+		if u == 0 {
+			u = id
+		}
+		p, reason, detail := v.Check(claimJSON(c.claim(id, u)))
 		if reason != "" {
 			t.Fatalf("%s: %s", reason, detail)
 		}
@@ -199,6 +210,92 @@ func TestRefundOnceAfterExpiry(t *testing.T) {
 			}
 			if r.Budget != r.SettledAmount+r.RefundedAmount+r.OutstandingAmount {
 				t.Fatalf("budget identity broken: %+v", r)
+			}
+		})
+	}
+}
+
+// TestReconcilePerUserAndConflicts: reconcile's second check of the per-user rule
+// (over_limit_users) and of tickets handed out twice (conflicting_claims); either makes
+// ok false.
+func TestReconcilePerUserAndConflicts(t *testing.T) {
+	for backend, url := range ledgerURLs(t) {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			c := makeCampaignRule(t, t.TempDir(), "rule", []uint64{30}, time.Now().Add(time.Hour), 1)
+			l, err := ledger.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			settleAs(t, l, c, 1, 1) // uid 1 holds one ticket: within the rule
+			r, err := Reconcile(ctx, c.manifest, c.dir, l)
+			if err != nil || !r.OK || r.OverLimitUsers != 0 || r.ConflictingClaims != 0 {
+				t.Fatalf("clean: %+v %v", r, err)
+			}
+			settleAs(t, l, c, 1, 2) // uid 1 now holds two in round 0
+			r, err = Reconcile(ctx, c.manifest, c.dir, l)
+			if err != nil || r.OK || r.OverLimitUsers != 1 {
+				t.Fatalf("two for one user under per_user 1: %+v %v", r, err)
+			}
+			// A ticket posted to uid 1 claimed by uid 2.
+			v := c.validator(t, nil)
+			p, reason, _ := v.Check(claimJSON(c.claim(1, 2)))
+			if reason != "" {
+				t.Fatal(reason)
+			}
+			if res, err := l.Post(ctx, []ledger.Posting{p}); err != nil || len(res.Conflicts) != 1 {
+				t.Fatalf("%+v %v", res, err)
+			}
+			r, err = Reconcile(ctx, c.manifest, c.dir, l)
+			if err != nil || r.OK || r.ConflictingClaims != 1 {
+				t.Fatalf("conflict: %+v %v", r, err)
+			}
+		})
+	}
+}
+
+// TestAttackTamperedManifestRefused: the attack of issue 10 item 4. An operator (or an
+// intruder) moves expires_at into the past in a live campaign's manifest to refund what
+// is still openable. The old reconcile refunded it. The ledger recorded the funded
+// manifest's digest, so reconcile and refund refuse the changed one, without any key.
+// A campaign id generated again (another generation) is refused the same way.
+func TestAttackTamperedManifestRefused(t *testing.T) {
+	for backend, url := range ledgerURLs(t) {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			c := makeCampaign(t, t.TempDir(), "tamper", []uint64{30}, time.Now().Add(time.Hour))
+			l, err := ledger.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if err := Register(ctx, c.manifest, l); err != nil { // as the settler does at start
+				t.Fatal(err)
+			}
+			settle(t, l, c, 1, 2)
+			moved := *c.manifest
+			moved.ExpiresAt, moved.IssueUntil = time.Now().Add(-time.Minute), time.Now().Add(-2*time.Minute)
+			if _, err := Reconcile(ctx, &moved, c.dir, l); !errors.Is(err, ledger.ErrManifestChanged) {
+				t.Fatalf("reconcile of a moved expires_at: %v", err)
+			}
+			if _, err := Refund(ctx, &moved, l, time.Now()); !errors.Is(err, ledger.ErrManifestChanged) {
+				t.Fatalf("refund with a moved expires_at: %v", err)
+			}
+			again := *c.manifest
+			again.Generation = ticket.NewGeneration()
+			if _, err := Reconcile(ctx, &again, c.dir, l); !errors.Is(err, ledger.ErrOtherGeneration) {
+				t.Fatalf("reconcile of another generation: %v", err)
+			}
+			if err := Register(ctx, &again, l); !errors.Is(err, ledger.ErrOtherGeneration) {
+				t.Fatalf("settler start with another generation: %v", err)
+			}
+			st, _ := l.Stats(ctx, "tamper")
+			if st.Refunded {
+				t.Fatal("refunded with the tampered manifest")
+			}
+			if r, err := Reconcile(ctx, c.manifest, c.dir, l); err != nil || !r.OK {
+				t.Fatalf("the funded manifest: %+v %v", r, err)
 			}
 		})
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler/ledger"
 	"shake/ticket"
@@ -63,6 +64,9 @@ type Config struct {
 	Manifest  *ticket.Manifest
 	Validator *Validator
 	Ledger    ledger.Ledger
+	// Kafka is the TLS and SASL of every Kafka connection: the group reader, the
+	// dead-letter writer, the watchdog's queries (nil: plain text).
+	Kafka *ikafka.Security
 
 	Batch  int           // most claims per batch (default 2000, at most MaxBatch)
 	Linger time.Duration // how long a batch waits for more claims after its first (default 50ms)
@@ -123,6 +127,8 @@ type Settler struct {
 	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
 
 	dlqDown atomic.Bool // the last dead-letter write failed for DLQTimeout
+
+	money moneyMetrics
 }
 
 // batchBuckets are the histogram bounds for batch sizes (claims, not seconds).
@@ -204,6 +210,7 @@ func New(cfg Config) (*Settler, error) {
 	s.mPostLatency = r.Histogram("shake_settler_post_seconds", "Latency of one successful ledger transaction.", obs.LatencyBuckets)
 	s.mE2E = r.Histogram("shake_settler_claim_to_commit_seconds", "From a claim's Kafka timestamp to its batch being posted and committed.", obs.LatencyBuckets)
 	s.mLagTotal = r.Gauge("shake_settler_consumer_lag", "Claims behind the high watermark, summed over this member's partitions.")
+	s.money = newMoneyMetrics(r)
 	return s, nil
 }
 
@@ -265,7 +272,8 @@ func (s *Settler) Run(ctx context.Context) error {
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           5 * time.Millisecond,
-		AllowAutoTopicCreation: true,
+		AllowAutoTopicCreation: false, // operators create <topic>.dlq with the claims topic
+		Transport:              s.cfg.Kafka.Secure(&kafka.Transport{DialTimeout: 10 * time.Second}),
 	}
 	defer dlq.Close()
 	s.running.Store(true)
@@ -377,6 +385,7 @@ func (s *Settler) newReader() *kafka.Reader {
 		RebalanceTimeout:  s.cfg.SessionTimeout,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
+		Dialer:            s.cfg.Kafka.Dialer(10 * time.Second),
 		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Warn("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 }
@@ -387,7 +396,7 @@ func (s *Settler) newReader() *kafka.Reader {
 // settler reports not ready and interrupts its Run loop for a new group reader. It also
 // exports the group's lag.
 func (s *Settler) watchStall(ctx context.Context) {
-	client := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Timeout: 5 * time.Second}
+	client := s.cfg.Kafka.Client(s.cfg.Brokers, 5*time.Second)
 	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
 	defer tick.Stop()
 	type seen struct {
@@ -580,13 +589,14 @@ func (s *Settler) collect(ctx context.Context, rd *kafka.Reader, msgs []kafka.Me
 // batch holds the scratch of one batch, reused.
 type batch struct {
 	postings []ledger.Posting
+	index    []int // index[i] is the message of postings[i]
 	dead     []kafka.Message
 }
 
 // settle validates, dead-letters, posts and commits one batch. Nothing is committed
 // unless everything before it succeeded.
 func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Writer, msgs []kafka.Message, b *batch) error {
-	b.postings, b.dead = b.postings[:0], b.dead[:0]
+	b.postings, b.index, b.dead = b.postings[:0], b.index[:0], b.dead[:0]
 	for i := range msgs {
 		p, reason, detail := s.cfg.Validator.Check(msgs[i].Value)
 		if reason != "" {
@@ -594,24 +604,10 @@ func (s *Settler) settle(ctx context.Context, rd *kafka.Reader, dlq *kafka.Write
 			continue
 		}
 		b.postings = append(b.postings, p)
+		b.index = append(b.index, i)
 	}
-	if len(b.postings) > 0 {
-		var res ledger.Result
-		err := s.retry(ctx, "post", func(actx context.Context) error {
-			start := time.Now()
-			var err error
-			res, err = s.cfg.Ledger.Post(actx, b.postings)
-			if err == nil {
-				s.mPostLatency.ObserveDuration(time.Since(start))
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		s.mPosted.Add(uint64(res.Posted))
-		s.mDup.Add(uint64(res.Duplicates))
-		s.mAmount.Add(uint64(res.Amount))
+	if err := s.post(ctx, msgs, b); err != nil {
+		return err
 	}
 	if len(b.dead) > 0 {
 		if err := s.writeDead(ctx, dlq, b.dead); err != nil {
@@ -659,7 +655,7 @@ func (s *Settler) observeLag(msgs []kafka.Message) {
 }
 
 // retry runs fn until it succeeds, ctx ends, or it fails for good (ErrInvalid,
-// ErrConflict: retrying cannot change the answer). Every failure counts
+// ErrConflict, ErrOverBudget: retrying cannot change the answer). Every failure counts
 // against the breaker; while the breaker is open nothing is attempted (and, since the
 // Run loop is waiting here, nothing is fetched).
 func (s *Settler) retry(ctx context.Context, what string, fn func(context.Context) error) error {
@@ -688,7 +684,7 @@ func (s *Settler) retryWith(ctx context.Context, what string, br *Breaker, errs 
 			}
 			return nil
 		}
-		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) {
+		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrOverBudget) {
 			if br != nil {
 				br.Success() // the ledger answered; it is up
 			}

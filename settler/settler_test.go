@@ -102,10 +102,7 @@ type run struct {
 
 func startSettler(t *testing.T, addr string, c *testCampaign, l ledger.Ledger, mut func(*Config)) *run {
 	t.Helper()
-	v, err := NewValidator(c.manifest, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := c.validator(t, nil)
 	reg := obs.NewRegistry()
 	cfg := Config{Brokers: []string{addr}, Topic: topic, Manifest: c.manifest, Validator: v, Ledger: l, Registry: reg,
 		Batch: 500, Linger: 20 * time.Millisecond, SessionTimeout: 6 * time.Second,
@@ -164,13 +161,15 @@ func TestSettlerEndToEnd(t *testing.T) {
 	bad = c.claim(3001, 1)
 	values = append(values, claimJSON(bad))
 	bad = c.claim(11, 1)
-	bad.Amount = 97 - bad.Amount + 1 // in range, wrong
-	values = append(values, claimJSON(bad))
+	bad.Amount = 97 - bad.Amount + 1 // in range, wrong (and signed: a verifier's mistake, not a forgery)
+	values = append(values, claimJSON(c.resign(bad)))
 	values = append(values, []byte("not a claim"))
 
 	// A batch that reached the ledger before a crash, but whose offsets were never
 	// committed: the settler replays it and posts nothing twice.
-	settle(t, l, c, 1, 2, 3, 4, 5, 500, 2999)
+	// (Tickets below 100, whose claims above carry uid = id as settle posts them: another
+	// uid would be a conflict.)
+	settle(t, l, c, 1, 2, 3, 4, 5, 50, 99)
 	produce(t, addr, values...)
 
 	r := startSettler(t, addr, c, l, func(cfg *Config) {
@@ -178,7 +177,7 @@ func TestSettlerEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Validator, _ = NewValidator(c.manifest, nil, amounts)
+		cfg.Validator = c.validator(t, amounts)
 	})
 	r.waitSeen(t, uint64(len(values)))
 	if got := r.s.mPosted.Value(); got != n-7 {
@@ -300,7 +299,7 @@ func TestSettlerGroupSharesPartitions(t *testing.T) {
 
 func TestNewRejectsUnboundedBatch(t *testing.T) {
 	c := makeCampaign(t, t.TempDir(), "nb", []uint64{1}, time.Now().Add(time.Hour))
-	v, _ := NewValidator(c.manifest, nil, nil)
+	v := c.validator(t, nil)
 	for _, b := range []int{-1, MaxBatch + 1} {
 		if _, err := New(Config{Brokers: []string{"x:1"}, Manifest: c.manifest, Validator: v, Ledger: &flakyLedger{}, Batch: b}); err == nil {
 			t.Fatalf("batch %d accepted", b)

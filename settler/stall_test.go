@@ -52,10 +52,7 @@ func TestGroupLagAndStallWatch(t *testing.T) {
 
 	// Another group has all 10 waiting; a settler of it that settles nothing stalls.
 	c := makeCampaign(t, t.TempDir(), "stall", []uint64{20}, time.Now().Add(time.Hour))
-	v, err := NewValidator(c.manifest, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := c.validator(t, nil)
 	s, err := New(Config{Brokers: []string{addr}, Topic: topic, Group: "stalled-group", Manifest: c.manifest,
 		Validator: v, Ledger: &flakyLedger{}, StallTimeout: 300 * time.Millisecond})
 	if err != nil {

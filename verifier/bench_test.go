@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"shake/broker"
+	ikafka "shake/internal/kafka"
 )
 
 // chainFixture returns a server (Kafka unreachable: the chain never gets that far) and
 // n distinct open bodies for uid 7.
 func chainFixture(b testing.TB, n int) (*Server, [][]byte) {
 	f := newFixture(b, 2, uint64(n/2+1))
-	s := newServer(b, f, f.config([]string{"127.0.0.1:1"}))
+	s := newServerNoKafka(b, f, f.config([]string{"127.0.0.1:1"}))
 	bodies := make([][]byte, n)
 	for i := range bodies {
 		bodies[i] = body(f.tok(uint64(i+1), 7))
@@ -42,7 +45,12 @@ func TestVerifyChainAllocatesNothing(t *testing.T) {
 		if s.table.claim(int(o.tok.Shard), o.tok.Ticket, fp) != claimNew {
 			t.Fatal("claim failed")
 		}
+		if !s.users.reserve(7, o.tok.Round) {
+			t.Fatal("per-user check failed")
+		}
+		s.users.giveBack(7, o.tok.Round)
 		s.table.release(int(o.tok.Shard), o.tok.Ticket)
+		s.makeClaim(o, 7, time.Unix(now, 0))
 		s.appendOpened(o)
 		i++
 	})
@@ -51,8 +59,9 @@ func TestVerifyChainAllocatesNothing(t *testing.T) {
 	}
 }
 
-// BenchmarkVerifyChain: body scan, AEAD open, uid, expiry, ticket MAC, shard range,
-// round, amount bounds and the claim-table CAS, per open.
+// BenchmarkVerifyChain: body scan, AEAD open, uid, ticket MAC, shard range, round,
+// amount bounds, time window, expiry, the claim-table CAS and the per-user check (a
+// reserve and its give-back), per open.
 func BenchmarkVerifyChain(b *testing.B) {
 	s, bodies := chainFixture(b, 4096)
 	o := getOp()
@@ -68,7 +77,26 @@ func BenchmarkVerifyChain(b *testing.B) {
 		if s.table.claim(sh, o.tok.Ticket, fp) != claimNew {
 			b.Fatal("claim failed")
 		}
+		if !s.users.reserve(7, o.tok.Round) {
+			b.Fatal("per-user check failed")
+		}
+		s.users.giveBack(7, o.tok.Round)
 		s.table.release(sh, o.tok.Ticket)
+	}
+}
+
+// BenchmarkMakeClaim builds, signs and encodes the claim of one open (what follows the
+// chain before the durable write).
+func BenchmarkMakeClaim(b *testing.B) {
+	s, bodies := chainFixture(b, 1)
+	o := getOp()
+	now := time.Now()
+	if s.verify(o, bodies[0], 7, now.Unix()) != resOpened {
+		b.Fatal("verify failed")
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		s.makeClaim(o, 7, now)
 	}
 }
 
@@ -90,11 +118,21 @@ type openReq struct{ auth, body []byte }
 // httpFixture serves a real verifier with the embedded broker in-process and returns
 // its address and n distinct (user, ticket) open requests.
 func httpFixture(b *testing.B, n int) (string, []openReq) {
+	return httpFixtureKafka(b, n, broker.Security{}, nil)
+}
+
+// httpFixtureKafka is httpFixture with the broker's security bsec and the verifier's
+// Kafka client security ksec (kafka_bench_test.go measures what TLS costs).
+func httpFixtureKafka(b *testing.B, n int, bsec broker.Security, ksec *ikafka.Security) (string, []openReq) {
 	f := newFixture(b, 2, uint64(n/2+1))
-	br := startBroker(b)
+	br, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 4, Security: bsec})
+	must(b, err)
+	b.Cleanup(br.Close)
 	cfg := f.config([]string{br.Addr()})
+	cfg.Kafka = ksec
 	s, err := New(cfg)
 	must(b, err)
+	waitRebuilt(b, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -163,11 +201,22 @@ func BenchmarkBaselineHTTP(b *testing.B) {
 // BenchmarkOpenLatencyAtRate sends opens open-loop at SHAKE_OPEN_RATE per second
 // (default 2000) for one second per b.N round and reports p50/p99/max latency.
 func BenchmarkOpenLatencyAtRate(b *testing.B) {
-	rate := 2000
-	if v, err := strconv.Atoi(os.Getenv("SHAKE_OPEN_RATE")); err == nil && v > 0 {
-		rate = v
-	}
+	rate := openRate()
 	addr, reqs := httpFixture(b, rate*3+10)
+	openLatencyAtRate(b, addr, reqs, rate)
+}
+
+// openRate is SHAKE_OPEN_RATE, default 2000 opens per second.
+func openRate() int {
+	if v, err := strconv.Atoi(os.Getenv("SHAKE_OPEN_RATE")); err == nil && v > 0 {
+		return v
+	}
+	return 2000
+}
+
+// openLatencyAtRate sends reqs open-loop at rate per second to addr, one second per b.N
+// round (at most 3), and reports p50/p99/max latency.
+func openLatencyAtRate(b *testing.B, addr string, reqs []openReq, rate int) {
 	c := &fasthttp.HostClient{Addr: addr, MaxConns: 4096}
 	var lat []time.Duration
 	var mu sync.Mutex

@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -65,6 +66,7 @@ type durableConfig struct {
 	KafkaTimeout  time.Duration
 	DownFor       time.Duration
 	ReplayBackoff time.Duration
+	Kafka         *ikafka.Security // TLS and SASL; nil is plain text
 }
 
 // durable makes claims durable: a bounded queue that concurrent requests append to,
@@ -99,6 +101,10 @@ const kafkaBatchSize = 64
 
 var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
 
+// newDurable starts the writers and the replayer. The writer never creates the topic:
+// operators do (shake topics create), with the replication money needs, not whatever
+// the brokers default to; a write to a missing topic fails and its claims wait in the
+// spool.
 func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logger) *durable {
 	d := &durable{
 		cfg: cfg,
@@ -126,12 +132,15 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 			WriteBackoffMax:        100 * time.Millisecond,
 			ReadTimeout:            cfg.KafkaTimeout,
 			WriteTimeout:           cfg.KafkaTimeout,
-			AllowAutoTopicCreation: true,
-			Transport: &kafka.Transport{
+			AllowAutoTopicCreation: false, // operators create topics: see newDurable
+			Transport: cfg.Kafka.Secure(&kafka.Transport{
 				DialTimeout: cfg.KafkaTimeout,
 				IdleTimeout: 30 * time.Second,
-				MetadataTTL: 10 * time.Second,
-			},
+				// Short, since kafka-go refreshes leaders only on this timer, never on a
+				// NOT_LEADER answer: after a leader move, writes to that partition fail
+				// (and spool) until the next refresh.
+				MetadataTTL: time.Second,
+			}),
 		},
 		queue:      make(chan *op, cfg.QueueSize),
 		wake:       make(chan struct{}, 1),
@@ -240,8 +249,14 @@ func (d *durable) persist(ops []*op, msgs []kafka.Message, recs []spoolRecord) f
 			return func(int) error { return nil }
 		}
 		d.mKafkaErr.Inc()
-		d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
-		d.log.Warn("kafka write failed; spooling", "claims", len(ops), "err", err)
+		if leaderMoved(err) {
+			// Routine during a leader election or a rolling restart; counted in
+			// shake_verifier_kafka_errors_total, not worth a warning per batch.
+			d.log.Debug("partition leader moved; spooling", "claims", len(ops), "err", err)
+		} else {
+			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
+			d.log.Warn("kafka write failed; spooling", "claims", len(ops), "err", err)
+		}
 		if !errors.As(err, &werrs) || len(werrs) != len(ops) {
 			werrs = nil
 			// Cut short: kafka-go may still send these buffers later.
@@ -340,9 +355,16 @@ func (d *durable) replayer(ctx context.Context) {
 		cancel()
 		if err != nil {
 			d.mKafkaErr.Inc()
-			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
 			buf = nil // kafka-go may still hold the old buffer
 			d.log.Warn("spool replay failed", "claims", len(recs), "err", err)
+			if leaderMoved(err) {
+				// Kafka is up; the metadata is at most MetadataTTL old: retry soon.
+				if !sleep(d.cfg.ReplayBackoff) {
+					return
+				}
+				continue
+			}
+			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
 			if !sleep(backoff) {
 				return
 			}
@@ -384,4 +406,30 @@ func (d *durable) close() error {
 		d.log.Warn("kafka writer close", "err", werr)
 	}
 	return nil
+}
+
+// leaderMoved reports whether every failure in err says that a partition's leader has
+// moved (a leader election, a rolling restart): Kafka is up and kafka-go's metadata,
+// refreshed every MetadataTTL, will point at the new leader shortly. The failed claims
+// are spooled, but the live path keeps trying Kafka instead of spooling for DownFor.
+func leaderMoved(err error) bool {
+	var werrs kafka.WriteErrors
+	if !errors.As(err, &werrs) {
+		return isLeaderMove(err)
+	}
+	n := 0
+	for _, e := range werrs {
+		if e == nil {
+			continue
+		}
+		if !isLeaderMove(e) {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+func isLeaderMove(err error) bool {
+	return errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable)
 }

@@ -28,7 +28,7 @@ const fuzzSessionExpiry = 4102444800
 
 // verifierAnswers are the statuses SPEC.md names for POST /v1/open.
 var verifierAnswers = map[int]bool{200: true, 400: true, 401: true, 403: true, 404: true, 405: true,
-	409: true, 410: true, 413: true, 422: true, 503: true}
+	409: true, 410: true, 413: true, 421: true, 422: true, 503: true}
 
 // FuzzVerifierHandler drives the /v1/open handler with arbitrary methods, paths, headers,
 // bodies and tokens (genuine, other users', expired, bit-flipped ones among the seeds):
@@ -59,6 +59,7 @@ func FuzzVerifierHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = srv.Close() })
+	skipRebuild(srv)
 	h := srv.Handler()
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4243}
 
@@ -77,7 +78,9 @@ func FuzzVerifierHandler(f *testing.F) {
 	first := shard.Header.FirstTicket
 	good := "Bearer " + string(sk.Mint(nil, 7, fuzzSessionExpiry))
 	other := "Bearer " + string(sk.Mint(nil, 8, fuzzSessionExpiry))
-	tok := seal(first, 7, fuzzSessionExpiry)
+	// Genuine tokens expire when an edge would make them: within the ttl.
+	live := time.Now().Add(time.Hour).Unix()
+	tok := seal(first, 7, live)
 	flipped := []byte(tok)
 	flipped[40] ^= 0x02
 	body := func(t string) string { return `{"token":"` + t + `"}` }
@@ -85,9 +88,10 @@ func FuzzVerifierHandler(f *testing.F) {
 		{"POST", "/v1/open", good, "application/json", body(tok)},
 		{"POST", "/v1/open", other, "application/json", body(tok)},
 		{"POST", "/v1/open", good, "application/json", body(seal(first+1, 7, 1000))},
-		{"POST", "/v1/open", good, "application/json", body(seal(first+2, 8, fuzzSessionExpiry))},
+		{"POST", "/v1/open", good, "application/json", body(seal(first+2, 8, live))},
 		{"POST", "/v1/open", good, "application/json", body(string(flipped))},
-		{"POST", "/v1/open", good, "text/plain", body(seal(first+3, 7, fuzzSessionExpiry))},
+		{"POST", "/v1/open", good, "application/json", body(seal(first+4, 7, fuzzSessionExpiry))},
+		{"POST", "/v1/open", good, "text/plain", body(seal(first+3, 7, live))},
 		{"POST", "/v1/open", good, "", `{"token":` + strconv.Quote(tok) + `,"x":[1,{"y":null}]}`},
 		{"POST", "/v1/open", good, "application/json", `{"token":"` + tok[:50] + `"}`},
 		{"POST", "/v1/open", good, "application/json", `{"token":12}`},

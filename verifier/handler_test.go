@@ -36,11 +36,42 @@ func startBroker(t testing.TB) *broker.Broker {
 	return b
 }
 
+// newServer starts a verifier and waits for its rebuild from the topic.
 func newServer(t testing.TB, f *fixture, cfg Config) *Server {
+	t.Helper()
 	s, err := New(cfg)
 	must(t, err)
 	t.Cleanup(func() { s.Close() })
+	waitRebuilt(t, s)
 	return s
+}
+
+func waitRebuilt(t testing.TB, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !s.rb.done.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the verifier never finished its rebuild")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newServerNoKafka starts a verifier whose Kafka is unreachable from the start: the
+// rebuild from the topic is skipped (as if the topic had been read and was empty), so
+// that the spool path can be tested alone.
+func newServerNoKafka(t testing.TB, f *fixture, cfg Config) *Server {
+	t.Helper()
+	s, err := New(cfg)
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	skipRebuild(s)
+	return s
+}
+
+func skipRebuild(s *Server) {
+	s.stopRebuild()
+	s.finishRebuild()
 }
 
 // readTopic returns every claim on the topic, keyed by ticket id (failing on a claim
@@ -156,7 +187,7 @@ func TestOpenErrorCodes(t *testing.T) {
 
 func TestEveryFlippedByteIsRejected(t *testing.T) {
 	f := newFixture(t, 2, 100)
-	s := newServer(t, f, f.config([]string{"127.0.0.1:1"}))
+	s := newServerNoKafka(t, f, f.config([]string{"127.0.0.1:1"}))
 	alice := f.bearer(7)
 	good := f.tok(42, 7)
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -210,7 +241,7 @@ func TestKafkaDownSpoolsThenDrains(t *testing.T) {
 	ln.Close() // nothing listens there for now
 	cfg := f.config([]string{addr})
 	cfg.KafkaTimeout = 300 * time.Millisecond
-	s := newServer(t, f, cfg)
+	s := newServerNoKafka(t, f, cfg)
 	for id := uint64(1); id <= 50; id++ {
 		if st, got := do(s, "POST", "/v1/open", f.bearer(id), body(f.tok(id, id))); st != 200 {
 			t.Fatalf("open %d while Kafka down: %d %s", id, st, got)
@@ -249,7 +280,7 @@ func TestSpoolFullIs503(t *testing.T) {
 	cfg := f.config([]string{"127.0.0.1:1"})
 	cfg.KafkaTimeout = 200 * time.Millisecond
 	cfg.SpoolMaxBytes = 1000 // about three claims
-	s := newServer(t, f, cfg)
+	s := newServerNoKafka(t, f, cfg)
 	var ok, unavailable int
 	for id := uint64(1); id <= 10; id++ {
 		st, got := do(s, "POST", "/v1/open", f.bearer(id), body(f.tok(id, id)))
@@ -278,7 +309,7 @@ func TestQueueBound(t *testing.T) {
 	f := newFixture(t, 1, 10)
 	sp, err := openSpool(t.TempDir(), 0, 0, func(_, _ []byte) {})
 	must(t, err)
-	reg := newServer(t, f, f.config([]string{"127.0.0.1:1"})).cfg.Registry
+	reg := newServerNoKafka(t, f, f.config([]string{"127.0.0.1:1"})).cfg.Registry
 	d := newDurable(durableConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", QueueSize: 3, BatchMax: 4,
 		Producers: 0, KafkaTimeout: time.Second, DownFor: time.Second, ReplayBackoff: time.Second}, sp, reg, nullLog())
 	for i := 0; i < 3; i++ {

@@ -20,6 +20,7 @@ type fixture struct {
 	sess                          *ticket.SessionKey
 	mac                           *ticket.TicketMAC
 	sealers                       []*ticket.Sealer
+	signer                        *ticket.ClaimSigner
 }
 
 const testCampaign = "cny-2026"
@@ -37,7 +38,9 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	must(t, ticket.WriteKeyFile(f.skPath, sk))
 	m := &ticket.Manifest{Version: 1, Campaign: testCampaign, Currency: "CNY", Min: 1, Max: 100,
 		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC(),
-		Generation: ticket.NewGeneration(), PerUser: 1}
+		Generation: ticket.NewGeneration(), PerUser: fixturePerUser}
+	m.IssueUntil = m.CreatedAt.Add(time.Hour)
+	m.ExpiresAt = m.IssueUntil.Add(time.Hour)
 	next := uint64(1)
 	for i := 0; i < nShards; i++ {
 		var amt int64
@@ -58,6 +61,8 @@ func newFixture(t testing.TB, nShards int, perShard uint64) *fixture {
 	f.man, err = ticket.LoadManifest(f.manifest)
 	must(t, err)
 	f.sess, err = ticket.NewSessionKey(sk)
+	must(t, err)
+	f.signer, err = f.man.ClaimSigner(ck)
 	must(t, err)
 	mk, _ := ticket.MACKey(ck, testCampaign, m.Generation)
 	f.mac, err = ticket.NewTicketMAC(mk, testCampaign)
@@ -103,3 +108,17 @@ func (f *fixture) config(brokers []string) Config {
 }
 
 func nullLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// fixturePerUser is the per_user rule of the campaigns newFixture makes.
+var fixturePerUser = 1
+
+// setPerUser sets the per_user rule of the campaigns newFixture makes from now on and
+// returns the function that restores it.
+func setPerUser(n int) func() {
+	old := fixturePerUser
+	fixturePerUser = n
+	return func() { fixturePerUser = old }
+}
+
+// sign signs c as a verifier of the fixture's campaign would.
+func (f *fixture) sign(c *ticket.Claim) { f.signer.Sign(c) }

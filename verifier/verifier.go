@@ -1,9 +1,11 @@
 // Package verifier is the server behind POST /v1/open: it opens a user's sealed ticket
-// by local computation alone (session, AEAD, uid binding, expiry, the generator's ticket
-// MAC, the shard's id range), remembers every opened ticket so that a retry gets the
-// same answer, and answers 200 only once the claim is durable: acknowledged by every
-// in-sync Kafka replica or, while Kafka is unreachable, fsynced to a local spool that is
-// replayed to Kafka later.
+// by local computation alone (session, AEAD, uid binding, the generator's ticket MAC,
+// the shard's id range, the round's time window, expiry), remembers every opened ticket
+// so that a retry gets the same answer, holds each of its users to the campaign's
+// per_user rule, and answers 200 only once the signed claim is durable: acknowledged by
+// every in-sync Kafka replica or, while Kafka is unreachable, fsynced to a local spool
+// that is replayed to Kafka later. At start it rebuilds what it knows from the claims
+// topic and the spool (see rebuild.go) before it is ready.
 package verifier
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/ticket"
 )
@@ -31,6 +34,12 @@ type Config struct {
 	Topic      string   // claims topic, default shake.claims
 	Spool      string   // spool directory
 	Listen     string   // default 127.0.0.1:8081
+	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
+	// other users' opens are 421 misdirected.
+	UIDShard UIDShard
+
+	// Kafka is the TLS and SASL of every Kafka connection (nil: plain text).
+	Kafka *ikafka.Security
 
 	SpoolMaxBytes int64 // default 1 GiB: beyond it opens get 503 while Kafka is down
 	SegmentBytes  int64 // spool segment size, default 64 MiB
@@ -73,9 +82,21 @@ type Server struct {
 	now      func() time.Time
 	inWait   time.Duration
 
+	// users counts opened tickets per (uid, round) for the per_user rule; nil when the
+	// campaign has no limit.
+	users *userTable
+	// ttl and expiresAt (unix seconds) bound a token's expires_at; skew is
+	// ticket.ClockSkew in seconds.
+	ttl         int64
+	expiresAt   int64
+	skew        int64
+	signer      *ticket.ClaimSigner // signs every claim: the settler pays no unsigned claim
+	misdirected []byte
+	rb          rebuildState
+	started     time.Time
+
 	opens     [numResults]*obs.Counter
 	mOpenTime *obs.Histogram
-	restored  int
 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
@@ -94,18 +115,25 @@ const (
 	resUnavailable
 	resNotFound
 	resMethod
+	resLimit
+	resMisdirected
+	resRebuilding
 	numResults
 )
 
 var resultNames = [numResults]string{"opened", "repeat", "unauthorized", "bad_request", "too_large",
-	"invalid_token", "not_your_ticket", "expired", "already_opened", "unavailable", "not_found", "method_not_allowed"}
+	"invalid_token", "not_your_ticket", "expired", "already_opened", "unavailable", "not_found", "method_not_allowed",
+	"limit_reached", "misdirected", "rebuilding"}
 
-var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 503, 404, 405}
+var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 503, 404, 405, 409, 421, 503}
 
 // New loads the manifest and keys, opens the spool (replaying what it holds at start and
-// rebuilding the opened-ticket table from it), starts the Kafka writers and binds the
-// listen address. Call Run to serve, or Close to release everything without serving.
+// restoring the opened tickets it holds), starts the Kafka writers, binds the listen
+// address and starts the rebuild from the claims topic; /readyz is ready and opens are
+// served once that is done. Call Run to serve, or Close to release everything without
+// serving.
 func New(cfg Config) (*Server, error) {
+	started := time.Now()
 	if cfg.Topic == "" {
 		cfg.Topic = "shake.claims"
 	}
@@ -125,6 +153,12 @@ func New(cfg Config) (*Server, error) {
 	setDefaultD(&cfg.KafkaTimeout, 2*time.Second)
 	setDefaultD(&cfg.DownFor, 5*time.Second)
 	setDefaultD(&cfg.RetryAfter, time.Second)
+	if cfg.UIDShard.Count == 0 {
+		cfg.UIDShard = UIDShard{Index: 0, Count: 1}
+	}
+	if cfg.UIDShard.Count > MaxUIDShards || cfg.UIDShard.Index >= cfg.UIDShard.Count {
+		return nil, fmt.Errorf("verifier: bad uid shard %d/%d", cfg.UIDShard.Index, cfg.UIDShard.Count)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,7 +180,19 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now}
+	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+		// A key other users can read lets any of them forge sessions or claims.
+		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
+			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
+		}
+	}
+	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now,
+		started: started}
+	if man.IssueUntil.IsZero() || man.ExpiresAt.IsZero() {
+		return nil, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest)
+	}
+	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
+	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
 	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
 		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
 	}
@@ -176,14 +222,23 @@ func New(cfg Config) (*Server, error) {
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	s.table = newClaimTable(firsts, counts, binary.LittleEndian.Uint64(seed[:]))
+	if s.signer, err = man.ClaimSigner(ck); err != nil {
+		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+	}
+	if man.PerUser > 0 {
+		// Every entry holds at least one ticket opened by one of this verifier's users:
+		// size for this verifier's share of the campaign's tickets.
+		s.users = newUserTable(man.Count/cfg.UIDShard.Count+1, man.PerUser)
+	}
+	reg := cfg.Registry
+	s.registerRebuildMetrics(reg)
 
-	// Rebuild the opened-ticket table from what the spool still holds (claims of this
-	// campaign only; anything else is replayed but not remembered).
-	s.sp, err = openSpool(cfg.Spool, cfg.SpoolMaxBytes, cfg.SegmentBytes, s.restoreClaim)
+	// Restore what the spool still holds (claims of this campaign only; anything else
+	// is replayed but not remembered). The topic follows in the background.
+	s.sp, err = openSpool(cfg.Spool, cfg.SpoolMaxBytes, cfg.SegmentBytes, func(_, v []byte) { s.rb.add(s.restoreValue(v)) })
 	if err != nil {
 		return nil, err
 	}
-	reg := cfg.Registry
 	for i := range s.opens {
 		s.opens[i] = reg.Counter("shake_verifier_opens_total", "Open requests by result.", "result", resultNames[i])
 	}
@@ -192,23 +247,32 @@ func New(cfg Config) (*Server, error) {
 	s.dur = newDurable(durableConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, QueueSize: cfg.QueueSize, BatchMax: cfg.BatchMax,
 		Producers: cfg.Producers, BatchTimeout: cfg.BatchTimeout, KafkaTimeout: cfg.KafkaTimeout,
-		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond,
+		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond, Kafka: cfg.Kafka,
 	}, s.sp, reg, cfg.Logger)
 	s.srv, err = obs.Listen(obs.ServerConfig{
 		Name: "verifier", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger: cfg.Logger, Registry: reg, Ready: s.dur.writable,
+		Logger: cfg.Logger, Registry: reg, Ready: s.ready,
 	}, s.handle)
 	if err != nil {
 		s.dur.close()
 		return nil, err
 	}
-	s.log.Info("verifier ready", "campaign", man.Campaign, "shards", len(man.Shards), "tickets", man.Count,
-		"table_bytes", 4*man.Count, "restored_from_spool", s.restored,
-		"spool_pending", s.sp.pendingRecs.Load(), "brokers", cfg.Brokers, "topic", cfg.Topic)
+	s.log.Info("verifier started; rebuilding from the claims topic", "campaign", man.Campaign,
+		"shards", len(man.Shards), "tickets", man.Count, "uid_shard", cfg.UIDShard.String(),
+		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
+		"restored_from_spool", s.rb.restored(), "spool_pending", s.sp.pendingRecs.Load(),
+		"brokers", cfg.Brokers, "topic", cfg.Topic)
+	s.startRebuild()
 	return s, nil
 }
+
+// ready is /readyz: the rebuild is done and a claim can be made durable somewhere.
+func (s *Server) ready() bool { return s.rb.done.Load() && s.dur.writable() }
+
+// ownUID reports whether uid is of this verifier's uid shard.
+func (s *Server) ownUID(uid uint64) bool { return s.cfg.UIDShard.owns(uid) }
 
 func setDefault(v *int, d int) {
 	if *v <= 0 {
@@ -222,16 +286,6 @@ func setDefaultD(v *time.Duration, d time.Duration) {
 	}
 }
 
-// restoreClaim marks a spooled claim's ticket as opened by its uid.
-func (s *Server) restoreClaim(_, value []byte) {
-	c, err := ticket.ParseClaim(value)
-	if err != nil || c.Campaign != s.campaign || !s.man.InShard(c.Shard, c.Ticket) {
-		return
-	}
-	s.table.restore(c.Shard, c.Ticket, c.UID)
-	s.restored++
-}
-
 // Addr returns the bound host:port.
 func (s *Server) Addr() string { return s.srv.Addr() }
 
@@ -243,6 +297,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 // flushes or spools every queued claim and closes the spool.
 func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
+	s.stopRebuild()
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -252,6 +307,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Close releases a server that was never Run (tests): it flushes and closes like Run.
 func (s *Server) Close() error {
 	s.srv.Close()
+	s.stopRebuild()
 	return s.dur.close()
 }
 
@@ -274,7 +330,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	switch r {
 	case resOpened, resRepeat:
 		obs.WriteJSON(ctx, fasthttp.StatusOK, o.resp)
-	case resUnavailable:
+	case resMisdirected:
+		obs.WriteJSON(ctx, fasthttp.StatusMisdirectedRequest, s.misdirected)
+	case resUnavailable, resRebuilding:
 		o.resp = append(o.resp[:0], `{"error":"unavailable","retry_after_ms":`...)
 		o.resp = strconv.AppendInt(o.resp, s.cfg.RetryAfter.Milliseconds(), 10)
 		o.resp = append(o.resp, '}')
@@ -291,6 +349,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 // open runs every check, then claims the ticket and makes the claim durable. On
 // resOpened and resRepeat, o.resp holds the 200 body.
 func (s *Server) open(o *op, auth, body []byte) result {
+	if !s.rb.done.Load() {
+		// Until the rebuild is done this verifier does not know what it answered before.
+		return resRebuilding
+	}
 	now := s.now()
 	st, ok := ticket.BearerToken(auth)
 	if !ok {
@@ -299,6 +361,9 @@ func (s *Server) open(o *op, auth, body []byte) result {
 	uid, err := s.sess.Verify(st, now.Unix())
 	if err != nil {
 		return resUnauthorized
+	}
+	if !s.ownUID(uid) {
+		return resMisdirected
 	}
 	if r := s.verify(o, body, uid, now.Unix()); r != resOpened {
 		return r
@@ -333,25 +398,51 @@ func (s *Server) open(o *op, auth, body []byte) result {
 		s.table.release(shard, t.Ticket)
 		return resExpired
 	}
-	// We own the ticket: build the claim and make it durable.
-	c := ticket.Claim{
-		Campaign: s.campaign, Ticket: t.Ticket, Shard: shard, Round: int(t.Round),
-		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
-		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now, MAC: t.MAC,
-	}
-	o.key = c.AppendKey(o.key[:0])
-	o.value = c.AppendJSON(o.value[:0])
-	if err := s.dur.submit(o); err != nil {
+	// The per-user rule, after the repeat check (a counted ticket opened again is the
+	// same 200 above) and reserved before the durable write, under the stripe's lock:
+	// two concurrent opens of one user cannot both pass it.
+	if s.users != nil && !s.users.reserve(uid, t.Round) {
 		s.table.release(shard, t.Ticket)
+		return resLimit
+	}
+	// We own the ticket: build the signed claim and make it durable.
+	s.makeClaim(o, uid, now)
+	if err := s.dur.submit(o); err != nil {
+		s.unclaim(uid, t)
 		return resUnavailable
 	}
 	if err := <-o.done; err != nil {
-		s.table.release(shard, t.Ticket)
+		s.unclaim(uid, t)
 		return resUnavailable
 	}
 	s.table.markDurable(shard, t.Ticket, fp)
 	s.appendOpened(o)
 	return resOpened
+}
+
+// makeClaim writes the signed claim for o.tok opened by uid at now into o.key and
+// o.value. It allocates nothing.
+func (s *Server) makeClaim(o *op, uid uint64, now time.Time) {
+	t := &o.tok
+	c := ticket.Claim{
+		Campaign: s.campaign, Ticket: t.Ticket, Shard: int(t.Shard), Round: int(t.Round),
+		Amount: int64(t.Amount), Currency: s.currency, UID: uid,
+		IssuedAt: time.Unix(int64(t.IssuedAt), 0), OpenedAt: now.Truncate(time.Millisecond), MAC: t.MAC,
+	}
+	// The signature covers every field as the wire carries it (milliseconds), so it is
+	// made last; the settler posts no claim without it.
+	s.signer.Sign(&c)
+	o.key = c.AppendKey(o.key[:0])
+	o.value = c.AppendJSON(o.value[:0])
+}
+
+// unclaim frees the ticket and gives the user's count back after a failed write: the
+// user was not answered 200, and may retry.
+func (s *Server) unclaim(uid uint64, t *ticket.TicketToken) {
+	s.table.release(int(t.Shard), t.Ticket)
+	if s.users != nil {
+		s.users.giveBack(uid, t.Round)
+	}
 }
 
 // verify is the local verification chain: body, AEAD open, uid binding, expiry, ticket
@@ -385,10 +476,29 @@ func (s *Server) verify(o *op, body []byte, uid uint64, now int64) result {
 	if a := int64(t.Amount); a < s.man.Min || a > s.man.Max || a > ticket.MaxTicketAmount {
 		return resInvalid
 	}
+	// The time window. An edge seals a token only while its round is open (for a
+	// campaign without rounds, from created_at to issue_until), stamps it with its clock
+	// and makes it expire at min(issued_at + ttl, expires_at). A token issued outside
+	// its round or in the future, or expiring later than that, was not sealed by an
+	// edge that follows the manifest (a stolen edge key minting for a round of 2030, or
+	// tokens that expire in 2099): 422. The same check as the settler's (CheckTimes,
+	// with ticket.ClockSkew of slack); opening after the expiry is the 410 below.
+	iss, exp := int64(t.IssuedAt), int64(t.ExpiresAt)
+	if iss > now+s.skew || exp > iss+s.ttl || exp > s.expiresAt {
+		return resInvalid
+	}
+	expired := exp <= now
+	switch s.man.CheckTimes(int(t.Round), time.Unix(iss, 0), time.Unix(now, 0)) {
+	case nil:
+	case ticket.ErrOpenedAfterExpiry:
+		expired = true
+	default:
+		return resInvalid
+	}
 	// Expiry last, once the slot is known to be valid: a user retrying an open that
 	// already succeeded (its answer lost in a timeout) gets the same 200 even after the
 	// token expired, as SPEC.md promises; open() never starts a new claim for it.
-	if int64(t.ExpiresAt) <= now && !s.table.heldBy(shard, t.Ticket, s.table.fingerprint(uid)) {
+	if expired && !s.table.heldBy(shard, t.Ticket, s.table.fingerprint(uid)) {
 		return resExpired
 	}
 	return resOpened

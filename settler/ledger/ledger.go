@@ -37,7 +37,34 @@ var (
 	ErrConflict = errors.New("conflicting campaign transfer")
 	// ErrBadURL reports a ledger URL that names no supported backend.
 	ErrBadURL = errors.New("ledger URL must be postgres://... or sqlite:///path/ledger.db")
+	// ErrOverBudget reports a batch that would take a campaign's budget account below
+	// zero. The ledger refuses it whole (nothing of it is posted); retrying the same
+	// batch cannot succeed, so callers post its postings one by one and set aside the
+	// ones that do not fit.
+	ErrOverBudget = errors.New("posting would take the campaign's budget below zero")
+	// ErrOtherGeneration reports a campaign id this ledger already settles for another
+	// generation (the campaign was generated again under the same id).
+	ErrOtherGeneration = errors.New("the ledger settles another generation of this campaign id")
+	// ErrManifestChanged reports a manifest whose digest is not the one the campaign was
+	// registered (funded) with.
+	ErrManifestChanged = errors.New("the manifest differs from the one this ledger was funded with")
 )
+
+// CampaignInfo identifies one generation of a campaign and the manifest it was funded
+// with (ticket.Manifest.Digest).
+type CampaignInfo struct {
+	Campaign       string
+	Generation     string
+	ManifestDigest string
+}
+
+// Checks are the campaign-wide rules reconcile checks from the ledger.
+type Checks struct {
+	// Conflicts counts recorded claims for an already-posted ticket from another uid.
+	Conflicts int64
+	// OverLimitUsers counts users holding more than perUser postings in one round.
+	OverLimitUsers int64
+}
 
 // Posting is one settled ticket: amount moves from the campaign's budget account to the
 // wallet of uid in currency.
@@ -55,8 +82,11 @@ type Posting struct {
 // Result is what one Post did.
 type Result struct {
 	Posted     int   // postings newly inserted
-	Duplicates int   // postings already in the ledger (or repeated within the batch)
+	Duplicates int   // postings already in the ledger for the same uid (or repeated within the batch)
 	Amount     int64 // sum of the newly posted amounts
+	// Conflicts are the indexes (in the batch) of postings for a ticket the ledger holds
+	// for another uid: not posted, recorded in the conflicts table.
+	Conflicts []int
 }
 
 // RefundResult is what Refund did.
@@ -113,6 +143,16 @@ type Ledger interface {
 	// Audit recomputes every account's balance from the recorded transfers (a full
 	// scan: for reconcile, not for polling).
 	Audit(ctx context.Context) (Audit, error)
+	// Register records which generation of the campaign this ledger settles and the
+	// digest of its manifest, once. Registering the same info again is a no-op; another
+	// generation is ErrOtherGeneration; the same generation with another digest is
+	// ErrManifestChanged.
+	Register(ctx context.Context, info CampaignInfo) error
+	// Registered returns what Register recorded for campaign (ok false: nothing).
+	Registered(ctx context.Context, campaign string) (info CampaignInfo, ok bool, err error)
+	// Checks counts the campaign's conflicts and the users above perUser postings in one
+	// round (perUser 0: no limit, OverLimitUsers is 0).
+	Checks(ctx context.Context, campaign string, perUser int) (Checks, error)
 	// Scan calls fn for every posting row of the campaign in ticket order (duplicates,
 	// if the unique index was ever bypassed, come out as consecutive equal tickets).
 	Scan(ctx context.Context, campaign string, fn func(ticket uint64, amount int64, currency string) error) error
@@ -177,6 +217,46 @@ func checkPosting(p *Posting) error {
 	}
 	return nil
 }
+
+// checkInfo checks a registration before it reaches the ledger.
+func checkInfo(info *CampaignInfo) error {
+	if !ticket.ValidCampaign(info.Campaign) || !ticket.ValidGeneration(info.Generation) || len(info.ManifestDigest) != 64 {
+		return fmt.Errorf("%w: registration %+v", ErrInvalid, *info)
+	}
+	return nil
+}
+
+// CompareInfo returns nil when have (recorded in a ledger) and want agree, else
+// ErrOtherGeneration or ErrManifestChanged, wrapped with what differs.
+func CompareInfo(have, want CampaignInfo) error {
+	switch {
+	case have.Generation != want.Generation:
+		return fmt.Errorf("%w: campaign %s is generation %s in the ledger, the manifest is generation %s; use a new campaign id or another ledger",
+			ErrOtherGeneration, want.Campaign, have.Generation, want.Generation)
+	case have.ManifestDigest != want.ManifestDigest:
+		return fmt.Errorf("%w: campaign %s was funded with manifest digest %s, this one is %s",
+			ErrManifestChanged, want.Campaign, have.ManifestDigest, want.ManifestDigest)
+	}
+	return nil
+}
+
+// classify sets res.Conflicts and res.Duplicates of a batch from the uids the ledger
+// holds for its tickets (posted[campaign][ticket]): a posting whose ticket is held for
+// another uid is a conflict; the rest that were not newly posted are duplicates.
+func classify(batch []Posting, posted map[string]map[uint64]string, res *Result) {
+	res.Conflicts = res.Conflicts[:0]
+	for i := range batch {
+		p := &batch[i]
+		if uid, ok := posted[p.Campaign][p.Ticket]; ok && uid != strconv.FormatUint(p.UID, 10) {
+			res.Conflicts = append(res.Conflicts, i)
+		}
+	}
+	res.Duplicates = len(batch) - res.Posted - len(res.Conflicts)
+}
+
+// overLimitQuery counts the users holding more than $2 postings in one round.
+const overLimitQuery = `SELECT COUNT(DISTINCT uid) FROM (
+    SELECT uid FROM postings WHERE campaign = $1 GROUP BY uid, round HAVING COUNT(*) > $2) AS over_limit`
 
 func checkCampaignTransfer(campaign, currency string, budget int64) error {
 	if !ticket.ValidCampaign(campaign) || !ticket.ValidCurrency(currency) || budget < 0 {

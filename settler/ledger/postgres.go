@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // pgLedger is the PostgreSQL ledger over one connection. One connection is enough: the
@@ -87,7 +88,8 @@ func (l *pgLedger) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 	}
 	if err := fn(l.conn); err != nil {
 		var keep bool
-		keep = errors.Is(err, ErrNotFunded) || errors.Is(err, ErrConflict)
+		keep = errors.Is(err, ErrNotFunded) || errors.Is(err, ErrConflict) || errors.Is(err, ErrOverBudget) ||
+			errors.Is(err, ErrOtherGeneration) || errors.Is(err, ErrManifestChanged)
 		if !keep {
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			l.conn.Close(cctx)
@@ -248,17 +250,130 @@ func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 				return fmt.Errorf("copy to staging: %w", err)
 			}
 			var n, upd int64
-			if err := tx.QueryRow(ctx, postFromStaging, time.Now().UnixMicro()).Scan(&n, &res.Amount, &upd); err != nil {
-				return err
+			now := time.Now().UnixMicro()
+			if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
+				return pgOverBudget(err)
 			}
 			res.Posted, res.Duplicates = int(n), len(batch)-int(n)
-			return nil
+			if res.Posted == len(batch) {
+				return nil // every posting new: no duplicate, no conflict (the common case)
+			}
+			return pgConflicts(ctx, tx, batch, &res, now)
 		})
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
 	}
 	return res, nil
+}
+
+// pgOverBudget maps the budget trigger's violation to ErrOverBudget.
+func pgOverBudget(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23514" && pe.ConstraintName == "budget_nonnegative" {
+		return fmt.Errorf("%w: %s", ErrOverBudget, pe.Message)
+	}
+	return err
+}
+
+// pgConflicts looks up who holds the tickets of a batch that were not all new, records
+// the postings that claim a ticket held for another uid in the conflicts table, and
+// sets res.Conflicts and res.Duplicates.
+func pgConflicts(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result, now int64) error {
+	posted := map[string]map[uint64]string{}
+	for _, camp := range campaignsOf(batch) {
+		var ids []int64
+		for i := range batch {
+			if batch[i].Campaign == camp {
+				ids = append(ids, int64(batch[i].Ticket))
+			}
+		}
+		rows, err := tx.Query(ctx, `SELECT ticket, uid FROM postings WHERE campaign = $1 AND ticket = ANY($2)`, camp, ids)
+		if err != nil {
+			return err
+		}
+		m := map[uint64]string{}
+		var t int64
+		var uid string
+		_, err = pgx.ForEachRow(rows, []any{&t, &uid}, func() error { m[uint64(t)] = uid; return nil })
+		if err != nil {
+			return err
+		}
+		posted[camp] = m
+	}
+	classify(batch, posted, res)
+	for _, i := range res.Conflicts {
+		p := &batch[i]
+		if _, err := tx.Exec(ctx, `INSERT INTO conflicts (campaign, ticket, uid, posted_uid, amount, opened_at, seen_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, p.Campaign, int64(p.Ticket),
+			strconv.FormatUint(p.UID, 10), posted[p.Campaign][p.Ticket], p.Amount, micros(p.OpenedAt), now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *pgLedger) Register(ctx context.Context, info CampaignInfo) error {
+	if err := checkInfo(&info); err != nil {
+		return err
+	}
+	err := l.withConn(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO campaigns (campaign, generation, manifest_digest, registered_at)
+				VALUES ($1, $2, $3, $4) ON CONFLICT (campaign) DO NOTHING`,
+				info.Campaign, info.Generation, info.ManifestDigest, time.Now().UnixMicro()); err != nil {
+				return err
+			}
+			var have CampaignInfo
+			have.Campaign = info.Campaign
+			if err := tx.QueryRow(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = $1`,
+				info.Campaign).Scan(&have.Generation, &have.ManifestDigest); err != nil {
+				return err
+			}
+			return CompareInfo(have, info)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", info.Campaign, err)
+	}
+	return nil
+}
+
+func (l *pgLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
+	info := CampaignInfo{Campaign: campaign}
+	var ok bool
+	err := l.withConn(ctx, func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = $1`, campaign).
+			Scan(&info.Generation, &info.ManifestDigest)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
+	}
+	return info, ok, nil
+}
+
+func (l *pgLedger) Checks(ctx context.Context, campaign string, perUser int) (Checks, error) {
+	var ch Checks
+	err := l.withConn(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM conflicts WHERE campaign = $1`, campaign).Scan(&ch.Conflicts); err != nil {
+				return err
+			}
+			if perUser <= 0 {
+				return nil
+			}
+			return tx.QueryRow(ctx, overLimitQuery, campaign, perUser).Scan(&ch.OverLimitUsers)
+		})
+	})
+	if err != nil {
+		return Checks{}, fmt.Errorf("checks %s: %w", campaign, err)
+	}
+	return ch, nil
 }
 
 func (l *pgLedger) Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error) {

@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -20,6 +23,13 @@ type sqliteLedger struct {
 }
 
 func openSQLite(ctx context.Context, path string) (*sqliteLedger, error) {
+	// The ledger holds every user's wallet: create it 0600 (SQLite gives its -wal and
+	// -shm files the database file's mode), rather than with the umask's 0644.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("cannot create sqlite ledger %s: %w", path, err)
+	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -161,6 +171,8 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 				refunded[c] = true
 			}
 		}
+		var conflicts []string // posted uid of each conflict, in res.Conflicts order
+		res.Conflicts = nil
 		st, err := tx.PrepareContext(ctx, `INSERT INTO postings
 			(campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, ticket) DO NOTHING`)
@@ -182,7 +194,19 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 				return err
 			}
 			if n == 0 {
-				res.Duplicates++
+				// Already posted: the same user's claim again, or another user's (a
+				// ticket handed out twice), which is recorded and never paid.
+				var uid string
+				if err := tx.QueryRowContext(ctx, `SELECT uid FROM postings WHERE campaign = ? AND ticket = ?`,
+					p.Campaign, int64(p.Ticket)).Scan(&uid); err != nil {
+					return err
+				}
+				if uid == strconv.FormatUint(p.UID, 10) {
+					res.Duplicates++
+					continue
+				}
+				res.Conflicts = append(res.Conflicts, i)
+				conflicts = append(conflicts, uid)
 				continue
 			}
 			res.Posted++
@@ -191,9 +215,17 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 			deltas[credit] += p.Amount
 			currencies[debit], currencies[credit] = p.Currency, p.Currency
 		}
+		for j, i := range res.Conflicts {
+			p := &batch[i]
+			if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (campaign, ticket, uid, posted_uid, amount, opened_at, seen_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.Campaign, int64(p.Ticket),
+				strconv.FormatUint(p.UID, 10), conflicts[j], p.Amount, micros(p.OpenedAt), now); err != nil {
+				return err
+			}
+		}
 		for name, d := range deltas {
 			if err := sqliteAddBalance(ctx, tx, name, currencies[name], d); err != nil {
-				return err
+				return sqliteOverBudget(err)
 			}
 		}
 		return nil
@@ -202,6 +234,67 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
 	}
 	return res, nil
+}
+
+// sqliteOverBudget maps the budget triggers' abort to ErrOverBudget.
+func sqliteOverBudget(err error) error {
+	if err != nil && strings.Contains(err.Error(), "shake: budget account would go below zero") {
+		return fmt.Errorf("%w: %v", ErrOverBudget, err)
+	}
+	return err
+}
+
+func (l *sqliteLedger) Register(ctx context.Context, info CampaignInfo) error {
+	if err := checkInfo(&info); err != nil {
+		return err
+	}
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (campaign, generation, manifest_digest, registered_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT (campaign) DO NOTHING`,
+			info.Campaign, info.Generation, info.ManifestDigest, time.Now().UnixMicro()); err != nil {
+			return err
+		}
+		have := CampaignInfo{Campaign: info.Campaign}
+		if err := tx.QueryRowContext(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = ?`,
+			info.Campaign).Scan(&have.Generation, &have.ManifestDigest); err != nil {
+			return err
+		}
+		return CompareInfo(have, info)
+	})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", info.Campaign, err)
+	}
+	return nil
+}
+
+func (l *sqliteLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
+	info := CampaignInfo{Campaign: campaign}
+	err := l.db.QueryRowContext(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = ?`, campaign).
+		Scan(&info.Generation, &info.ManifestDigest)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return CampaignInfo{}, false, nil
+	case err != nil:
+		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
+	}
+	return info, true, nil
+}
+
+func (l *sqliteLedger) Checks(ctx context.Context, campaign string, perUser int) (Checks, error) {
+	var ch Checks
+	err := l.readSnapshot(ctx, func(c *sql.Conn) error {
+		if err := c.QueryRowContext(ctx, `SELECT COUNT(*) FROM conflicts WHERE campaign = ?`, campaign).Scan(&ch.Conflicts); err != nil {
+			return err
+		}
+		if perUser <= 0 {
+			return nil
+		}
+		return c.QueryRowContext(ctx, overLimitQuery, campaign, perUser).Scan(&ch.OverLimitUsers)
+	})
+	if err != nil {
+		return Checks{}, fmt.Errorf("checks %s: %w", campaign, err)
+	}
+	return ch, nil
 }
 
 func (l *sqliteLedger) Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error) {

@@ -8,11 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"shake/bench"
 	"shake/broker"
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/internal/proc"
 	"shake/settler"
@@ -28,6 +30,7 @@ func init() {
 const demoUsage = `
 Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration D]
                   [--rate R] [--ledger URL] [--brokers HOST:PORT|embedded]
+                  [--min-replication 1] [Kafka security flags]
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
@@ -37,7 +40,10 @@ Runs the whole event on this machine, with nothing installed, through the real c
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
      Kafka client, e.g. kcat -b ADDR -t shake.claims -C, can watch the claims), unless
-     --brokers names a real one;
+     --brokers names a real one (whose shake.claims and .dlq must exist; the servers
+     get --min-replication, default 1 here, and the Kafka security flags given:
+     --kafka-tls-ca, --kafka-tls-cert, --kafka-tls-key, --kafka-sasl, --kafka-user,
+     --kafka-password-file);
   3. starts E edges, one verifier and one settler as child processes of this binary
      (logs in DIR/logs), with an SQLite ledger at DIR/ledger.db unless --ledger is given;
   4. drives U simulated users at R shakes per second for D (open loop, see shake bench);
@@ -65,6 +71,7 @@ type demoConfig struct {
 	rate         float64
 	ledgerURL    string
 	brokers      string
+	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
 	progress     io.Writer
 }
@@ -112,9 +119,21 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
+	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
+	kf := addKafkaFlags(fs, false)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
+	if _, err := kf.load(); err != nil {
+		return usageError(stderr, "demo: %v", err)
+	}
+	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
+		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
+	}
+	if err := ikafka.CheckMinReplication(*minRepl); err != nil {
+		return usageError(stderr, "demo: %v", err)
+	}
+	c.kafkaArgs = append(kf.sec.Args(), "--min-replication", strconv.Itoa(*minRepl))
 	switch {
 	case c.tickets == 0:
 		return usageError(stderr, "demo: --tickets must be at least 1")
@@ -327,6 +346,9 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
 			"--key", ckPath}},
 	)
+	for i := len(specs) - 2; i < len(specs); i++ {
+		specs[i].args = append(specs[i].args, c.kafkaArgs...)
+	}
 	for _, sp := range specs {
 		addr, err := proc.FreeAddr()
 		if err != nil {

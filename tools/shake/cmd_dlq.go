@@ -18,6 +18,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/ticket"
@@ -33,7 +34,7 @@ const dlqRedriveGroup = "shake-dlq-redrive"
 const dlqUsage = `
 Usage: shake dlq --brokers HOST:PORT[,...] [--topic shake.claims] list [--reason R]
        shake dlq --brokers HOST:PORT[,...] [--topic shake.claims] redrive --manifest M
-                 [--key campaign.key] [--reason R] [--dry-run]
+                 --key campaign.key [--reason R] [--dry-run]
 
 Reads the settler's dead-letter topic <topic>.dlq, whose records are the envelopes
 {"reason","detail","topic","partition","offset","claim"} the settler wrote for claims
@@ -45,8 +46,9 @@ when the command started) as one JSON line each: the envelope with "dlq_partitio
 reason (malformed, wrong_campaign, unknown_ticket, wrong_shard, wrong_round,
 wrong_currency, wrong_amount, bad_mac, ...). It moves no position.
 
-redrive re-checks each dead letter's claim against --manifest (and its shard files;
-with --key also the ticket MAC), as the settler does, after an operator corrected
+redrive re-checks each dead letter's claim against --manifest (its signature, the
+claim's verifier signature and ticket MAC with --key, the amounts in its shard files),
+exactly as the settler does, after an operator corrected
 what made them fail (a settler started with the wrong manifest, say). The claims that
 now pass are produced back to <topic>, unchanged (key = ticket id), acknowledged by every
 in-sync replica; those that still fail, and those of another --reason, are left where
@@ -61,7 +63,7 @@ re-check them after a further fix, redrive with another --group. --dry-run check
 prints without producing or committing. Restart the settlers with the corrected
 manifest before a redrive, or they dead-letter the claims again.
 
-Kafka TLS and SASL flags: not yet (plain connections); they come with internal/kafka.
+The Kafka TLS and SASL flags are those of the settler (--kafka-tls-ca, --kafka-sasl, ...).
 Exit: 0 done, 2 bad usage, a missing topic or an unreachable broker.
 `
 
@@ -81,10 +83,11 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; the dead letters are in TOPIC.dlq")
 	reason := fs.String("reason", "", "only dead letters of this `reason`")
 	manifestPath := fs.String("manifest", "", "redrive: the corrected `DIR/manifest.json` (required for redrive)")
-	keyPath := fs.String("key", "", "redrive: campaign.key `FILE`, to check every ticket MAC too")
+	keyPath := fs.String("key", "", "redrive: campaign.key `FILE` (required for redrive: signatures and MACs are checked with it)")
 	group := fs.String("group", dlqRedriveGroup, "redrive: consumer `group` holding redrive's position")
 	dryRun := fs.Bool("dry-run", false, "redrive: check and print, produce and commit nothing")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long (an unreachable broker, a partition that never ends)")
+	kf := addKafkaFlags(fs, false)
 	if ok, code := parseFlagsArgs(fs, args, 1, 1); !ok {
 		return code
 	}
@@ -92,15 +95,15 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "brokers"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			bl = append(bl, b)
-		}
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return flagError(fs, "--brokers: %v", err)
+	}
+	sec, err := kf.load()
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	switch {
-	case len(bl) == 0:
-		return flagError(fs, "--brokers: no broker address")
 	case *topic == "":
 		return flagError(fs, "--topic must not be empty")
 	case *timeout <= 0:
@@ -111,7 +114,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	d := &dlq{brokers: bl, topic: *topic, dlqTopic: *topic + ".dlq", reason: *reason, stdout: stdout,
-		client: &kafka.Client{Addr: kafka.TCP(bl...), Timeout: 10 * time.Second}}
+		sec: sec, client: sec.Client(bl, 10*time.Second)}
 	switch action {
 	case "list":
 		for _, f := range []string{"manifest", "key", "dry-run"} {
@@ -124,7 +127,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "redrive":
-		if err := requireFlag(fs, "manifest"); err != nil {
+		if err := requireFlag(fs, "manifest", "key"); err != nil {
 			return flagError(fs, "redrive: %v", err)
 		}
 		if *group == "" {
@@ -150,33 +153,28 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// claimValidator checks claims against a manifest the way `shake settler` does: its
-// shard files next to it for exact amounts (the [min, max] range when absent), and the
-// ticket MAC when keyPath is given.
+// claimValidator checks claims against a manifest the way `shake settler` does: the
+// manifest's signature and every claim's verifier signature and ticket MAC with
+// campaign.key, and exact amounts from the shard files next to the manifest (the MAC
+// alone pins them when the files are absent).
 func claimValidator(manifestPath, keyPath string, log *slog.Logger) (*settler.Validator, error) {
-	m, err := ticket.LoadManifest(manifestPath)
+	key, err := ticket.ReadKeyFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %v", err)
+	}
+	m, err := ticket.LoadManifestKey(manifestPath, key)
 	if err != nil {
 		return nil, fmt.Errorf("--manifest: %v", err)
-	}
-	var macKey []byte
-	if keyPath != "" {
-		key, err := ticket.ReadKeyFile(keyPath)
-		if err != nil {
-			return nil, fmt.Errorf("--key: %v", err)
-		}
-		if macKey, err = ticket.MACKey(key, m.Campaign, m.Generation); err != nil {
-			return nil, fmt.Errorf("--key: %v", err)
-		}
 	}
 	amounts, err := settler.LoadAmounts(m, filepath.Dir(manifestPath))
 	switch {
 	case errors.Is(err, settler.ErrNoShards):
-		log.Warn("shard files absent: amounts checked against [min, max] and the MAC only", "err", err)
+		log.Warn("shard files absent: amounts checked by the claim signature and the ticket MAC only", "err", err)
 		amounts = nil
 	case err != nil:
 		return nil, fmt.Errorf("--manifest: %v", err)
 	}
-	return settler.NewValidator(m, macKey, amounts)
+	return settler.NewValidator(settler.ValidatorConfig{Manifest: m, CampaignKey: key, Amounts: amounts})
 }
 
 // dlq reads the dead-letter topic.
@@ -185,6 +183,7 @@ type dlq struct {
 	topic, dlqTopic  string
 	reason           string
 	stdout           io.Writer
+	sec              *ikafka.Security
 	client           *kafka.Client
 	validator        *settler.Validator
 	group            string
@@ -261,7 +260,7 @@ func (d *dlq) read(ctx context.Context, p int, from, to int64, fn func(kafka.Mes
 		return nil
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: d.brokers, Topic: d.dlqTopic, Partition: p,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond})
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond, Dialer: d.sec.Dialer(10 * time.Second)})
 	defer r.Close()
 	if err := r.SetOffset(from); err != nil {
 		return err
@@ -367,7 +366,7 @@ func (d *dlq) redrive(ctx context.Context) error {
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1000, BatchBytes: 16 << 20,
-		AllowAutoTopicCreation: false}
+		AllowAutoTopicCreation: false, Transport: d.sec.Secure(&kafka.Transport{DialTimeout: 10 * time.Second})}
 	defer w.Close()
 	for _, p := range parts {
 		from := first[p]

@@ -77,7 +77,8 @@ func TestDLQListAndRedrive(t *testing.T) {
 	for id := uint64(1); id <= 5; id++ {
 		r := sh.Records[id-1]
 		c := ticket.Claim{Campaign: e.m.Campaign, Ticket: id, Shard: 0, Round: e.m.RoundOf(0, id), Amount: int64(r.Amount) + 1,
-			Currency: e.m.Currency, UID: 42, IssuedAt: time.Now(), OpenedAt: time.Now(), MAC: r.MAC}
+			Currency: e.m.Currency, UID: 42, IssuedAt: e.m.CreatedAt, OpenedAt: e.m.CreatedAt.Add(500 * time.Millisecond), MAC: r.MAC}
+		e.signer.Sign(&c) // a forger holding a verifier's signing key, but not the ticket MAC key
 		if err := w.WriteMessages(context.Background(), kafka.Message{Key: c.AppendKey(nil), Value: c.AppendJSON(nil)}); err != nil {
 			t.Fatal(err)
 		}

@@ -34,7 +34,8 @@ shard header against the manifest, every checksum and total as above, and that e
 amount lies in the manifest's [min, max].
 
 With --key it also verifies every ticket's MAC (under the ticket-MAC key derived from
-campaign.key) and, for a manifest, that each edge-NNN.key present is the derived shard key.
+campaign.key) and, for a manifest, its signature (a manifest changed after generation,
+expires_at moved say, fails) and that each edge-NNN.key present is the derived shard key.
 
 Exit codes: 0 everything verified, 1 any mismatch or corruption, 2 bad usage or a file
 that cannot be read.
@@ -42,7 +43,7 @@ that cannot be read.
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("inspect", inspectUsage, stderr)
-	keyPath := fs.String("key", "", "campaign.key `file`: also verify every ticket MAC")
+	keyPath := fs.String("key", "", "campaign.key `file`: also verify the manifest's signature and every ticket MAC")
 	if ok, code := parseFlagsArgs(fs, args, 1, 1); !ok {
 		return code
 	}

@@ -18,26 +18,36 @@ func init() {
 }
 
 const reconcileUsage = `
-Usage: shake reconcile --manifest DIR/manifest.json --ledger URL [--refund]
-       shake reconcile --manifest DIR/manifest.json --ledger URL --watch D [--listen ADDR]
+Usage: shake reconcile --manifest DIR/manifest.json --ledger URL [--key campaign.key] [--refund]
+       shake reconcile --manifest DIR/manifest.json --ledger URL [--key campaign.key] --watch D [--listen ADDR]
 
 Checks the ledger against the campaign and prints one JSON object:
   {"campaign","budget","tickets","settled_tickets","settled_amount","refunded_amount",
-   "outstanding_amount","duplicates","mismatches","unknown_tickets","ok", ...}
-plus "currency", "funded", "refunded", "balance_sum", "drifted_accounts" and
-"problems" (the first 20 violations, in words).
+   "outstanding_amount","duplicates","mismatches","unknown_tickets","over_limit_users",
+   "conflicting_claims","ok", ...}
+plus "currency", "funded", "refunded", "late_settled_tickets", "late_settled_amount",
+"balance_sum", "drifted_accounts" and "problems" (the first 20 violations, in words).
 
 ok is true only when no ticket is posted twice, every posted amount and currency equals
 its ticket's in the shard files (read from the manifest's directory, one shard at a
-time), every posted ticket is in the manifest, the account balances sum to zero and each
-equals its recorded transfers, and budget = settled + refunded + outstanding with
-outstanding >= 0 (outstanding is what was never opened).
+time), every posted ticket is in the manifest, no claim for a posted ticket came from
+another user (conflicting_claims), no user holds more than the manifest's per_user
+postings in one round (over_limit_users; per_user 0 is no limit), the account balances
+sum to zero and each equals its recorded transfers, and budget = settled + refunded +
+outstanding with outstanding >= 0 (outstanding is what was never opened).
+
+The ledger records the generation and the digest of the manifest the campaign was funded
+with: a manifest that differs (expires_at moved, say) or another generation of the same
+campaign id is refused with exit 2, no key needed. --key also checks the manifest's
+signature.
 
 --refund, allowed only after the manifest's expires_at (every ticket has expired),
 first reconciles and refuses (exit 1) if that fails; then it moves the outstanding
 remainder from the campaign's budget account back to the sponsor account, once: a
-second --refund posts nothing. Run it after the settlers have drained the topic: the
-ledger refuses postings of a refunded campaign (they go to the dead-letter topic).
+second --refund posts nothing. A claim that still arrives after the refund (a ticket
+opened before expiry whose claim sat in a verifier's spool) is paid, once, from the
+sponsor account, which got that ticket's money back in the refund; refunded_amount is
+reported net of such late claims.
 
 --watch D repeats the check every D until SIGTERM (the continuous reconciliation an
 event is watched by): each result is logged (an error with the problems when it fails)
@@ -56,6 +66,7 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
+	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
 	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
 	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
@@ -79,7 +90,17 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	case *logFormat != "text" && *logFormat != "json":
 		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
 	}
-	m, err := ticket.LoadManifest(*manifestPath)
+	var m *ticket.Manifest
+	var err error
+	if *keyPath != "" {
+		key, kerr := ticket.ReadKeyFile(*keyPath)
+		if kerr != nil {
+			return flagError(fs, "--key: %v", kerr)
+		}
+		m, err = ticket.LoadManifestKey(*manifestPath, key)
+	} else {
+		m, err = ticket.LoadManifest(*manifestPath)
+	}
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
 	}

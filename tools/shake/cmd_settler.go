@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
@@ -23,8 +23,9 @@ func init() {
 
 const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
-                     [--topic shake.claims] [--group shake-settler] [--key campaign.key]
+                     --key campaign.key [--topic shake.claims] [--group shake-settler]
                      [--listen 127.0.0.1:8082] [--batch 2000] [--linger 50ms]
+                     [--min-replication 3] [Kafka security flags]
 
 Consumes claims from the Kafka topic as a member of a consumer group (several settlers
 in one group share the partitions), checks each claim against the manifest, and posts
@@ -34,11 +35,34 @@ offsets are committed only after the ledger has committed. Posting is idempotent
 once. Each posting moves the amount from the campaign's budget account to the user's
 wallet account (double entry); the budget is funded from the sponsor account at start.
 
-A claim whose campaign, ticket, shard, round, currency or amount disagrees with the
-manifest is not posted: it goes to the dead-letter topic <topic>.dlq as a JSON envelope
-{"reason","detail","topic","partition","offset","claim"} (header "reason" too). Amounts
-are checked against the shard files next to the manifest when they are there (4 bytes
-of memory per ticket), else against [min, max]; with --key also against the ticket MAC.
+--key campaign.key is required: the manifest's signature, every claim's verifier
+signature (over all its fields, uid included) and every ticket MAC are checked with keys
+derived from it. A claim without a valid signature is never trusted (reason
+bad_signature); nor is one whose campaign, ticket, shard, round, currency or amount
+disagrees with the manifest, whose ticket MAC is not the generator's, whose issue time
+is outside its round's window or whose open time is after its expiry (5 s of clock skew
+allowed): each goes to the dead-letter topic <topic>.dlq as a JSON envelope
+{"reason","detail","topic","partition","offset","claim"} (header "reason" too); the
+detail never states the expected value. Amounts are also checked against the shard
+files next to the manifest when they are there (4 bytes of memory per ticket).
+
+A claim for a ticket already posted to another user (a ticket handed out twice) is not
+paid: it is dead-lettered "conflict", counted (shake_settler_conflicts_total) and
+recorded in the ledger, so reconcile reports it. The ledger never lets the campaign's
+budget go below zero; a claim it cannot cover is dead-lettered "over_budget".
+
+At start the settler records the campaign's generation and manifest digest in the
+ledger; it refuses (exit 2) a ledger that settles another generation of the same
+campaign id, or that was funded with another manifest.
+
+Kafka: neither the claims topic nor <topic>.dlq is ever created here (see 'shake topics
+create'). At start the settler checks both and refuses (exit 2) a topic that is missing,
+has fewer than --min-replication replicas (a one-broker setup passes --min-replication
+1), or has several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s
+at start is not a refusal: the settler starts, waits for it, and logs that the topics
+were not checked. --kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on;
+--kafka-sasl with --kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD)
+authenticate; they apply to the group reader, the dead-letter writer and the lag queries.
 
 --ledger postgres://user@host:5432/db?sslmode=disable   PostgreSQL
 --ledger sqlite:///path/ledger.db                         embedded SQLite (WAL)
@@ -62,7 +86,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
-	keyPath := fs.String("key", "", "campaign.key `FILE`: also check every claim's ticket MAC")
+	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "`HOST:PORT` for /healthz, /readyz, /metrics")
 	batch := fs.Int("batch", settler.DefaultBatch, fmt.Sprintf("most claims per ledger transaction (1..%d)", settler.MaxBatch))
 	linger := fs.Duration("linger", settler.DefaultLinger, "how long a batch waits for more claims after its first")
@@ -74,10 +98,11 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
 	logLvl := logLevelFlag(fs)
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
-	if err := requireFlag(fs, "brokers", "ledger", "manifest"); err != nil {
+	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return flagError(fs, "%v", err)
 	}
 	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
@@ -101,48 +126,47 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	case *dlqTimeout < time.Second:
 		return flagError(fs, "--dlq-timeout must be >= 1s")
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			bl = append(bl, b)
-		}
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
-	if len(bl) == 0 {
-		return flagError(fs, "--brokers: no broker address")
+	sec, err := kf.load()
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
-	m, err := ticket.LoadManifest(*manifestPath)
+	key, err := ticket.ReadKeyFile(*keyPath)
+	if err != nil {
+		return flagError(fs, "--key: %v", err)
+	}
+	if err := ticket.CheckKeyFileMode(*keyPath); errors.Is(err, ticket.ErrKeyExposed) {
+		log.Warn("campaign.key is readable by other users: anyone who reads it can forge claims", "err", err)
+	}
+	m, err := ticket.LoadManifestKey(*manifestPath, key)
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
-	}
-	var macKey []byte
-	if *keyPath != "" {
-		key, err := ticket.ReadKeyFile(*keyPath)
-		if err != nil {
-			return flagError(fs, "--key: %v", err)
-		}
-		if macKey, err = ticket.MACKey(key, m.Campaign, m.Generation); err != nil {
-			return flagError(fs, "--key: %v", err)
-		}
 	}
 	var amounts []uint32
 	if *checkAmounts {
 		amounts, err = settler.LoadAmounts(m, filepath.Dir(*manifestPath))
 		switch {
 		case errors.Is(err, settler.ErrNoShards):
-			log.Warn("shard files absent: amounts checked against [min, max] and the MAC only", "err", err)
+			log.Warn("shard files absent: amounts checked by the claim signature and the ticket MAC only", "err", err)
 			amounts = nil
 		case err != nil:
 			return flagError(fs, "--manifest: %v", err)
 		}
 	}
-	v, err := settler.NewValidator(m, macKey, amounts)
+	v, err := settler.NewValidator(settler.ValidatorConfig{Manifest: m, CampaignKey: key, Amounts: amounts})
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
 
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return flagError(fs, "%v", err)
+	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	l, err := ledger.Open(octx, *ledgerURL)
 	cancel()
@@ -153,9 +177,22 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--ledger: %v", err)
 	}
 	defer l.Close()
+	// One ledger settles one generation of a campaign id, funded with one manifest.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = settler.Register(rctx, m, l)
+	cancel()
+	switch {
+	case errors.Is(err, ledger.ErrOtherGeneration), errors.Is(err, ledger.ErrManifestChanged):
+		return flagError(fs, "--manifest: %v", err)
+	case err != nil:
+		if ctx.Err() != nil {
+			return 0
+		}
+		return flagError(fs, "--ledger: %v", err)
+	}
 
 	reg := obs.NewRegistry()
-	s, err := settler.New(settler.Config{Brokers: bl, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
+	s, err := settler.New(settler.Config{Brokers: bl, Kafka: sec, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall, DLQTimeout: *dlqTimeout,
 		Registry: reg, Logger: log})
 	if err != nil {

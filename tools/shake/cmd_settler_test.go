@@ -32,6 +32,7 @@ import (
 type settlerEnv struct {
 	bin, dir, manifest, broker string
 	m                          *ticket.Manifest
+	signer                     *ticket.ClaimSigner
 }
 
 func newSettlerEnv(t *testing.T, count int) *settlerEnv {
@@ -44,12 +45,20 @@ func newSettlerEnv(t *testing.T, count int) *settlerEnv {
 	camp := filepath.Join(dir, "camp")
 	for _, args := range [][]string{{"keys", "init", "--out", dir},
 		{"gen", "--campaign", "kill9", "--key", filepath.Join(dir, "campaign.key"), "--budget", strconv.Itoa(count * 100),
-			"--count", strconv.Itoa(count), "--edges", "4", "--out", camp, "--ttl", "1s"}} {
+			"--count", strconv.Itoa(count), "--edges", "4", "--out", camp, "--ttl", "1s", "--per-user", "0"}} {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("shake %v: %v\n%s", args, err, out)
 		}
 	}
-	m, err := ticket.LoadManifest(filepath.Join(camp, "manifest.json"))
+	key, err := ticket.ReadKeyFile(filepath.Join(dir, "campaign.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ticket.LoadManifestKey(filepath.Join(camp, "manifest.json"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := m.ClaimSigner(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +68,12 @@ func newSettlerEnv(t *testing.T, count int) *settlerEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &settlerEnv{bin: bin, dir: dir, manifest: filepath.Join(camp, "manifest.json"), broker: c.ListenAddrs()[0], m: m}
+	return &settlerEnv{bin: bin, dir: dir, manifest: filepath.Join(camp, "manifest.json"), broker: c.ListenAddrs()[0], m: m, signer: signer}
 }
 
 // produceClaims writes one claim per ticket of the campaign (ids lo..hi), as the verifier
-// would, with the MAC from the shard file; every 50th claim is written twice.
+// would, with the MAC from the shard file and the verifier's signature; every 50th claim
+// is written twice.
 func (e *settlerEnv) produceClaims(t *testing.T, lo, hi uint64) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(e.broker), Topic: "shake.claims", Balancer: &kafka.Hash{},
@@ -76,7 +86,9 @@ func (e *settlerEnv) produceClaims(t *testing.T, lo, hi uint64) {
 		}
 		msgs = msgs[:0]
 	}
-	now := time.Now()
+	// Issued when the campaign opened and opened within its 1 s ttl, whenever the test
+	// produces them: the settler refuses times outside the campaign's windows.
+	issued := e.m.CreatedAt
 	for i, s := range e.m.Shards {
 		if s.FirstTicket+s.Count <= lo || s.FirstTicket > hi {
 			continue
@@ -91,7 +103,8 @@ func (e *settlerEnv) produceClaims(t *testing.T, lo, hi uint64) {
 				continue
 			}
 			c := ticket.Claim{Campaign: e.m.Campaign, Ticket: id, Shard: i, Round: e.m.RoundOf(i, id), Amount: int64(r.Amount),
-				Currency: e.m.Currency, UID: id % 9973, IssuedAt: now, OpenedAt: now, MAC: r.MAC}
+				Currency: e.m.Currency, UID: id % 9973, IssuedAt: issued, OpenedAt: issued.Add(500 * time.Millisecond), MAC: r.MAC}
+			e.signer.Sign(&c)
 			msg := kafka.Message{Key: c.AppendKey(nil), Value: c.AppendJSON(nil)}
 			msgs = append(msgs, msg)
 			if id%50 == 0 {
@@ -116,7 +129,7 @@ func freePort(t *testing.T) string {
 
 func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra ...string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
-	args := append([]string{"settler", "--brokers", e.broker, "--ledger", ledgerURL, "--manifest", e.manifest,
+	args := append([]string{"settler", "--brokers", e.broker, "--min-replication", "1", "--ledger", ledgerURL, "--manifest", e.manifest,
 		"--key", filepath.Join(e.dir, "campaign.key"), "--listen", listen, "--session-timeout", "1s", "--log-format", "json"}, extra...)
 	cmd := exec.Command(e.bin, args...)
 	var logs strings.Builder

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"strings"
 
+	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
+	"shake/ticket"
 	"shake/verifier"
 )
 
@@ -18,19 +18,25 @@ func init() {
 const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
-                      [--listen 127.0.0.1:8081] [--spool-max-bytes 1073741824]
-                      [--log-format text|json] [--log-level info]
+                      [--listen 127.0.0.1:8081] [--uid-shard I/V] [--spool-max-bytes 1073741824]
+                      [--min-replication 3] [Kafka security flags] [--log-format text|json] [--log-level info]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
 shard named in the token (keys derived from campaign.key), that the ticket is bound to
-this user and not expired, the generator's ticket MAC, and that the ticket id lies in
-that shard's range of the manifest. Answers:
+this user, the generator's ticket MAC, that the ticket id lies in that shard's range of
+the manifest, that the token was issued inside its round's window (5 s of clock skew
+allowed) and expires no later than issued_at + ttl and the manifest's expires_at, and
+that it has not expired. Answers:
 
   200 {"result":"opened",...}  once the claim is durable; the same user opening the same
                                ticket again gets the same 200
   401 unauthorized   400 bad_request   413 too_large   422 invalid_token
   403 not_your_ticket   410 expired   409 already_opened (same ticket, other user)
+  409 limit_reached  the user already opened the campaign's per_user tickets (manifest)
+                     in this round, on whichever edges they were won; the ticket stays
+                     unclaimed and is refunded at expiry
+  421 {"error":"misdirected","uid_shard":"I/V"}  the uid belongs to another verifier
   503 {"error":"unavailable","retry_after_ms":N}  the claim could be made durable nowhere
                                (Kafka and spool both failed, spool or queue full); retry
 
@@ -41,13 +47,29 @@ replayer moves spooled claims to Kafka in order once it is back; claims still sp
 exit, including after kill -9, are replayed at the next start. Concurrent opens are
 batched: one Kafka write (or one fsync) per batch.
 
-After a restart the verifier remembers the tickets still in its spool; a ticket opened
-before the restart and already in Kafka can be claimed again by the same token, and the
-settler posts it once (it is idempotent on campaign and ticket).
+--uid-shard I/V (default 0/1): verifiers scale out by user. This one opens tickets only
+for users with uid mod V = I, and holds each of them to the per_user rule; run V of
+them side by side on one topic, and route /v1/open by the same rule.
 
-Also serves GET /healthz, /readyz (Kafka or the spool writable) and /metrics. SIGTERM or
-SIGINT: stops accepting, finishes in-flight opens, flushes or spools every queued claim,
-exits 0.
+At start, before /readyz says ready (opens answer 503 meanwhile), the verifier rebuilds
+what it knows: it reads every partition of --topic from its start to its end offset
+at start (no consumer group) and its spool, and marks every ticket of a claim of this
+campaign with a valid verifier signature as opened by that claim's user, counting it
+for the per_user rule when the user is of this uid shard. Every answer after a
+restart, kill -9 included, is the same as before it. A topic that cannot be read is
+retried with backoff (logged at each attempt); the verifier stays not ready meanwhile.
+
+Kafka: the claims topic is never created here (see 'shake topics create'). At start the
+verifier checks it and its .dlq and refuses (exit 2) a topic that is missing, has fewer
+than --min-replication replicas (a one-broker setup passes --min-replication 1), or has
+several replicas but min.insync.replicas below 2. Kafka unreachable for 5 s at start is
+not a refusal: the verifier starts, spools, and logs that the topic was not checked.
+--kafka-tls-ca/--kafka-tls-cert/--kafka-tls-key turn TLS on; --kafka-sasl with
+--kafka-user and --kafka-password-file (or SHAKE_KAFKA_PASSWORD) authenticate.
+
+Also serves GET /healthz, /readyz (rebuilt, and Kafka or the spool writable) and
+/metrics. SIGTERM or SIGINT: stops accepting, finishes in-flight opens, flushes or
+spools every queued claim, exits 0.
 `
 
 func runVerifier(args []string, stdout, stderr io.Writer) int {
@@ -60,8 +82,10 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	spool := fs.String("spool", "", "spool directory for claims while Kafka is unreachable (required)")
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
+	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLvl := logLevelFlag(fs)
+	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -71,13 +95,13 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageError(stderr, "verifier: --log-format must be text or json, not %q", *logFormat)
 	}
-	var bl []string
-	for _, b := range strings.Split(*brokers, ",") {
-		b = strings.TrimSpace(b)
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return usageError(stderr, "verifier: --brokers: %q is not HOST:PORT", b)
-		}
-		bl = append(bl, b)
+	bl, err := ikafka.ParseBrokers(*brokers)
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	sec, err := kf.load()
+	if err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	if *spoolMax <= 0 {
 		return usageError(stderr, "verifier: --spool-max-bytes must be > 0")
@@ -85,18 +109,35 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *topic == "" {
 		return usageError(stderr, "verifier: --topic must not be empty")
 	}
+	us, err := verifier.ParseUIDShard(*uidShard)
+	if err != nil {
+		return usageError(stderr, "verifier: --uid-shard: %v", err)
+	}
+	// Bad local files are reported before Kafka is asked anything: at once, whatever
+	// state Kafka is in. verifier.New checks them fully.
+	if _, err := ticket.LoadManifest(*manifest); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
+	for _, k := range []string{*key, *sessionKey} {
+		if _, err := ticket.ReadKeyFile(k); err != nil {
+			return usageError(stderr, "verifier: %v", err)
+		}
+	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+		return usageError(stderr, "verifier: %v", err)
+	}
 	srv, err := verifier.New(verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic,
-		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, Logger: log,
+		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
+		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log,
 	})
 	if err != nil {
 		// Missing or bad files, keys, a corrupt spool, a busy port: all bad input.
 		return usageError(stderr, "verifier: %v", err)
 	}
 	fmt.Fprintf(stdout, "verifier listening on %s\n", srv.Addr())
-	ctx, stop := obs.SignalContext(context.Background())
-	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "shake verifier: %v\n", err)
 		return 1

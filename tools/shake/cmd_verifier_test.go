@@ -89,7 +89,9 @@ func TestVerifierWholeProcess(t *testing.T) {
 		amt += int64(verAmount(id))
 	}
 	m := ticket.Manifest{Version: 1, Campaign: "proc", Currency: "CNY", Budget: amt, Count: n, Min: 1, Max: 50,
-		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, Generation: ticket.NewGeneration(), PerUser: 1,
+		TTL: "1h0m0s", TTLSeconds: 3600, Rounds: []ticket.RoundWindow{{}}, CreatedAt: time.Now().UTC(),
+		IssueUntil: time.Now().UTC().Add(time.Hour), ExpiresAt: time.Now().UTC().Add(2 * time.Hour),
+		Generation: ticket.NewGeneration(), PerUser: 1,
 		Shards: []ticket.ManifestShard{{Index: 0, File: "edge-000.tickets", FirstTicket: 1, Count: n, Amount: amt,
 			Rounds: []ticket.RoundRange{{Round: 0, FirstTicket: 1, Count: n, Amount: amt}}}}}
 	verMust(t, m.Sign(ck))
@@ -107,7 +109,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	brokerArgs := []string{"broker", "--listen", baddr, "--partitions", "4", "--data", data}
 	br := startVerProc(t, brokerArgs...)
 	verArgs := []string{"verifier", "--manifest", manPath, "--key", ckPath, "--session-key", skPath,
-		"--brokers", baddr, "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
+		"--brokers", baddr, "--min-replication", "1", "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
 	ver := startVerProc(t, verArgs...)
 
 	client := &fasthttp.Client{MaxConnsPerHost: 2000, ReadTimeout: 30 * time.Second}
@@ -246,6 +248,10 @@ func TestVerifierUsageErrors(t *testing.T) {
 		{"verifier"},
 		{"verifier", "--manifest", "m", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "nohost"},
 		{"verifier", "--manifest", "/nonexistent/m.json", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "h:1"},
+		{"verifier", "--manifest", "m", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "h:1", "--uid-shard", "2/2"},
+		{"verifier", "--manifest", "m", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "h:1", "--uid-shard", "1"},
+		{"verifier", "--manifest", "m", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "h:1", "--uid-shard", "0/0"},
+		{"verifier", "--manifest", "m", "--key", "k", "--session-key", "s", "--spool", "d", "--brokers", "h:1", "--uid-shard", "-1/2"},
 		{"broker", "--partitions", "0"},
 		{"broker", "--listen", "bad"},
 		{"broker", "stray"},
