@@ -63,7 +63,6 @@ func startProc(t *testing.T, dir, name, job, metrics string, bin string, args ..
 	return p
 }
 
-
 // hasFlag reports whether `shake <cmd> -h` lists --flag (the admin listeners are
 // being added while this kit is written: scrape them when they exist).
 func hasFlag(bin, cmd, flag string) bool {
