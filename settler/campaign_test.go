@@ -112,7 +112,8 @@ func (c *testCampaign) validator(t testing.TB, amounts []uint32) *Validator {
 	return v
 }
 
-// claim returns the claim for ticket id as the verifier would produce it, signed.
+// claim returns the claim for ticket id as the verifier would produce it, signed: issued
+// when the campaign opened (inside its window however slow the test), opened now.
 func (c *testCampaign) claim(id uint64, uid uint64) ticket.Claim {
 	shard, ok := c.manifest.ShardOf(id)
 	if !ok {
@@ -121,7 +122,7 @@ func (c *testCampaign) claim(id uint64, uid uint64) ticket.Claim {
 	a := amountOf(id)
 	now := time.Now().UTC()
 	cl := ticket.Claim{Campaign: c.manifest.Campaign, Ticket: id, Shard: shard, Round: 0, Amount: a, Currency: "CNY",
-		UID: uid, IssuedAt: now.Add(-time.Second), OpenedAt: now, MAC: c.mac.Sum(id, uint32(a), 0)}
+		UID: uid, IssuedAt: c.manifest.CreatedAt, OpenedAt: now, MAC: c.mac.Sum(id, uint32(a), 0)}
 	c.signer.Sign(&cl)
 	return cl
 }

@@ -81,7 +81,24 @@ type wireClaim struct {
 	IssuedAt string  `json:"issued_at"`
 	OpenedAt string  `json:"opened_at"`
 	MAC      *string `json:"mac"`
-	Sig      *string `json:"sig"`
+	Sig      wireSig `json:"sig"`
+}
+
+// strictB64 is base64url without padding that refuses non-canonical trailing bits.
+var strictB64 = base64.RawURLEncoding.Strict()
+
+// wireSig decodes "sig" straight into its array: no string and no slice per claim.
+type wireSig [ClaimSigSize]byte
+
+// UnmarshalText decodes canonical base64url without padding of exactly ClaimSigSize bytes.
+func (s *wireSig) UnmarshalText(b []byte) error {
+	if base64.RawURLEncoding.EncodedLen(ClaimSigSize) != len(b) {
+		return fmt.Errorf("bad sig")
+	}
+	if n, err := strictB64.Decode(s[:], b); err != nil || n != ClaimSigSize {
+		return fmt.Errorf("bad sig")
+	}
+	return nil
 }
 
 // ParseClaim decodes and checks a claim message. It checks the form only; whether the claim
@@ -131,13 +148,7 @@ func ParseClaim(b []byte) (Claim, error) {
 		}
 		copy(c.MAC[:], m)
 	}
-	if w.Sig != nil {
-		sg, err := base64.RawURLEncoding.DecodeString(*w.Sig)
-		if err != nil || len(sg) != ClaimSigSize {
-			return c, fmt.Errorf("bad sig")
-		}
-		copy(c.Sig[:], sg)
-	}
+	c.Sig = w.Sig
 	// The wire carries milliseconds and the signature covers them; anything finer would
 	// be unsigned, so it is dropped here.
 	c.IssuedAt = c.IssuedAt.Truncate(time.Millisecond)

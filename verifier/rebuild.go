@@ -102,9 +102,9 @@ func (s *Server) restoreValue(value []byte) restoreResult {
 	return restoreCounted
 }
 
-// kafkaDialer returns the dialer the rebuild reads the topic with.
+// kafkaDialer returns the dialer the rebuild reads the topic with (TLS and SASL as
+// configured for the writers).
 func (s *Server) kafkaDialer() *kafka.Dialer {
-	// The rebuild speaks to the same brokers as the writers, with the same TLS and SASL.
 	d := s.cfg.Kafka.Dialer(s.cfg.KafkaTimeout)
 	d.ClientID = "shake-verifier-rebuild"
 	return d

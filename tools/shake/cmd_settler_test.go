@@ -195,7 +195,7 @@ func waitReady(t *testing.T, addr string) {
 			}
 		}
 	}
-	t.Fatal("settler never ready")
+	t.Fatalf("%s never ready", addr)
 }
 
 func metric(addr, name string) (float64, bool) {

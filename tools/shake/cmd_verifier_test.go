@@ -111,6 +111,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	verArgs := []string{"verifier", "--manifest", manPath, "--key", ckPath, "--session-key", skPath,
 		"--brokers", baddr, "--min-replication", "1", "--spool", filepath.Join(dir, "spool"), "--listen", "127.0.0.1:0"}
 	ver := startVerProc(t, verArgs...)
+	waitReady(t, ver.addr) // the rebuild from the topic comes first
 
 	client := &fasthttp.Client{MaxConnsPerHost: 2000, ReadTimeout: 30 * time.Second}
 	open := func(addr string, id uint64) (int, string) {
@@ -169,6 +170,7 @@ func TestVerifierWholeProcess(t *testing.T) {
 	ver.stop(t, syscall.SIGKILL)
 	br = startVerProc(t, brokerArgs...)
 	ver = startVerProc(t, verArgs...)
+	waitReady(t, ver.addr)
 	verWaitSpool(t, ver.addr, 0)
 	if len(opened) != 1100 {
 		t.Fatalf("%d of 1100 opens answered 200", len(opened))

@@ -190,7 +190,7 @@ func TestStolenEdgeDrill(t *testing.T) {
 
 	f.waitSettled(int64(opened))
 	code, rep := f.reconcile()
-	if over, ok := rep["over_limit_users"]; code != 0 || rep["ok"] != true || ok && over != float64(0) {
+	if code != 0 || rep["ok"] != true || rep["over_limit_users"] != float64(0) || rep["conflicting_claims"] != float64(0) {
 		t.Fatalf("reconcile after the drill: exit %d, %v", code, rep)
 	}
 	names := make([]string, 0, len(report))

@@ -89,7 +89,7 @@ func verifierArgsFor(dir, manifest, brokers string, extra ...string) []string {
 
 func settlerArgsFor(dir, manifest, brokers string, extra ...string) []string {
 	return append([]string{"settler", "--brokers", brokers, "--ledger", "sqlite://" + filepath.Join(dir, "ledger.db"),
-		"--manifest", manifest, "--listen", "127.0.0.1:0"}, extra...)
+		"--manifest", manifest, "--key", filepath.Join(dir, "campaign.key"), "--listen", "127.0.0.1:0"}, extra...)
 }
 
 // wantRefusal runs the binary and wants exit 2 with a last stderr line naming each of
