@@ -181,14 +181,6 @@ func (r *chaosRun) services() []*service {
 	return append(append([]*service{}, r.edges...), r.ver, r.set, r.brk)
 }
 
-// sleep waits d or until ctx ends; it is the length of an outage, not synchronisation.
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
 // inject runs one fault to completion: the component is back and ready when it returns.
 func (r *chaosRun) inject(ctx context.Context, f fault) error {
 	restart := func(s *service) error {

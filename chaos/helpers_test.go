@@ -321,3 +321,11 @@ func metricValue(page []byte, name string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// sleep waits d or until ctx ends; it is the length of an outage, not synchronisation.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

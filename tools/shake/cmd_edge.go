@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"strconv"
 
 	"shake/edge"
@@ -18,7 +17,7 @@ func init() {
 const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE [--init-state]
-                  [--listen 127.0.0.1:8080] [--per-user N] [--pace] [--log-format text|json]
+                  [--listen 127.0.0.1:8080] [--per-user N] [--pace] [--log-format text|json] [--log-level info]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
 each sealed to the user whose session asked (Authorization: Bearer <session token>),
@@ -75,6 +74,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -93,7 +93,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if *perUserCap < 0 {
 		return usageError(stderr, "edge: --per-user-capacity must be >= 0")
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	srv, err := edge.New(edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
 		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -85,6 +84,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "`HOST:PORT` for /healthz, /readyz, /metrics")
@@ -97,12 +97,18 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	logLvl := logLevelFlag(fs)
 	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return flagError(fs, "%v", err)
+	}
+	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+		return flagError(fs, "%v", err)
+	} else {
+		*ledgerURL = u
 	}
 	switch {
 	case *logFormat != "json" && *logFormat != "text":
@@ -128,7 +134,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	key, err := ticket.ReadKeyFile(*keyPath)
 	if err != nil {
 		return flagError(fs, "--key: %v", err)
