@@ -30,18 +30,36 @@ import (
 type faultKind int
 
 const (
-	fKillEdge     faultKind = iota // SIGKILL one edge, restart it
-	fKillVerifier                  // SIGKILL the verifier, restart it
-	fKillSettler                   // SIGKILL the settler, restart it
-	fKillBroker                    // SIGKILL the broker, restart it (same --data)
-	fBrokerStop                    // SIGTERM the broker, leave it down a while, restart
-	fPGDown                        // cut the settler off PostgreSQL a while
-	fTermPeak                      // SIGTERM an edge, the verifier or the settler under load, restart
+	fKillEdge          faultKind = iota // SIGKILL one edge, restart it
+	fKillVerifier                       // SIGKILL the verifier, restart it
+	fKillSettler                        // SIGKILL the settler, restart it
+	fKillBroker                         // SIGKILL the broker, restart it (same --data)
+	fBrokerStop                         // SIGTERM the broker, leave it down a while, restart
+	fPGDown                             // cut the settler off PostgreSQL a while
+	fTermPeak                           // SIGTERM an edge, the verifier or the settler under load, restart
+	fKillSettler2                       // seed 777: SIGKILL the settler, restart, SIGKILL it again while it rejoins, restart
+	fHoleVerifierKafka                  // black-hole the verifier's Kafka traffic (nothing forwarded, nothing closed)
+	fHoleSettlerKafka                   // black-hole the settler's Kafka traffic
+	fHolePG                             // black-hole the settler's PostgreSQL traffic
+	fSlowLedger                         // add 20-200 ms to every chunk between the settler and PostgreSQL
+	fSpoolFull                          // black-hole the verifier's Kafka long enough to fill its (small) spool
 	nFaultKinds
 )
 
 var faultNames = [nFaultKinds]string{"kill-edge", "kill-verifier", "kill-settler", "kill-broker",
-	"broker-stop", "pg-down", "term-under-load"}
+	"broker-stop", "pg-down", "term-under-load", "kill-settler-twice", "hole-verifier-kafka",
+	"hole-settler-kafka", "hole-pg", "slow-ledger", "spool-full"}
+
+// Faults run in two lanes at once, so that they overlap: processes die while links are
+// partitioned, slowed or full.
+var lanes = [][]faultKind{
+	{fKillEdge, fKillVerifier, fKillSettler, fKillBroker, fBrokerStop, fTermPeak, fKillSettler2},
+	{fPGDown, fHoleVerifierKafka, fHoleSettlerKafka, fHolePG, fSlowLedger, fSpoolFull},
+}
+
+// spoolMaxBytes is the verifier's --spool-max-bytes in chaos runs: small, so that a
+// Kafka outage under load fills it (opens get 503) in seconds.
+const spoolMaxBytes = 256 << 10
 
 // fault is one scheduled injection.
 type fault struct {
@@ -55,18 +73,15 @@ func (f fault) String() string {
 	return fmt.Sprintf("%s@%v(target %d, down %v)", faultNames[f.kind], f.at.Truncate(time.Millisecond), f.target, f.down.Truncate(time.Millisecond))
 }
 
-// makeSchedule draws the faults of a run from rng: every kind once, then random kinds,
-// one about every 5 s, spread over the load with jitter. The same seed gives the same
-// schedule (the moments are offsets from the start of the load; how long a restart
-// takes on the machine can delay the ones after it).
-func makeSchedule(rng *rand.Rand, d time.Duration, edges int) []fault {
-	n := max(int(nFaultKinds), int(d/(5*time.Second)))
-	kinds := make([]faultKind, 0, n)
-	for k := faultKind(0); k < nFaultKinds; k++ {
-		kinds = append(kinds, k)
-	}
+// makeSchedule draws the faults of one lane from rng: every kind of the lane once, then
+// random kinds of it, one about every 5 s, spread over the load with jitter. The same
+// seed gives the same schedule (the moments are offsets from the start of the load; how
+// long a restart takes on the machine can delay the ones after it in its lane).
+func makeSchedule(rng *rand.Rand, d time.Duration, edges int, lane []faultKind) []fault {
+	n := max(len(lane), int(d/(5*time.Second)))
+	kinds := append([]faultKind{}, lane...)
 	for len(kinds) < n {
-		kinds = append(kinds, faultKind(rng.IntN(int(nFaultKinds))))
+		kinds = append(kinds, lane[rng.IntN(len(lane))])
 	}
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	start, span := 2*time.Second, d-5*time.Second
@@ -82,8 +97,17 @@ func makeSchedule(rng *rand.Rand, d time.Duration, edges int) []fault {
 			f.target = rng.IntN(edges)
 		case fTermPeak:
 			f.target = rng.IntN(edges + 2)
-		case fBrokerStop, fPGDown:
+		case fBrokerStop, fPGDown, fHoleVerifierKafka, fHoleSettlerKafka, fHolePG:
 			f.down = time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
+		case fKillSettler2:
+			// The second kill lands while the restarted settler's join waits for the
+			// first one's session (6 s) to end.
+			f.down = 500*time.Millisecond + time.Duration(rng.Int64N(int64(2500*time.Millisecond)))
+		case fSlowLedger:
+			f.down = 3*time.Second + time.Duration(rng.Int64N(int64(5*time.Second)))
+			f.target = 20 + rng.IntN(181) // ms per chunk
+		case fSpoolFull:
+			f.down = 5*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
 		}
 		out[i] = f
 	}
@@ -101,35 +125,74 @@ type chaosRun struct {
 	set    *service
 	brk    *service
 	proxy  *tcpProxy
+	vkafka *kafkaProxy // between the verifier and the broker
+	skafka *kafkaProxy // between the settler and the broker
 	pgURL  string
 
-	mu     sync.Mutex
-	counts [nFaultKinds]int
-	events []string
+	mu       sync.Mutex
+	counts   [nFaultKinds]int
+	events   []string
+	section  string         // the invariant being checked, for the soak table
+	breaches map[string]int // by invariant
+
+	opened, posted int // tickets answered 200, tickets posted
+	drainSeconds   float64
+	earlyExits     int // restarts after a fault that exited before ready and were started again
 }
+
+// Invariants, as the soak table names them.
+const (
+	invSigterm   = "sigterm-exit-0"
+	invIssueOnce = "issued-once"
+	invOpens     = "opens-genuine"
+	invDrain     = "settles-drain"
+	invPostings  = "posted-exactly"
+	invResources = "bounded-resources"
+	invReconcile = "reconciles"
+	invLogs      = "logs-clean"
+)
+
+var invariants = []string{invIssueOnce, invOpens, invDrain, invPostings, invReconcile, invResources, invSigterm, invLogs}
 
 // breach reports one violated invariant, with the seed to replay it.
 func (r *chaosRun) breach(format string, args ...any) {
 	r.t.Helper()
+	r.mu.Lock()
+	sec := r.section
+	if sec == "" {
+		sec = invSigterm // during the run, only a SIGTERM that did not exit 0 is a breach
+	}
+	if r.breaches == nil {
+		r.breaches = map[string]int{}
+	}
+	r.breaches[sec]++
+	r.mu.Unlock()
 	r.t.Errorf("BREACH: "+format+" ["+r.replay+"]", args...)
+}
+
+// checking names the invariant the next breaches belong to.
+func (r *chaosRun) checking(inv string) {
+	r.mu.Lock()
+	r.section = inv
+	r.mu.Unlock()
 }
 
 func (r *chaosRun) services() []*service {
 	return append(append([]*service{}, r.edges...), r.ver, r.set, r.brk)
 }
 
-// sleep waits d or until ctx ends; it is the length of an outage, not synchronisation.
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
 // inject runs one fault to completion: the component is back and ready when it returns.
 func (r *chaosRun) inject(ctx context.Context, f fault) error {
 	restart := func(s *service) error {
-		if err := s.start(ctx); err != nil {
+		early, err := s.restart(ctx)
+		if early > 0 {
+			r.mu.Lock()
+			r.earlyExits++
+			r.events = append(r.events, fmt.Sprintf("%s exited before it was ready %d times after %s (restarted, as a supervisor would; see %s)",
+				s.name, early, faultNames[f.kind], s.logPath))
+			r.mu.Unlock()
+		}
+		if err != nil {
 			return fmt.Errorf("restarting %s after %s: %w", s.name, faultNames[f.kind], err)
 		}
 		return nil
@@ -172,6 +235,34 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		default:
 			return term(r.set)
 		}
+	case fKillSettler2:
+		r.set.kill()
+		if err := restart(r.set); err != nil {
+			return err
+		}
+		sleep(ctx, f.down)
+		r.set.kill()
+		return restart(r.set)
+	case fHoleVerifierKafka, fSpoolFull:
+		r.vkafka.gate.hole(true)
+		sleep(ctx, f.down)
+		r.vkafka.gate.hole(false)
+		return nil
+	case fHoleSettlerKafka:
+		r.skafka.gate.hole(true)
+		sleep(ctx, f.down)
+		r.skafka.gate.hole(false)
+		return nil
+	case fHolePG:
+		r.proxy.gate.hole(true)
+		sleep(ctx, f.down)
+		r.proxy.gate.hole(false)
+		return nil
+	case fSlowLedger:
+		r.proxy.gate.slow(time.Duration(f.target) * time.Millisecond)
+		sleep(ctx, f.down)
+		r.proxy.gate.slow(0)
+		return nil
 	}
 	return fmt.Errorf("unknown fault kind %d", f.kind)
 }
@@ -300,8 +391,18 @@ func TestChaos(t *testing.T) {
 	for i := 0; i < edges; i++ {
 		r.edges = append(r.edges, mk(fmt.Sprintf("edge-%03d", i), c.edgeArgs(i), true))
 	}
-	r.ver = mk("verifier", c.verifierArgs(r.brk.addr), true)
-	r.set = mk("settler", []string{"settler", "--brokers", r.brk.addr, "--min-replication", "1", "--ledger", settlerLedger,
+	// The verifier and the settler each reach the broker through a proxy of their own,
+	// so that either one's Kafka traffic can be black-holed alone.
+	if r.vkafka, err = startKafkaProxy("verifier", r.brk.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer r.vkafka.close()
+	if r.skafka, err = startKafkaProxy("settler", r.brk.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer r.skafka.close()
+	r.ver = mk("verifier", append(c.verifierArgs(r.vkafka.addr), "--spool-max-bytes", strconv.Itoa(spoolMaxBytes)), true)
+	r.set = mk("settler", []string{"settler", "--brokers", r.skafka.addr, "--min-replication", "1", "--ledger", settlerLedger,
 		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, true)
 	defer func() {
 		for _, s := range r.services() {
@@ -340,7 +441,10 @@ func TestChaos(t *testing.T) {
 		}
 	}()
 
-	sched := makeSchedule(rng, duration, edges)
+	var scheds [][]fault
+	for _, lane := range lanes {
+		scheds = append(scheds, makeSchedule(rng, duration, edges, lane))
+	}
 	var windows []time.Duration
 	for total := time.Duration(0); total < duration; {
 		w := 4*time.Second + time.Duration(rng.Int64N(int64(5*time.Second)))
@@ -348,13 +452,17 @@ func TestChaos(t *testing.T) {
 		windows = append(windows, w)
 		total += w
 	}
-	t.Logf("schedule (%d faults): %v", len(sched), sched)
+	for i, sched := range scheds {
+		t.Logf("schedule, lane %d (%d faults): %v", i, len(sched), sched)
+	}
 
 	// Load, in back-to-back bench windows, while the faults run.
 	loadStart := time.Now()
 	faultCtx, stopFaults := context.WithCancel(ctx)
-	faultErr := make(chan error, 1)
-	go func() { faultErr <- r.runFaults(faultCtx, loadStart, sched) }()
+	faultErr := make(chan error, len(scheds))
+	for _, sched := range scheds {
+		go func() { faultErr <- r.runFaults(faultCtx, loadStart, sched) }()
+	}
 	var results []*bench.Result
 	for i, w := range windows {
 		res, err := bench.Run(ctx, bench.Config{
@@ -375,17 +483,20 @@ func TestChaos(t *testing.T) {
 	t.Logf("load done after %v", time.Since(loadStart).Truncate(time.Millisecond))
 	// Let the schedule finish what is due: faults drawn inside the duration still run
 	// even when the load windows ended a little early, so a seed always replays in full.
-	var ferr error
-	select {
-	case ferr = <-faultErr:
-	case <-time.After(time.Until(loadStart.Add(duration + 2*time.Minute))):
-		stopFaults()
-		ferr = <-faultErr
+	late := time.After(time.Until(loadStart.Add(duration + 2*time.Minute)))
+	for range scheds {
+		var ferr error
+		select {
+		case ferr = <-faultErr:
+		case <-late:
+			stopFaults()
+			ferr = <-faultErr
+		}
+		if ferr != nil {
+			t.Errorf("fault injection: %v [%s]", ferr, replay)
+		}
 	}
 	stopFaults()
-	if ferr != nil {
-		t.Errorf("fault injection: %v [%s]", ferr, replay)
-	}
 	for k := faultKind(0); k < nFaultKinds; k++ {
 		t.Logf("faults injected: %-16s %d", faultNames[k], r.counts[k])
 	}
@@ -394,6 +505,10 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Restore everything.
+	for _, g := range []*gate{&proxy.gate, &r.vkafka.gate, &r.skafka.gate} {
+		g.hole(false)
+		g.slow(0)
+	}
 	if err := proxy.up(); err != nil {
 		t.Fatalf("PostgreSQL proxy cannot listen again: %v", err)
 	}
@@ -406,6 +521,21 @@ func TestChaos(t *testing.T) {
 	}
 
 	r.check(ctx, results, truth)
+	r.soakResult(seed, duration, rate)
+}
+
+// soakResult prints one machine-readable line for TestChaosSoak's table.
+func (r *chaosRun) soakResult(seed uint64, d time.Duration, rate float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	faults := map[string]int{}
+	for k := faultKind(0); k < nFaultKinds; k++ {
+		faults[faultNames[k]] = r.counts[k]
+	}
+	b, _ := json.Marshal(map[string]any{"seed": seed, "duration": d.String(), "rate": rate, "faults": faults,
+		"breaches": r.breaches, "early_exits": r.earlyExits, "opened": r.opened, "posted": r.posted, "drain_s": r.drainSeconds,
+		"failed": r.t.Failed()})
+	fmt.Printf("SOAK-RESULT %s\n", b)
 }
 
 // openErrors returns a run's open errors (nil when it opened nothing).
@@ -437,6 +567,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 
 	// 1. No ticket issued to two users: every won token the edges handed out, opened
 	// with the shard keys derived from campaign.key.
+	r.checking(invIssueOnce)
 	issued := map[uint64][]issue{}
 	for _, is := range truth.issues {
 		issued[is.tok.Ticket] = append(issued[is.tok.Ticket], is)
@@ -475,6 +606,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 		len(truth.issues), len(issued), len(truth.undecodable), doubleUsers, doubleSame, truth.shakeStatus, truth.shakeErrs)
 
 	// 2. What clients were answered 200 for, from the bench and from the tap.
+	r.checking(invOpens)
 	ok200 := map[uint64]opened{}
 	var benchOpened int64
 	benchErr := map[string]int64{}
@@ -525,6 +657,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 
 	// 3. Settlement drains: poll the ledger until every opened ticket is posted and the
 	// count has stopped moving.
+	r.checking(invDrain)
 	l, err := ledger.Open(ctx, r.pgURL)
 	if err != nil {
 		t.Fatalf("opening the ledger: %v", err)
@@ -549,8 +682,10 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 		sleep(ctx, 200*time.Millisecond)
 	}
 	t.Logf("settlement drained in %v: %+v", time.Since(drainStart).Truncate(time.Millisecond), st)
+	r.drainSeconds = time.Since(drainStart).Seconds()
 
 	// 4. The postings, straight from PostgreSQL.
+	r.checking(invPostings)
 	conn, err := pgx.Connect(ctx, r.pgURL)
 	if err != nil {
 		t.Fatalf("connecting to PostgreSQL: %v", err)
@@ -630,7 +765,10 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 		"posted after an unanswered open (timeout/hang-up/503, acceptable) %d; posted but never opened %d",
 		len(posted), postedSum, missing, wrongAmount, wrongUID, dupPost, unanswered, invented)
 
+	r.opened, r.posted = len(ok200), len(posted)
+
 	// 5. Resources, before the servers stop.
+	r.checking(invResources)
 	for _, s := range r.services() {
 		p := s.current()
 		if p == nil || !s.running() {
@@ -664,6 +802,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 	}
 
 	// 6. Clean stop, in the order that loses nothing.
+	r.checking(invSigterm)
 	for _, s := range append(append([]*service{}, r.edges...), r.ver, r.set, r.brk) {
 		if err := s.stop(30 * time.Second); err != nil {
 			r.breach("%s did not exit 0 on the final SIGTERM: %v", s.name, err)
@@ -671,6 +810,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 	}
 
 	// 7. shake reconcile, against PostgreSQL directly.
+	r.checking(invReconcile)
 	cmd := exec.CommandContext(ctx, r.bin, "reconcile", "--manifest", c.manPath, "--ledger", r.pgURL)
 	out, err := cmd.Output()
 	var rep struct {
@@ -689,6 +829,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 	t.Logf("reconcile: %s", strings.TrimSpace(string(out)))
 
 	// 8. No process panicked or broke an invariant it checks itself.
+	r.checking(invLogs)
 	for _, s := range r.services() {
 		hits, err := scanLog(s.logPath, 5)
 		if err != nil {

@@ -191,6 +191,20 @@ func (s *service) start(ctx context.Context) error {
 	return waitListening(ctx, p, s.addr, readyTimeout)
 }
 
+// restart starts the process again after a fault, as a supervisor (systemd, a
+// Kubernetes pod) would: a process that exits before it is ready (a settler whose
+// ledger is unreachable at that moment exits 2) is started again, at most 15 times, 1 s
+// apart (longer than any link fault lasts). It returns how many attempts exited early.
+func (s *service) restart(ctx context.Context) (int, error) {
+	for early := 0; ; early++ {
+		err := s.start(ctx)
+		if err == nil || !errors.Is(err, proc.ErrNotReady) || s.running() || early == 14 || ctx.Err() != nil {
+			return early, err
+		}
+		sleep(ctx, time.Second)
+	}
+}
+
 // current returns the running process (nil before the first start).
 func (s *service) current() *proc.Proc {
 	s.mu.Lock()
@@ -315,4 +329,12 @@ func metricValue(page []byte, name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// sleep waits d or until ctx ends; it is the length of an outage, not synchronisation.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

@@ -11,11 +11,13 @@ import (
 
 // tcpProxy forwards a loopback port to PostgreSQL. The settler reaches its ledger only
 // through it, so the test can make PostgreSQL "unreachable" for the settler (every
-// connection cut, new ones refused) without touching the real server, which other
-// tests on this machine share.
+// connection cut, new ones refused), black-hole it (nothing forwarded, nothing closed),
+// or slow it down, without touching the real server, which other tests on this machine
+// share.
 type tcpProxy struct {
 	target string
 	addr   string
+	gate   gate
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -35,16 +37,22 @@ func startTCPProxy(target string) (*tcpProxy, error) {
 
 func (p *tcpProxy) serve(ln net.Listener) {
 	p.ln = ln
-	p.wg.Add(1)
+	acceptLoop(ln, &p.wg, p.pipe)
+}
+
+// acceptLoop serves every connection ln accepts with fn, each in a goroutine counted in
+// wg, until ln is closed.
+func acceptLoop(ln net.Listener, wg *sync.WaitGroup, fn func(net.Conn)) {
+	wg.Add(1)
 	go func() {
-		defer p.wg.Done()
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.pipe(c) }()
+			wg.Add(1)
+			go func() { defer wg.Done(); fn(c) }()
 		}
 	}()
 }
@@ -82,7 +90,7 @@ func (p *tcpProxy) pipe(c net.Conn) {
 	}
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		_ = p.gate.copy(dst, src)
 		dst.Close()
 		src.Close()
 		done <- struct{}{}
@@ -130,4 +138,68 @@ func (p *tcpProxy) up() error {
 func (p *tcpProxy) close() {
 	p.down()
 	p.wg.Wait()
+}
+
+// gate sits in a proxy's forwarding path: while holed it forwards nothing and closes
+// nothing (a network partition that black-holes traffic: the peers' reads and writes
+// just hang until their own timeouts), and it can add a delay to every chunk forwarded
+// (a slow link or a slow ledger).
+type gate struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	holed bool
+	delay time.Duration
+}
+
+func (g *gate) init() {
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+}
+
+// hole starts (true) or ends (false) the black-hole.
+func (g *gate) hole(on bool) {
+	g.mu.Lock()
+	g.init()
+	g.holed = on
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// slow sets the delay added to every chunk (0: none).
+func (g *gate) slow(d time.Duration) {
+	g.mu.Lock()
+	g.delay = d
+	g.mu.Unlock()
+}
+
+// pass blocks while the gate is holed and then waits its delay.
+func (g *gate) pass() {
+	g.mu.Lock()
+	g.init()
+	for g.holed {
+		g.cond.Wait()
+	}
+	d := g.delay
+	g.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// copy forwards src to dst through the gate until either side fails.
+func (g *gate) copy(dst io.Writer, src io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			g.pass()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -15,18 +15,19 @@ import (
 // Reservation bounds. What a kill -9 forfeits is what was reserved ahead of the
 // cursor and not yet taken, so the reservation ahead is bounded twice:
 //
-//   - by the round: at most max(left/aheadShare, count/tailShare, minBlock) tickets
-//     ahead, where left is what the round has left and count its size. A kill then
-//     forfeits at most 1/64 of what is left (a few tickets at the tail), whatever the
-//     rate, so even back-to-back kills of a small shard leave most of it.
+//   - by the round: at most max(left/aheadShare, count/tailShare, 1) tickets ahead,
+//     where left is what the round has left and count its size. A kill then forfeits
+//     at most 1/64 of what is left (1/128 of the round at the tail), whatever the
+//     rate, so even back-to-back kills of a small shard leave most of it. The floor
+//     keeps the tail of a large round from paying an fsync every few tickets.
 //   - by the rate: about reserveAhead of the take rate, measured over windows of at
 //     least rateWindow (so a momentary burst moves it little), and at least twice the
 //     takes that happen during one fdatasync, so that at high rates the reserver stays
 //     ahead and requests do not wait on the disk.
 //
-// Every start begins small, at a quarter of the round's bound (see adaptBlock): the
-// rate of the previous run is not known, and a restart loop must not forfeit a large
-// block each time.
+// Every start begins small, at a quarter of the round's bound or minBlock, whichever
+// is more, within the bound (see adaptBlock): the rate of the previous run is not
+// known, and a restart loop must not forfeit a large block each time.
 const (
 	minBlock      = 32
 	maxBlock      = 1 << 20
@@ -56,7 +57,7 @@ type round struct {
 	count    uint64
 	always   bool  // no time window (the campaign's single always-open round)
 	start    int64 // unix nanoseconds, inclusive
-	end      int64 // unix nanoseconds, exclusive
+	end      int64 // unix nanoseconds, exclusive (always-open: the end of issuing)
 	burst    uint64
 	cursor   *atomic.Uint64 // positions taken, in the mapped state region
 	reserved atomic.Uint64  // durable reservation: positions below it may be taken
@@ -120,6 +121,10 @@ func newDispenser(h *ticket.ShardHeader, st *stateFile, pace bool, waitMax time.
 		if !r.always {
 			r.start, r.end = w.Start.UnixNano(), w.End.UnixNano()
 			r.startAt = w.Start.UTC().Format(time.RFC3339)
+		} else {
+			// The always-open round has no window, but issuing ends: that is when a
+			// take waiting for its reservation must give up (see take).
+			r.end = d.issueUntil
 		}
 		r.reserved.Store(st.snap.Rounds[i].Reserved)
 		r.lost.Store(st.snap.Rounds[i].Lost)
@@ -212,7 +217,7 @@ func (d *dispenser) take(r *round, now int64) (uint64, takeResult) {
 			if d.failed.Load() {
 				return 0, takeRetry
 			}
-			if !r.always && d.clock().UnixNano() >= r.end {
+			if d.clock().UnixNano() >= r.end {
 				// The request came in time, but the round has ended since: the
 				// reserver has moved on and will not reserve this round again. The
 				// answer is what a request after the end would get for this round,
@@ -284,15 +289,15 @@ func (d *dispenser) run(ctx context.Context, now func() time.Time) {
 // round: they answer miss (see take) instead of waiting for a reservation that the
 // reserver, now on a later round, will never make.
 func (d *dispenser) wakeEnded(now int64) {
-	for d.ended < len(d.rounds) && !d.rounds[d.ended].always && d.rounds[d.ended].end <= now {
+	for d.ended < len(d.rounds) && d.rounds[d.ended].end <= now {
 		d.wake(d.rounds[d.ended])
 		d.ended++
 	}
 }
 
 // reserveAhead extends the reservation of the round open at now when its headroom has
-// fallen below most of a block (refillAt), and gives the next round its first block once it opens
-// within preOpenWindow, also while the current one is still open (back-to-back
+// fallen to refillAt of a block, and gives the next round its first block once it
+// opens within preOpenWindow, also while the current one is still open (back-to-back
 // rounds), so that the first requests of a round do not all wait on the disk.
 func (d *dispenser) reserveAhead(now int64) error {
 	r, next := d.roundAt(now)
@@ -326,16 +331,16 @@ func (d *dispenser) extend(r *round, block uint64) error {
 }
 
 // refillAt is how little may be left ahead of the cursor before the reservation is
-// extended back to a whole block: a quarter of the block is used up between two
-// fsyncs, and three quarters are left to cover the next one, so that a short stall of
-// the disk or the scheduler does not make requests wait.
+// extended back to a whole block: half of the block is used up between two fsyncs,
+// and the other half covers the next one. (Refilling at three quarters was tried: it
+// doubled the fsyncs and, on a busy disk, made more requests wait, not fewer.)
 func refillAt(block uint64) uint64 { return block / 2 }
 
 // aheadLimit is the most positions of r that may be reserved ahead of cursor c: what a
 // kill -9 at that moment would forfeit (see the constants).
 func (r *round) aheadLimit(c uint64) uint64 {
 	left := r.count - min(c, r.count)
-	return min(max(left/aheadShare, r.count/tailShare, minBlock), maxBlock)
+	return min(max(left/aheadShare, r.count/tailShare, 1), maxBlock)
 }
 
 // saturated reports whether requests have waited for a reservation since the last
@@ -354,8 +359,8 @@ func (d *dispenser) saturated(now int64) bool {
 }
 
 // adaptBlock sizes the block to about reserveAhead of the take rate, and at least
-// twice the takes that happen during one fsync, within [minBlock, r's ahead limit].
-// The rate is measured over windows of at least rateWindow, and the block moves only
+// twice the takes that happen during one fsync, at least minBlock, and never above
+// r's ahead limit. The rate is measured over windows of at least rateWindow, and the block moves only
 // halfway towards its target per window: a momentary burst moves it little, one
 // quiet window does not collapse it, and a sustained rate reaches it in a few windows.
 func (d *dispenser) adaptBlock(r *round, now int64) uint64 {

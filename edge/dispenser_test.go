@@ -197,8 +197,8 @@ func TestAdaptBlockBounds(t *testing.T) {
 }
 
 // TestReservationBound: what may be reserved ahead (and so forfeited by a kill -9) is
-// at most 1/64 of what the round has left, with a floor of 1/128 of the round, and a
-// start, a burst or a flood cannot take it past that.
+// at most 1/64 of what the round has left, with a floor of 1/128 of the round (and of
+// one ticket), and a start, a burst or a flood cannot take it past that.
 func TestReservationBound(t *testing.T) {
 	d, _ := newTestDispenser(t, 100_000, 1, false)
 	r := d.rounds[0]
@@ -210,8 +210,8 @@ func TestReservationBound(t *testing.T) {
 		}
 	}
 	small, _ := newTestDispenser(t, 1000, 1, false)
-	if got := small.rounds[0].aheadLimit(990); got != minBlock {
-		t.Errorf("small shard's floor %d, want %d", got, minBlock)
+	if got := small.rounds[0].aheadLimit(990); got != 1000/128 {
+		t.Errorf("small shard's floor %d, want %d", got, 1000/128)
 	}
 	now := r.start
 	// A start reserves a quarter of the bound, not a block sized for a rate it has

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"shake/ticket"
 )
 
@@ -43,18 +45,39 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 // round 0's end) and will never reserve round 0 again: the request must get a miss
 // at once, not wait out the reservation timeout and get 429 (issue 12).
 func TestRoundEndWaiterGetsMiss(t *testing.T) {
-	start := time.Unix(1_900_000_000, 0).UTC()
-	h := backToBackHeader(1000, start)
-	r0end := h.Rounds[0].End.UnixNano()
-	justBefore := r0end - int64(time.Millisecond)
-	after := time.Unix(0, r0end+int64(time.Millisecond))
+	h := backToBackHeader(1000, time.Unix(1_900_000_000, 0).UTC())
+	waitAtTheEnd(t, h, h.Rounds[0].End.UnixNano())
+}
+
+// TestIssueEndWaiterGetsMiss is the same for an always-open campaign, whose one round
+// ends when issuing ends (created_at + ttl).
+func TestIssueEndWaiterGetsMiss(t *testing.T) {
+	created := time.Unix(1_900_000_000, 0).UTC()
+	h := &ticket.ShardHeader{
+		Version: ticket.ShardVersion, Campaign: "c1", Currency: "CNY", Shard: 0, Shards: 1,
+		FirstTicket: 1, Count: 1000, Amount: 1000, TTLSeconds: 60, CreatedAt: created,
+		Generation: ticket.NewGeneration(), Rounds: []ticket.RoundWindow{{Index: 0}},
+		RoundRanges: []ticket.RoundRange{{Round: 0, FirstTicket: 1, Count: 1000, Amount: 1000}},
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	waitAtTheEnd(t, h, created.Add(time.Minute).UnixNano())
+}
+
+// waitAtTheEnd uses up round 0's reservation 1 ms before end, runs the reserver with
+// a clock 1 ms after it, and checks that one more take at the earlier time is a miss.
+func waitAtTheEnd(t *testing.T, h *ticket.ShardHeader, end int64) {
+	t.Helper()
+	justBefore := end - int64(time.Millisecond)
+	after := time.Unix(0, end+int64(time.Millisecond))
 	d, _ := dispenserOn(t, h, false, 3*time.Second, func() time.Time { return after })
-	r0 := d.rounds[0]
-	if err := d.reserve(r0, 10); err != nil {
+	r := d.rounds[0]
+	if err := d.reserve(r, 10); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
-		if _, res := d.take(r0, justBefore); res != takeWon {
+		if _, res := d.take(r, justBefore); res != takeWon {
 			t.Fatalf("take %d: %v", i, res)
 		}
 	}
@@ -62,8 +85,8 @@ func TestRoundEndWaiterGetsMiss(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.run(ctx, func() time.Time { return after }) }()
 	defer func() { cancel(); <-done }()
-	if _, res := d.take(r0, justBefore); res != takeMiss {
-		t.Fatalf("request at the end of round 0: %v, want miss (%d reservation timeouts)", res, d.nwaitFail.Load())
+	if _, res := d.take(r, justBefore); res != takeMiss {
+		t.Fatalf("request 1 ms before the end: %v, want miss (%d reservation timeouts)", res, d.nwaitFail.Load())
 	}
 }
 
@@ -88,7 +111,7 @@ func TestProcessKillForfeitsSmallShare(t *testing.T) {
 			perKill = append(perKill, forfeited)
 			// Every reservation of the last run was made with at most leftAtStart
 			// tickets remaining, and reserves at most its aheadLimit ahead.
-			if bound := max(leftAtStart/aheadShare, count/tailShare, minBlock); forfeited > bound {
+			if bound := max(leftAtStart/aheadShare, count/tailShare, 1); forfeited > bound {
 				t.Errorf("kill %d forfeited %d tickets with %d left, want at most %d", k, forfeited, leftAtStart, bound)
 			}
 		}
@@ -201,4 +224,88 @@ func TestProcessStateFileLifecycle(t *testing.T) {
 	if left := p.metric(t, "shake_edge_tickets_left"); left != 0 {
 		t.Fatalf("%d tickets left after draining", left)
 	}
+}
+
+// TestPerUserDefaultsToTheCampaign: without an explicit limit the edge takes the
+// campaign's per_user from the shard header (issue 11); an explicit one overrides it,
+// 0 included.
+func TestPerUserDefaultsToTheCampaign(t *testing.T) {
+	wins := func(perUser int, cfgPerUser int) int {
+		f := newFixture(t, shardSpec{count: 100, perUser: perUser})
+		s := startEdge(t, f, func(c *Config) { c.PerUser = cfgPerUser })
+		auth := "Bearer " + f.session(7)
+		n := 0
+		for i := 0; i < 10; i++ {
+			if _, body, _ := do(s.Handler(), "POST", ShakePath, auth, nil); strings.Contains(body, `"won"`) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct{ campaign, flag, want int }{
+		{2, PerUserFromShard, 2}, {1, PerUserFromShard, 1}, {0, PerUserFromShard, 10},
+		{2, 5, 5}, {2, 0, 10},
+	} {
+		if got := wins(c.campaign, c.flag); got != c.want {
+			t.Errorf("campaign per_user %d, edge limit %d: %d wins of 10, want %d", c.campaign, c.flag, got, c.want)
+		}
+	}
+}
+
+// shakeOnce sends one shake for auth and returns the result and the token.
+func shakeOnce(t *testing.T, addr, auth string) (string, string) {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://" + addr + ShakePath)
+	req.Header.Set("Authorization", auth)
+	if err := fasthttp.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("shake: %v %d %s", err, resp.StatusCode(), resp.Body())
+	}
+	w := decode(t, string(resp.Body()))
+	return w.Result, w.Token
+}
+
+// TestProcessRestartForgetsWins is the edge's half of "an edge restart does not let a
+// user open beyond the rule" (issue 11). The edge's per-user table is in memory only,
+// so after a restart (SIGTERM or kill -9) a user who had reached the campaign's
+// per_user wins again here, with another ticket: that is by design, the edge is the
+// cheap first line. What stops the excess open is the verifier's campaign-wide rule
+// (limit_reached), asserted by the verifier's tests; this test pins the edge side, so
+// that nobody mistakes the edge's table for the rule.
+func TestProcessRestartForgetsWins(t *testing.T) {
+	needBinary(t)
+	f := newFixture(t, shardSpec{count: 100, perUser: 1})
+	state := filepath.Join(f.dir, "edge.state")
+	auth := "Bearer " + f.session(42)
+	var tickets []uint64
+	for run, stop := range []func(*edgeProc){
+		func(p *edgeProc) { p.cmd.Process.Signal(syscall.SIGTERM) },
+		func(p *edgeProc) { p.cmd.Process.Kill() },
+		nil,
+	} {
+		// No --per-user: the campaign's per_user (1) from the shard header.
+		p := startProc(t, f, state, firstStart(run == 0)...)
+		res, tok := shakeOnce(t, p.addr, auth)
+		if res != "won" {
+			t.Fatalf("run %d: first shake %q", run, res)
+		}
+		tickets = append(tickets, f.checkToken(t, tok, 42))
+		if res, _ := shakeOnce(t, p.addr, auth); res != "miss" {
+			t.Fatalf("run %d: second shake in the round %q, want miss (per_user 1)", run, res)
+		}
+		if stop == nil {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			<-p.done
+			break
+		}
+		stop(p)
+		<-p.done
+	}
+	if tickets[0] == tickets[1] || tickets[1] == tickets[2] || tickets[0] == tickets[2] {
+		t.Fatalf("the same ticket twice across restarts: %v", tickets)
+	}
+	t.Logf("user 42 won tickets %v in three runs of one edge with per_user 1: the verifier must refuse all but one open", tickets)
 }

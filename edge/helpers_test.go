@@ -42,6 +42,7 @@ type shardSpec struct {
 	perRnd  []uint64             // tickets per round (sums to count)
 	created time.Time
 	ttl     int64
+	perUser int    // the campaign's per_user, in the shard header
 	dir     string // "" means t.TempDir()
 }
 
@@ -106,7 +107,7 @@ func newFixture(t testing.TB, spec shardSpec) *fixture {
 		Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY",
 		Shard: spec.shard, Shards: spec.shards, FirstTicket: spec.first, Count: spec.count,
 		Amount: total, TTLSeconds: spec.ttl, Rounds: spec.rounds, CreatedAt: spec.created,
-		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard), Generation: gen,
+		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard), Generation: gen, PerUser: spec.perUser,
 	}
 	next := spec.first
 	for i, n := range spec.perRnd {

@@ -44,6 +44,10 @@ var (
 	ErrListen = errors.New("cannot listen")
 )
 
+// PerUserFromShard as Config.PerUser takes the campaign's rule (per_user in the shard
+// header) as the edge's limit.
+const PerUserFromShard = -1
+
 // Defaults for zero Config fields.
 const (
 	DefaultListen      = "127.0.0.1:8080"
@@ -69,7 +73,8 @@ type Config struct {
 	// shard that was served before would hand its tickets out again.
 	InitState bool
 	Listen    string // host:port, default 127.0.0.1:8080 (port 0 picks one)
-	// PerUser is the most wins per user per round on this edge; 0 means no limit.
+	// PerUser is the most wins per user per round on this edge; 0 means no limit and
+	// PerUserFromShard the campaign's per_user from the shard header (the CLI default).
 	PerUser int
 	// Pace spreads each timed round's tickets evenly over its window.
 	Pace bool
@@ -146,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Tickets == "" || cfg.Key == "" || cfg.SessionKey == "" || cfg.State == "" {
 		return nil, fmt.Errorf("%w: tickets, key, session key and state are required", ErrConfig)
 	}
-	if cfg.PerUser < 0 || cfg.PerUser > MaxPerUser {
+	if cfg.PerUser < PerUserFromShard || cfg.PerUser > MaxPerUser {
 		return nil, fmt.Errorf("%w: per-user limit %d outside 0..%d", ErrConfig, cfg.PerUser, MaxPerUser)
 	}
 	if cfg.PerUserCapacity > 1<<31 {
@@ -207,6 +212,18 @@ func New(cfg Config) (*Server, error) {
 	if s.expiresCap > 1<<32-1 {
 		st.close()
 		return nil, fmt.Errorf("%w: %s: tickets would expire after 2106", ErrShard, cfg.Tickets)
+	}
+	if cfg.PerUser == PerUserFromShard {
+		cfg.PerUser = s.hdr.PerUser
+		if cfg.PerUser > MaxPerUser {
+			// The table counts to MaxPerUser. A campaign that allows more wins per round
+			// than that gets no limit here rather than a stricter one than it set: the
+			// verifier enforces the rule on every open either way.
+			s.log.Warn("the campaign's per_user is above what the edge's table counts: no per-user limit on this edge",
+				"per_user", cfg.PerUser, "max", MaxPerUser)
+			cfg.PerUser = 0
+		}
+		s.cfg.PerUser = cfg.PerUser
 	}
 	if cfg.PerUser > 0 {
 		capacity := cfg.PerUserCapacity

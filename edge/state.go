@@ -506,15 +506,6 @@ func (sf *stateFile) writeSlot(s *stateSnapshot) error {
 	return nil
 }
 
-func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
 // close unmaps the region and releases the file (and with it the lock).
 func (sf *stateFile) close() error {
 	var err error

@@ -403,7 +403,7 @@ func (s *Settler) newReader() *kafka.Reader {
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
 		Dialer:            s.cfg.Kafka.Dialer(10 * time.Second),
-		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
+		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Warn("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 }
 

@@ -360,7 +360,7 @@ func (d *durable) replayer(ctx context.Context) {
 		if err != nil {
 			d.mKafkaErr.Inc()
 			buf = nil // kafka-go may still hold the old buffer
-			d.log.Debug("spool replay failed", "claims", len(recs), "err", err)
+			d.log.Warn("spool replay failed", "claims", len(recs), "err", err)
 			if leaderMoved(err) {
 				// Kafka is up; the metadata is at most MetadataTTL old: retry soon.
 				if !sleep(d.cfg.ReplayBackoff) {

@@ -49,8 +49,9 @@ func (t metricType) String() string {
 // Registry holds metric families and writes them in the Prometheus text exposition
 // format 0.0.4. Registration takes a lock; updating a metric never does.
 type Registry struct {
-	mu       sync.Mutex
-	families map[string]*family
+	mu         sync.Mutex
+	families   map[string]*family
+	collectors map[string]func([]byte) []byte
 }
 
 // family is every series sharing one metric name (one HELP and one TYPE line).
@@ -73,7 +74,22 @@ type series struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{families: make(map[string]*family)}
+	return &Registry{families: make(map[string]*family), collectors: make(map[string]func([]byte) []byte)}
+}
+
+// RegisterCollector adds fn, which appends whole metric families (HELP, TYPE and
+// samples, in the text format) at exposition time, after the registered families. It
+// is for families read together from one snapshot (the Go runtime's), or of a type
+// the registry does not model (a summary). The families fn writes must not be
+// registered otherwise. fn must be safe for concurrent use and must not call back into
+// the registry; registering the same name again replaces fn.
+func (r *Registry) RegisterCollector(name string, fn func(b []byte) []byte) {
+	if fn == nil {
+		panic("BUG: obs: nil collector " + name)
+	}
+	r.mu.Lock()
+	r.collectors[name] = fn
+	r.mu.Unlock()
 }
 
 // Counter returns the counter name{labels}, registering it on first use. Labels are
@@ -292,6 +308,15 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 		sort.Slice(ss, func(a, b int) bool { return ss[a].labels < ss[b].labels })
 		snaps[i] = snap{f: f, series: ss}
 	}
+	names := make([]string, 0, len(r.collectors))
+	for name := range r.collectors {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	collect := make([]func([]byte) []byte, len(names))
+	for i, name := range names {
+		collect[i] = r.collectors[name]
+	}
 	r.mu.Unlock()
 
 	var buf bytes.Buffer
@@ -312,6 +337,9 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 			b = appendSeries(b, f.name, &sn.series[i])
 		}
 		buf.Write(b)
+	}
+	for _, fn := range collect {
+		buf.Write(fn(b[:0]))
 	}
 	return buf.WriteTo(w)
 }

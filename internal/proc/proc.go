@@ -52,8 +52,9 @@ func Start(name, bin string, args []string, logPath string) (*Proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// A process group of its own, so a Ctrl-C on the terminal reaches only the parent,
-	// which then stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// which then stops its children in order; on Linux the kernel also kills the child
+	// when the parent dies, even by SIGKILL (see sysProcAttr).
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("cannot start %s: %w", name, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"shake/broker"
 	"shake/internal/obs"
@@ -18,7 +17,7 @@ const brokerUsage = `
 Usage: shake broker [--listen 127.0.0.1:9092] [--partitions 8] [--topic shake.claims]
                     [--data DIR] [--nodes 1] [--tls-cert FILE --tls-key FILE]
                     [--tls-client-ca FILE] [--sasl-user NAME:PASSWORD]...
-                    [--log-format text|json]
+                    [--log-format text|json] [--log-level info]
 
 Runs the embedded Kafka-protocol broker (franz-go's kfake), for development, tests and
 one-machine events. Real Kafka clients (kafka-go, kcat, librdkafka) produce to and
@@ -72,6 +71,7 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	var users brokerTopicList
 	fs.Var(&users, "sasl-user", "SASL user `NAME:PASSWORD` (repeatable; PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -97,7 +97,7 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 		}
 		sec.Users = append(sec.Users, bu)
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	b, err := broker.Start(broker.Config{Listen: *listen, Partitions: *partitions, Topics: topics, DataDir: *data,
 		Nodes: *nodes, Security: sec})
 	if err != nil {

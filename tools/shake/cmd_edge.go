@@ -2,8 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
-	"log/slog"
+	"strconv"
 
 	"shake/edge"
 	"shake/internal/obs"
@@ -18,6 +19,7 @@ Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE [--init-state]
                   [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin.key]
                   [--switches FILE] [--drain 2s] [--per-user N] [--pace] [--log-format text|json]
+                  [--log-level info]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
 each sealed to the user whose session asked (Authorization: Bearer <session token>),
@@ -33,7 +35,7 @@ position is reserved in this file with fdatasync, ahead of demand; a restart (ev
 after kill -9) resumes after the last reservation, so no ticket is ever issued twice.
 Tickets reserved but not issued before a crash are lost to the pool and counted
 (shake_edge_tickets_lost_total); the reservation ahead is at most 1/64 of what the
-round has left (at least 1/128 of the round, or 32 tickets), so that is all a kill -9
+round has left (at least 1/128 of the round, or 1 ticket), so that is all a kill -9
 can forfeit. A clean stop (SIGTERM) records the exact position and loses nothing.
 The file is locked while the edge runs and refused if it belongs to another shard.
 
@@ -55,8 +57,9 @@ of the round, 1..1000 tickets); an always-open campaign is not paced.
 Refuses to start, with one line on stderr and exit code 2, on a missing or corrupt
 shard, a key that does not seal and open tokens for this shard, a bad session key, a
 state file that is missing (without --init-state), exists (with it), is corrupt,
-locked, unwritable or another shard's, or a listen address that cannot be bound. SIGTERM or SIGINT: stop accepting, finish in-flight requests,
-sync the state file, exit 0.
+locked, unwritable or another shard's, or a listen address that cannot be bound.
+SIGTERM or SIGINT: stop accepting, finish in-flight requests, sync the state file,
+exit 0.
 ` + serverFlagsUsage
 
 func runEdge(args []string, stdout, stderr io.Writer) int {
@@ -67,12 +70,14 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
-	perUser := fs.Int("per-user", 1, "most wins per user per round (0 = no limit)")
+	var perUser perUserFlag
+	fs.Var(&perUser, "per-user", "at most `N` wins per user per round (0 = no limit; default: the campaign's per_user)")
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sf := addServerFlags(fs, true)
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -86,7 +91,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "text" && *logFormat != "json" {
 		return usageError(stderr, "edge: --log-format must be text or json, not %q", *logFormat)
 	}
-	if *perUser < 0 || *perUser > edge.MaxPerUser {
+	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)
 	}
 	if *maxInFlight <= 0 {
@@ -95,10 +100,10 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if *perUserCap < 0 {
 		return usageError(stderr, "edge: --per-user-capacity must be >= 0")
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	srv, err := edge.New(edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
-		PerUser: *perUser, Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
+		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	})
 	if err != nil {
@@ -111,4 +116,36 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// perUserFlag is --per-user: unset means the campaign's per_user from the shard header.
+type perUserFlag struct {
+	n   int
+	set bool
+}
+
+// String returns "" while unset, so the flag's help shows no misleading default.
+func (f *perUserFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.Itoa(f.n)
+}
+
+// Set parses N.
+func (f *perUserFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	f.n, f.set = n, true
+	return nil
+}
+
+// value is the edge.Config.PerUser the flag asks for.
+func (f *perUserFlag) value() int {
+	if !f.set {
+		return edge.PerUserFromShard
+	}
+	return f.n
 }

@@ -21,6 +21,7 @@ func TestEdgeUsageErrors(t *testing.T) {
 		{"no state", []string{"edge", "--tickets", "a", "--key", "b", "--session-key", "c"}, "--state is required"},
 		{"log format", append(append([]string{}, base...), "--log-format", "xml"), "--log-format"},
 		{"per-user", append(append([]string{}, base...), "--per-user", "-1"), "--per-user"},
+		{"per-user not a number", append(append([]string{}, base...), "--per-user", "one"), "-per-user: not a whole number"},
 		{"in flight", append(append([]string{}, base...), "--max-in-flight", "0"), "--max-in-flight"},
 		{"stray", append(append([]string{}, base...), "extra"), "unexpected argument"},
 		{"missing shard", base, "missing.tickets"},

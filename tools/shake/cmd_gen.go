@@ -8,12 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"shake/ticket"
 	"shake/ticketgen"
@@ -102,16 +99,6 @@ func parseWeights(s string) ([]uint64, error) {
 	return ws, nil
 }
 
-// isTerminal reports whether w is a terminal, where a progress line is welcome.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 func runGen(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("gen", genUsage, stderr)
 	campaign := fs.String("campaign", "", "campaign `id`, [a-z0-9][a-z0-9-]{0,31} (required)")
@@ -129,6 +116,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
 	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
 	perUser := fs.Int("per-user", 1, fmt.Sprintf("at most `N` tickets opened per user per round, across every edge (0 = no limit, at most %d)", ticket.MaxPerUser))
+	dryRun := fs.Bool("dry-run", false, "check everything and print the plan (shards, rounds, amounts, files); write nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -172,6 +160,14 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "gen: --key: %v", err)
 	}
 	cfg.CampaignKey = key
+	if *dryRun {
+		m, err := ticketgen.Plan(cfg)
+		if err != nil {
+			return genError(stderr, err)
+		}
+		printGenPlan(stdout, m, *out)
+		return 0
+	}
 	if isTerminal(stderr) {
 		cfg.Progress = stderr
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
 	"shake/ticket"
@@ -18,6 +19,7 @@ func init() {
 
 const reconcileUsage = `
 Usage: shake reconcile --manifest DIR/manifest.json --ledger URL [--key campaign.key] [--refund]
+       shake reconcile --manifest DIR/manifest.json --ledger URL [--key campaign.key] --watch D [--listen ADDR]
 
 Checks the ledger against the campaign and prints one JSON object:
   {"campaign","budget","tickets","settled_tickets","settled_amount","refunded_amount",
@@ -47,6 +49,14 @@ opened before expiry whose claim sat in a verifier's spool) is paid, once, from 
 sponsor account, which got that ticket's money back in the refund; refunded_amount is
 reported net of such late claims.
 
+--watch D repeats the check every D until SIGTERM (the continuous reconciliation an
+event is watched by): each result is logged (an error with the problems when it fails)
+and exported on --listen (default 127.0.0.1:8084) /metrics as shake_reconcile_ok,
+shake_reconcile_<field> for every number of the object above (labelled campaign),
+shake_reconcile_last_run_timestamp_seconds, shake_reconcile_runs_total{result} and
+shake_reconcile_duration_seconds; /readyz is 200 while the last check completed. It
+exits 0 on SIGTERM.
+
 Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable ledger.
 `
 
@@ -54,13 +64,31 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
+	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
+	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
+	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
+	}
+	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+		return flagError(fs, "%v", err)
+	} else {
+		*ledgerURL = u
+	}
+	switch {
+	case *watch < 0:
+		return flagError(fs, "--watch must be > 0")
+	case *watch > 0 && *refund:
+		return flagError(fs, "--refund and --watch do not go together: refund once, by hand")
+	case *logFormat != "text" && *logFormat != "json":
+		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
 	}
 	var m *ticket.Manifest
 	var err error
@@ -75,6 +103,10 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
+	}
+	if *watch > 0 {
+		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, manifest: m, dir: filepath.Dir(*manifestPath),
+			ledgerURL: *ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
 	}
 	if *refund {
 		// Refuse early, before touching the ledger.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -86,6 +85,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "admin listener `HOST:PORT`: /healthz, /readyz, /metrics, /debug/pprof/, /admin/switches")
@@ -99,6 +99,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
 	logFormat := fs.String("log-format", "text", "log format: `json` or text")
 	sf := addServerFlags(fs, false)
+	logLvl := logLevelFlag(fs)
 	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -109,6 +110,11 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return flagError(fs, "%v", err)
+	}
+	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+		return flagError(fs, "%v", err)
+	} else {
+		*ledgerURL = u
 	}
 	switch {
 	case *logFormat != "json" && *logFormat != "text":
@@ -134,7 +140,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	key, err := ticket.ReadKeyFile(*keyPath)
 	if err != nil {
 		return flagError(fs, "--key: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 
 	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
@@ -21,7 +20,7 @@ Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--uid-shard I/V] [--spool-max-bytes 1073741824]
                       [--admin-listen ADDR] [--admin-key admin.key] [--switches FILE] [--drain 2s]
-                      [--min-replication 3] [Kafka security flags] [--log-format text|json]
+                      [--min-replication 3] [Kafka security flags] [--log-format text|json] [--log-level info]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
 opens a user's sealed ticket by local computation only: the session, the AEAD of the
@@ -88,6 +87,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	sf := addServerFlags(fs, true)
+	logLvl := logLevelFlag(fs)
 	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -130,7 +130,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 			return usageError(stderr, "verifier: %v", err)
 		}
 	}
-	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
 	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {

@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/debug"
+
+	"shake/internal/buildinfo"
 )
 
 func init() {
@@ -12,10 +12,14 @@ func init() {
 }
 
 const versionUsage = `
-Usage: shake version
+Usage: shake version   (or shake --version, shake -v)
 
-Prints the module version, the Go version and platform, and the VCS revision the
-binary was built from when the build recorded it.
+Prints the version, the Go version and platform, and the VCS revision the binary was
+built from. Release builds stamp the version at link time:
+  go build -ldflags "-X shake/internal/buildinfo.version=v1.2.3
+                     -X shake/internal/buildinfo.revision=$(git rev-parse HEAD)" ./tools/shake
+otherwise it is what the Go toolchain recorded ("(devel)" and the VCS revision for a
+build from a checkout). Every server exports the same as shake_build_info.
 `
 
 func runVersion(args []string, stdout, stderr io.Writer) int {
@@ -28,34 +32,5 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 }
 
 // versionString describes this binary: "shake <version> <go> <os>/<arch>" plus the
-// VCS revision, commit time and a "+dirty" mark when the build info has them.
-func versionString() string {
-	version, rev, when, dirty := "(unknown)", "", "", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		version = bi.Main.Version
-		if version == "" {
-			version = "(devel)"
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.time":
-				when = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-	}
-	out := fmt.Sprintf("shake %s %s %s/%s", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	if rev != "" {
-		out += " rev " + rev
-		if dirty {
-			out += "+dirty"
-		}
-		if when != "" {
-			out += " (" + when + ")"
-		}
-	}
-	return out
-}
+// VCS revision and commit time when the build recorded them (see internal/buildinfo).
+func versionString() string { return buildinfo.Get().String() }

@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
+	"os"
 	"strings"
 )
 
@@ -22,6 +25,8 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 		if hasFlags {
 			fmt.Fprintf(w, "\nFlags:\n")
 			fs.PrintDefaults()
+			fmt.Fprintf(w, "\nEvery flag can also be set in the environment as SHAKE_<FLAG> (upper case, - as _:\n"+
+				"--ledger is SHAKE_LEDGER); the command line wins.\n")
 		}
 	}
 	return fs
@@ -69,6 +74,9 @@ func parseFlagsArgs(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (ok b
 	if err != nil {
 		return false, flagError(fs, "%v (see 'shake %s -h')", err, fs.Name())
 	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		return false, flagError(fs, "%v", err)
+	}
 	// Make fs.Args() report every positional argument, wherever it was.
 	_ = fs.Parse(append([]string{"--"}, pos...))
 	switch {
@@ -109,4 +117,114 @@ func requireFlag(fs *flag.FlagSet, names ...string) error {
 		}
 	}
 	return nil
+}
+
+// EnvName is the environment variable that sets the flag name: SHAKE_ and the name in
+// upper case with - as _ ("ledger-password-file" is SHAKE_LEDGER_PASSWORD_FILE).
+func envName(name string) string {
+	return "SHAKE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// applyEnv sets every flag not given on the command line from its environment
+// variable, when that is set and not empty (an empty variable is how compose files and
+// unit templates leave a setting out), so that containers and unit files can
+// configure a server without a long command line; the command line wins. The flags
+// set this way count as set for requireFlag. A value the flag refuses is an error
+// naming the variable.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		v, ok := lookup(envName(f.Name))
+		if !ok || v == "" {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = fmt.Errorf("$%s (for --%s): invalid value %q: %v", envName(f.Name), f.Name, v, e)
+		}
+	})
+	return err
+}
+
+// logLevel is a --log-level flag: debug, info, warn or error.
+type logLevel struct{ l slog.Level }
+
+func (l *logLevel) String() string { return strings.ToLower(l.l.String()) }
+
+func (l *logLevel) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return l.l.UnmarshalText([]byte(s))
+	}
+	return errors.New("must be debug, info, warn or error")
+}
+
+// Level returns the parsed level.
+func (l *logLevel) Level() slog.Level { return l.l }
+
+// logLevelFlag defines --log-level (default info) on fs, for every server.
+func logLevelFlag(fs *flag.FlagSet) *logLevel {
+	l := &logLevel{l: slog.LevelInfo}
+	fs.Var(l, "log-level", "log `level`: debug, info, warn or error")
+	return l
+}
+
+// maxSecretFile bounds a password file: a password, not a document.
+const maxSecretFile = 4096
+
+// readSecretFile reads a password from path: the first line, without its line ending
+// (files written by editors and secret stores end in a newline). Empty is an error.
+func readSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	if len(b) > maxSecretFile {
+		return "", fmt.Errorf("%s is longer than %d bytes: not a password file", path, maxSecretFile)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return line, nil
+}
+
+// ledgerWithPassword returns the ledger URL with the password from passwordFile put
+// into a postgres:// URL's user information, so that the password never appears on a
+// command line (ps, /proc/PID/cmdline) or in the environment. With no file the URL is
+// returned unchanged; a file for a URL that already has a password, or for a ledger
+// that takes none (sqlite), is refused so that nobody wonders which one is used.
+func ledgerWithPassword(ledgerURL, passwordFile string) (string, error) {
+	if passwordFile == "" {
+		return ledgerURL, nil
+	}
+	u, err := url.Parse(ledgerURL)
+	if err != nil {
+		return "", fmt.Errorf("--ledger: %v", err)
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return "", fmt.Errorf("--ledger-password-file applies to a postgres:// ledger, not %s://", u.Scheme)
+	}
+	if _, has := u.User.Password(); has {
+		return "", errors.New("--ledger already has a password: use the URL or --ledger-password-file, not both")
+	}
+	pw, err := readSecretFile(passwordFile)
+	if err != nil {
+		return "", fmt.Errorf("--ledger-password-file: %v", err)
+	}
+	if u.User == nil || u.User.Username() == "" {
+		return "", errors.New("--ledger needs a user name (postgres://USER@HOST/DB) with --ledger-password-file")
+	}
+	u.User = url.UserPassword(u.User.Username(), pw)
+	return u.String(), nil
 }
