@@ -80,7 +80,8 @@ func runReconcileWatch(cfg reconcileWatch) int {
 	w.reg.GaugeFunc("shake_reconcile_interval_seconds", "The --watch interval: a last run older than a few of these is stale.",
 		func() float64 { return cfg.every.Seconds() })
 
-	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load},
+	// --listen is reconcile --watch's admin listener (like the settler's): it serves /metrics.
+	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load, AdminOnly: true},
 		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
 	if err != nil {
 		return usageError(cfg.stderr, "reconcile: --listen: %v", err)
