@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -306,8 +305,12 @@ func (s *Server) loadKeys() error {
 	if s.hdr.KeyCheck == "" {
 		s.log.Warn("shard has no key check (made by an older generator): the key is only checked for form", "shard", s.cfg.Tickets)
 	}
-	if st, err := os.Stat(s.cfg.Key); err == nil && st.Mode().Perm()&0o077 != 0 {
-		s.log.Warn("shard key is readable by other users", "key", s.cfg.Key, "mode", st.Mode().Perm().String())
+	for _, p := range []string{s.cfg.Key, s.cfg.SessionKey} {
+		// A key other users can read lets any of them seal this shard's tickets or
+		// forge sessions.
+		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
+			s.log.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
+		}
 	}
 	sealer, err := ticket.NewSealer(key, s.hdr.Shard)
 	if err != nil {
