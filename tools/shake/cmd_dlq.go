@@ -92,14 +92,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	action := fs.Arg(0)
-	if err := requireFlag(fs, "brokers"); err != nil {
-		return flagError(fs, "%v", err)
-	}
-	bl, err := ikafka.ParseBrokers(*brokers)
-	if err != nil {
-		return flagError(fs, "--brokers: %v", err)
-	}
-	sec, err := kf.load()
+	bl, sec, err := kf.connect(fs, *brokers)
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}

@@ -90,14 +90,7 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	if verb != "create" && verb != "check" {
 		return flagError(fs, "unknown action %q: create or check (see 'shake topics -h')", verb)
 	}
-	if err := requireFlag(fs, "brokers"); err != nil {
-		return flagError(fs, "%v", err)
-	}
-	bl, err := ikafka.ParseBrokers(*brokers)
-	if err != nil {
-		return flagError(fs, "%v", err)
-	}
-	sec, err := kf.load()
+	bl, sec, err := kf.connect(fs, *brokers)
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}

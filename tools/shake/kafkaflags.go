@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -37,6 +38,23 @@ func (k *kafkaFlags) load() (*ikafka.Security, error) {
 		}
 	}
 	return k.sec.Load()
+}
+
+// connect checks --brokers (required, named brokers on fs) and the security flags, for
+// the operator tools that talk to Kafka (topics, dlq). The error names the flag.
+func (k *kafkaFlags) connect(fs *flag.FlagSet, brokers string) ([]string, *ikafka.Security, error) {
+	if err := requireFlag(fs, "brokers"); err != nil {
+		return nil, nil, err
+	}
+	bl, err := ikafka.ParseBrokers(brokers)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--brokers: %w", err)
+	}
+	sec, err := k.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bl, sec, nil
 }
 
 // topicCheckWait is how long a starting verifier or settler waits for an unreachable
