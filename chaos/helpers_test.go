@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"shake/internal/proc"
+	"shake/internal/testbin"
 	"shake/ticket"
 )
 
@@ -24,42 +25,14 @@ import (
 // is generous: the tests run on a small machine shared with other builds and tests.
 const readyTimeout = 90 * time.Second
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	binPath   string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testbin.Remove()
 	os.Exit(code)
 }
 
-// shakeBinary builds shake/tools/shake once per test binary (without -race: the children
-// are the subject, and a race-instrumented child is several times slower) and returns
-// its path.
-func shakeBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "shake-chaos-bin-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "shake")
-		cmd := exec.Command("go", "build", "-o", binPath, "shake/tools/shake")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build shake/tools/shake: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("cannot build the shake binary: %v", buildErr)
-	}
-	return binPath
-}
+// shakeBinary returns the shake binary the chaos children run (built once, without -race).
+func shakeBinary(t testing.TB) string { return testbin.Shake(t) }
 
 // campaign is a generated campaign on disk plus what the test needs to check tokens.
 type campaign struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/testbin"
 	"shake/ticket"
 )
 
@@ -167,7 +168,7 @@ func runEdgeOnce(t *testing.T, f *fixture, state string, extra ...string) (int, 
 		"--state", state, "--listen", "127.0.0.1:0"}, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, shakeBin, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, testbin.Shake(t), args...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), string(out)
 	}

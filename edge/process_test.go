@@ -3,7 +3,6 @@ package edge
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,27 +17,14 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"shake/internal/testbin"
 )
 
-// The whole-process tests build the real binary once and drive `shake edge`.
-var (
-	shakeBin      string
-	shakeBuildErr error
-)
-
+// The whole-process tests drive the real binary (`shake edge`), built once.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "edge-bin-")
-	if err == nil {
-		shakeBin = filepath.Join(dir, "shake")
-		out, berr := exec.Command("go", "build", "-o", shakeBin, "shake/tools/shake").CombinedOutput()
-		if berr != nil {
-			shakeBuildErr = fmt.Errorf("%v: %s", berr, out)
-		}
-	} else {
-		shakeBuildErr = err
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testbin.Remove()
 	os.Exit(code)
 }
 
@@ -47,9 +33,7 @@ func needBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-process test skipped in -short mode")
 	}
-	if shakeBuildErr != nil {
-		t.Fatalf("cannot build shake/tools/shake: %v", shakeBuildErr)
-	}
+	testbin.Shake(t)
 }
 
 type edgeProc struct {
@@ -71,7 +55,7 @@ func startProc(t *testing.T, f *fixture, state string, extra ...string) *edgePro
 	t.Helper()
 	args := append([]string{"edge", "--tickets", f.tickets, "--key", f.key, "--session-key", f.sessPath,
 		"--state", state, "--listen", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(shakeBin, args...)
+	cmd := exec.Command(testbin.Shake(t), args...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -346,7 +330,7 @@ func TestProcessBadSessionsAndStartupErrors(t *testing.T) {
 		}
 	}
 	// A second edge on the same state file is refused with one line and exit 2.
-	out, err := exec.Command(shakeBin, "edge", "--tickets", f.tickets, "--key", f.key, "--session-key", f.sessPath,
+	out, err := exec.Command(testbin.Shake(t), "edge", "--tickets", f.tickets, "--key", f.key, "--session-key", f.sessPath,
 		"--state", state, "--listen", "127.0.0.1:0").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), "in use") {
 		t.Fatalf("second edge: %v %q", err, out)
@@ -355,7 +339,7 @@ func TestProcessBadSessionsAndStartupErrors(t *testing.T) {
 	<-p.done
 	corrupt := filepath.Join(f.dir, "bad.tickets")
 	os.WriteFile(corrupt, []byte("SHAKETK1 nope"), 0o600)
-	out, err = exec.Command(shakeBin, "edge", "--tickets", corrupt, "--key", f.key, "--session-key", f.sessPath,
+	out, err = exec.Command(testbin.Shake(t), "edge", "--tickets", corrupt, "--key", f.key, "--session-key", f.sessPath,
 		"--state", filepath.Join(f.dir, "x.state")).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || strings.Count(string(out), "\n") != 1 {
 		t.Fatalf("corrupt shard: %v %q", err, out)

@@ -12,9 +12,10 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"shake/internal/testbin"
 )
 
 // deployDir is the deploy/ directory of the repository.
@@ -34,32 +35,8 @@ func tool(t *testing.T, name, pkg string) string {
 	return p
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// shakeBinary builds the shake binary once for the whole-process tests.
-func shakeBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shake-deploytest")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "shake")
-		out, err := exec.Command("go", "build", "-o", binPath, "shake/tools/shake").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// shakeBinary returns the shake binary for the whole-process tests, built once.
+func shakeBinary(t *testing.T) string { return testbin.Shake(t) }
 
 func freePort(t *testing.T) string {
 	t.Helper()

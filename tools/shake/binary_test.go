@@ -2,41 +2,15 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
+
+	"shake/internal/testbin"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// shakeBinary builds the shake binary once per test run for the whole-process tests, which
-// start real servers as separate processes (kill -9 has to hit a real process).
-func shakeBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shake-testbin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "shake")
-		out, err := exec.Command("go", "build", "-o", binPath, "shake/tools/shake").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// shakeBinary returns the shake binary for the whole-process tests, which start real
+// servers as separate processes (kill -9 has to hit a real process).
+func shakeBinary(t *testing.T) string { return testbin.Shake(t) }
 
 // runBinary runs the built shake binary with args and returns its exit code and output.
 // Only a failure to start it fails the test; a non-zero exit is the caller's to judge.
