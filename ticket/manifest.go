@@ -405,24 +405,29 @@ var (
 // CheckTimes checks a ticket's issue and open times against the campaign: issuedAt
 // inside round's window (for an always-open campaign: between created_at and
 // issue_until), openedAt not before issuedAt and not after min(issuedAt + ttl,
-// expires_at), each with ClockSkew of slack. round must be a valid index. It allocates
-// nothing.
+// expires_at), each with ClockSkew of slack. round must be a valid index. Times are
+// compared to the millisecond, the precision the wire carries. It allocates nothing.
 func (m *Manifest) CheckTimes(round int, issuedAt, openedAt time.Time) error {
+	return m.CheckTimesMilli(round, issuedAt.UnixMilli(), openedAt.UnixMilli())
+}
+
+// CheckTimesMilli is CheckTimes on Unix milliseconds, for callers that hold integer
+// times (the verifier's open path): integer comparisons, no time.Time arithmetic.
+func (m *Manifest) CheckTimesMilli(round int, issuedMs, openedMs int64) error {
 	if round < 0 || round >= len(m.Rounds) {
 		return ErrIssuedOutsideRound
 	}
+	const skew = int64(ClockSkew / time.Millisecond)
 	start, end := m.CreatedAt, m.IssueUntil
-	if w := m.Rounds[round]; !w.AlwaysOpen() {
+	if w := &m.Rounds[round]; !w.AlwaysOpen() {
 		start, end = w.Start, w.End
 	}
-	if issuedAt.Before(start.Add(-ClockSkew)) || issuedAt.After(end.Add(ClockSkew)) {
+	if issuedMs < start.UnixMilli()-skew || issuedMs > end.UnixMilli()+skew {
 		return ErrIssuedOutsideRound
 	}
-	expiry := issuedAt.Add(m.TTLDuration())
-	if m.ExpiresAt.Before(expiry) {
-		expiry = m.ExpiresAt
-	}
-	if openedAt.Before(issuedAt.Add(-ClockSkew)) || openedAt.After(expiry.Add(ClockSkew)) {
+	// TTLSeconds is bounded by Validate (MaxTTLSeconds), so the product cannot wrap.
+	expiry := min(issuedMs+m.TTLSeconds*1000, m.ExpiresAt.UnixMilli())
+	if openedMs < issuedMs-skew || openedMs > expiry+skew {
 		return ErrOpenedAfterExpiry
 	}
 	return nil

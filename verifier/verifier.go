@@ -514,7 +514,7 @@ func (s *Server) verify(o *op, body []byte, uid uint64, now int64) result {
 		return resInvalid
 	}
 	expired := exp <= now
-	switch s.man.CheckTimes(int(t.Round), time.Unix(iss, 0), time.Unix(now, 0)) {
+	switch s.man.CheckTimesMilli(int(t.Round), iss*1000, now*1000) {
 	case nil:
 	case ticket.ErrOpenedAfterExpiry:
 		expired = true
