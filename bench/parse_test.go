@@ -60,3 +60,17 @@ func FuzzJSONField(f *testing.F) {
 		}
 	})
 }
+
+// Every error code of SPEC.md's verifier answers is counted under its own name; the
+// revoked_shards switch's 422 "revoked" was counted as http_error before.
+func TestErrorKindSpecCodes(t *testing.T) {
+	for _, code := range []string{"unauthorized", "not_your_ticket", "expired", "invalid_token", "already_opened",
+		"bad_request", "unavailable", "limit_reached", "misdirected", "revoked"} {
+		if k := errorKind([]byte(code)); k == errHTTP || errorNames[k] != code {
+			t.Errorf("errorKind(%q) = %q, want its own kind", code, errorNames[k])
+		}
+	}
+	if k := errorKind([]byte("no_such_code")); k != errHTTP {
+		t.Errorf("an unknown code counts as %q, want http_error", errorNames[k])
+	}
+}

@@ -45,6 +45,7 @@ const (
 	errMethodNotAllowed
 	errLimitReached // the campaign's per_user rule (409)
 	errMisdirected  // the uid belongs to another verifier's uid shard (421)
+	errRevoked      // the token's shard key was revoked by the revoked_shards switch (422)
 	nErrors
 )
 
@@ -52,7 +53,7 @@ var errorNames = [nErrors]string{
 	"dropped", "queue_full", "timeout", "connect", "transport", "bad_response", "http_error",
 	"unauthorized", "not_your_ticket", "expired", "invalid_token", "already_opened",
 	"bad_request", "unavailable", "too_large", "not_found", "method_not_allowed",
-	"limit_reached", "misdirected",
+	"limit_reached", "misdirected", "revoked",
 }
 
 // errorKind maps an error code from a JSON body to its kind, without allocating.

@@ -43,19 +43,32 @@ const (
 	fHolePG                             // black-hole the settler's PostgreSQL traffic
 	fSlowLedger                         // add 20-200 ms to every chunk between the settler and PostgreSQL
 	fSpoolFull                          // black-hole the verifier's Kafka long enough to fill its (small) spool
+	// Switches, flipped on the running chain through the admin API (switches_test.go).
+	fSwPause        // edge.paused: every shake answers closed, nothing is issued
+	fSwCloseRound   // edge.closed_rounds=[0]: the round closed early, nothing of it is issued
+	fSwShed         // edge.shed_ratio 0.30-0.70: that share of shakes answers 429 with Retry-After
+	fSwDegradeOpen  // verifier.open_paused + message: every open 503 with the message, nothing claimed
+	fSwRevoke       // verifier.revoked_shards=[k]: shard k's tokens answer 422 revoked
+	fSwPauseSettler // settler.paused: nothing posted, /readyz 503 paused
+	fSwEdgePerUser  // edge.per_user=0 (no limit on the edges): the verifiers alone hold the per-user rule
 	nFaultKinds
 )
 
 var faultNames = [nFaultKinds]string{"kill-edge", "kill-verifier", "kill-settler", "kill-broker",
 	"broker-stop", "pg-down", "term-under-load", "kill-settler-twice", "hole-verifier-kafka",
-	"hole-settler-kafka", "hole-pg", "slow-ledger", "spool-full"}
+	"hole-settler-kafka", "hole-pg", "slow-ledger", "spool-full",
+	"sw-pause", "sw-close-round", "sw-shed", "sw-degrade-open", "sw-revoke-shard", "sw-pause-settler", "sw-edge-per-user"}
 
-// Faults run in two lanes at once, so that they overlap: processes die while links are
-// partitioned, slowed or full.
+// Faults run in three lanes at once, so that they overlap: processes die while links are
+// partitioned, slowed or full, and while switches pause, shed, close or revoke.
 var lanes = [][]faultKind{
 	{fKillEdge, fKillVerifier, fKillSettler, fKillBroker, fBrokerStop, fTermPeak, fKillSettler2},
 	{fPGDown, fHoleVerifierKafka, fHoleSettlerKafka, fHolePG, fSlowLedger, fSpoolFull},
+	{fSwPause, fSwCloseRound, fSwShed, fSwDegradeOpen, fSwRevoke, fSwPauseSettler, fSwEdgePerUser},
 }
+
+// verifiers is how many uid-sharded verifiers the chain runs (--uid-shard I/V).
+const verifiers = 2
 
 // spoolMaxBytes is the verifier's --spool-max-bytes in chaos runs: small, so that a
 // Kafka outage under load fills it (opens get 503) in seconds.
@@ -65,7 +78,7 @@ const spoolMaxBytes = 256 << 10
 type fault struct {
 	at     time.Duration // from the start of the load
 	kind   faultKind
-	target int           // kill-edge: edge index; term-under-load: edge index, or edges = verifier, edges+1 = settler
+	target int           // kill-edge, kill-verifier: index; term-under-load: edge index, then verifiers, then the settler; see makeSchedule for the switches
 	down   time.Duration // broker-stop, pg-down: how long the component stays away
 }
 
@@ -95,8 +108,20 @@ func makeSchedule(rng *rand.Rand, d time.Duration, edges int, lane []faultKind) 
 		switch k {
 		case fKillEdge:
 			f.target = rng.IntN(edges)
+		case fKillVerifier:
+			f.target = rng.IntN(verifiers)
 		case fTermPeak:
-			f.target = rng.IntN(edges + 2)
+			f.target = rng.IntN(edges + verifiers + 1)
+		case fSwPause, fSwCloseRound, fSwDegradeOpen, fSwPauseSettler:
+			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
+		case fSwShed:
+			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
+			f.target = 30 + rng.IntN(41) // percent shed
+		case fSwRevoke:
+			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
+			f.target = rng.IntN(edges) // the shard
+		case fSwEdgePerUser:
+			f.down = 3*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
 		case fBrokerStop, fPGDown, fHoleVerifierKafka, fHoleSettlerKafka, fHolePG:
 			f.down = time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
 		case fKillSettler2:
@@ -121,13 +146,14 @@ type chaosRun struct {
 	c      *campaign
 	bin    string
 	edges  []*service
-	ver    *service
+	vers   []*service // uid-sharded: vers[i] runs --uid-shard i/len(vers)
 	set    *service
 	brk    *service
 	proxy  *tcpProxy
 	vkafka *kafkaProxy // between the verifier and the broker
 	skafka *kafkaProxy // between the settler and the broker
 	pgURL  string
+	ledger ledger.Ledger // read directly (not through the proxy), for the settler-pause check
 
 	mu       sync.Mutex
 	counts   [nFaultKinds]int
@@ -138,6 +164,7 @@ type chaosRun struct {
 	opened, posted int // tickets answered 200, tickets posted
 	drainSeconds   float64
 	earlyExits     int // restarts after a fault that exited before ready and were started again
+	episodes       []*episode
 }
 
 // Invariants, as the soak table names them.
@@ -150,9 +177,13 @@ const (
 	invResources = "bounded-resources"
 	invReconcile = "reconciles"
 	invLogs      = "logs-clean"
+	invSwitches  = "switches-hold"
+	invPerUser   = "per-user-limit"
+	invRouting   = "uid-routing"
 )
 
-var invariants = []string{invIssueOnce, invOpens, invDrain, invPostings, invReconcile, invResources, invSigterm, invLogs}
+var invariants = []string{invIssueOnce, invOpens, invDrain, invPostings, invReconcile, invPerUser, invSwitches, invRouting,
+	invResources, invSigterm, invLogs}
 
 // breach reports one violated invariant, with the seed to replay it.
 func (r *chaosRun) breach(format string, args ...any) {
@@ -178,7 +209,7 @@ func (r *chaosRun) checking(inv string) {
 }
 
 func (r *chaosRun) services() []*service {
-	return append(append([]*service{}, r.edges...), r.ver, r.set, r.brk)
+	return append(append(append([]*service{}, r.edges...), r.vers...), r.set, r.brk)
 }
 
 // inject runs one fault to completion: the component is back and ready when it returns.
@@ -208,8 +239,8 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		r.edges[f.target].kill()
 		return restart(r.edges[f.target])
 	case fKillVerifier:
-		r.ver.kill()
-		return restart(r.ver)
+		r.vers[f.target].kill()
+		return restart(r.vers[f.target])
 	case fKillSettler:
 		r.set.kill()
 		return restart(r.set)
@@ -230,8 +261,8 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		switch {
 		case f.target < len(r.edges):
 			return term(r.edges[f.target])
-		case f.target == len(r.edges):
-			return term(r.ver)
+		case f.target < len(r.edges)+len(r.vers):
+			return term(r.vers[f.target-len(r.edges)])
 		default:
 			return term(r.set)
 		}
@@ -263,6 +294,9 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		sleep(ctx, f.down)
 		r.proxy.gate.slow(0)
 		return nil
+	}
+	if switchKind(f.kind) {
+		return r.injectSwitch(ctx, f)
 	}
 	return fmt.Errorf("unknown fault kind %d", f.kind)
 }
@@ -329,6 +363,10 @@ func TestChaos(t *testing.T) {
 	duration := envDuration(t, "SHAKE_CHAOS_DURATION", 60*time.Second)
 	rate := envFloat(t, "SHAKE_CHAOS_RATE", 300)
 	const edges = 2
+	// 20,000 users for 20,000 tickets: many users win on both edges (and more while
+	// sw-edge-per-user lifts the edges' rule), so the verifiers' per-user rule is
+	// exercised on every run.
+	const users = 20000
 	replay := fmt.Sprintf("replay with SHAKE_CHAOS_SEED=%d", seed)
 	t.Logf("chaos seed %d, duration %v, rate %.0f/s (%s)", seed, duration, rate, replay)
 	rng := rand.New(rand.NewPCG(seed, seed^0x6368616f73))
@@ -387,9 +425,23 @@ func TestChaos(t *testing.T) {
 		}
 		return s
 	}
+	if r.ledger, err = ledger.Open(ctx, pgURL); err != nil {
+		t.Fatalf("opening the ledger: %v", err)
+	}
+	defer r.ledger.Close()
+	// Every server takes switches from the admin API and keeps them in its own file, so
+	// that one restarted under a switch comes back with it.
+	swDir := filepath.Join(work, "switches")
+	if err := os.MkdirAll(swDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	switches := func(name string) []string {
+		return []string{"--admin-key", c.akPath, "--switches", filepath.Join(swDir, name+".json")}
+	}
 	r.brk = mk("broker", []string{"broker", "--data", filepath.Join(work, "broker"), "--partitions", "4", "--log-format", "json"}, false)
 	for i := 0; i < edges; i++ {
-		r.edges = append(r.edges, mk(fmt.Sprintf("edge-%03d", i), c.edgeArgs(i), true))
+		name := fmt.Sprintf("edge-%03d", i)
+		r.edges = append(r.edges, mk(name, append(c.edgeArgs(i), switches(name)...), true))
 	}
 	// The verifier and the settler each reach the broker through a proxy of their own,
 	// so that either one's Kafka traffic can be black-holed alone.
@@ -401,9 +453,17 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.skafka.close()
-	r.ver = mk("verifier", append(c.verifierArgs(r.vkafka.addr), "--spool-max-bytes", strconv.Itoa(spoolMaxBytes)), true)
-	r.set = mk("settler", []string{"settler", "--brokers", r.skafka.addr, "--min-replication", "1", "--ledger", settlerLedger,
-		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, true)
+	// uid-sharded verifiers, each with a spool of its own.
+	for i := 0; i < verifiers; i++ {
+		name := fmt.Sprintf("verifier-%d", i)
+		args := withFlag(c.verifierArgs(r.vkafka.addr), "--spool", filepath.Join(work, "spool-"+strconv.Itoa(i)))
+		args = append(append(args, "--spool-max-bytes", strconv.Itoa(spoolMaxBytes), "--uid-shard", fmt.Sprintf("%d/%d", i, verifiers)),
+			switches(name)...)
+		r.vers = append(r.vers, mk(name, args, true))
+	}
+	r.set = mk("settler", append([]string{"settler", "--brokers", r.skafka.addr, "--min-replication", "1", "--ledger", settlerLedger,
+		"--manifest", c.manPath, "--key", c.ckPath, "--session-timeout", "6s", "--log-format", "json"}, switches("settler")...), true)
+	r.set.readyPaused = true // a settler restarted under settler.paused is ready while it says paused
 	defer func() {
 		for _, s := range r.services() {
 			if s.running() {
@@ -411,7 +471,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}()
-	for _, s := range append([]*service{r.brk}, append(append([]*service{}, r.edges...), r.ver, r.set)...) {
+	for _, s := range append([]*service{r.brk}, r.services()[:len(r.edges)+len(r.vers)+1]...) {
 		if err := s.start(ctx); err != nil {
 			t.Fatalf("starting %s: %v (log %s)", s.name, err, s.logPath)
 		}
@@ -419,10 +479,11 @@ func TestChaos(t *testing.T) {
 
 	// Taps between the bench and the servers: they see every token and every open.
 	truth := newLedgerOfTruth(c)
+	truth.verifiers = verifiers
 	var edgeURLs []string
 	var taps []*tap
 	for i, s := range r.edges {
-		tp, err := startTap(s.name, s.addr, truth.onShake(s.name))
+		tp, err := startTap(s.name, []string{s.addr}, nil, truth.onShake(s.name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -430,10 +491,17 @@ func TestChaos(t *testing.T) {
 		edgeURLs = append(edgeURLs, tp.url())
 		_ = i
 	}
-	vtap, err := startTap("verifier", r.ver.addr, truth.onOpen)
+	// The verifiers' tap routes every open by uid, as the load balancer does, and sends
+	// some also to a verifier that does not own the uid (they must answer 421).
+	var verAddrs []string
+	for _, v := range r.vers {
+		verAddrs = append(verAddrs, v.addr)
+	}
+	vtap, err := startTap("verifiers", verAddrs, truth.routeUID, truth.onOpen)
 	if err != nil {
 		t.Fatal(err)
 	}
+	vtap.probe = truth.probeMisdirected()
 	taps = append(taps, vtap)
 	defer func() {
 		for _, tp := range taps {
@@ -467,7 +535,7 @@ func TestChaos(t *testing.T) {
 	for i, w := range windows {
 		res, err := bench.Run(ctx, bench.Config{
 			Label: fmt.Sprintf("w%d", i), EdgeURLs: edgeURLs, VerifierURL: vtap.url(),
-			SessionKey: c.sessionKey, Users: 50000, Rate: rate, Ramp: w / 3, Duration: w,
+			SessionKey: c.sessionKey, Users: users, Rate: rate, Ramp: w / 3, Duration: w,
 			Think: 20 * time.Millisecond, Timeout: 5 * time.Second, Seed: rng.Uint64(),
 		})
 		if res != nil {
@@ -512,12 +580,15 @@ func TestChaos(t *testing.T) {
 	if err := proxy.up(); err != nil {
 		t.Fatalf("PostgreSQL proxy cannot listen again: %v", err)
 	}
-	for _, s := range append([]*service{r.brk}, append(append([]*service{}, r.edges...), r.ver, r.set)...) {
+	for _, s := range append([]*service{r.brk}, r.services()[:len(r.edges)+len(r.vers)+1]...) {
 		if !s.running() {
 			if err := s.start(ctx); err != nil {
 				t.Fatalf("restoring %s: %v (log %s) [%s]", s.name, err, s.logPath, replay)
 			}
 		}
+	}
+	if err := r.resetSwitches(ctx); err != nil {
+		t.Fatalf("restoring the switches: %v [%s]", err, replay)
 	}
 
 	r.check(ctx, results, truth)
@@ -625,7 +696,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 			ok200[o.Ticket] = opened{o.UID, o.Amount}
 		}
 	}
-	for _, k := range []string{"already_opened", "not_your_ticket", "invalid_token", "expired", "bad_response", "http_error"} {
+	for _, k := range []string{"already_opened", "not_your_ticket", "invalid_token", "expired", "bad_response", "http_error", "misdirected"} {
 		if benchErr[k] > 0 {
 			r.breach("the verifier answered %d genuine opens %q", benchErr[k], k)
 		}
@@ -767,6 +838,48 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 
 	r.opened, r.posted = len(ok200), len(posted)
 
+	// 4b. The per-user rule across the uid-sharded verifiers: no user opened more than
+	// per_user tickets in a round, counted from the ledger and from the 200 answers.
+	r.checking(invPerUser)
+	if per := c.manifest.PerUser; per > 0 {
+		rows, err := conn.Query(ctx, `SELECT uid, round, COUNT(*) FROM postings WHERE campaign = $1
+			GROUP BY uid, round HAVING COUNT(*) > $2 ORDER BY COUNT(*) DESC LIMIT 10`, c.id, per)
+		if err != nil {
+			t.Fatalf("querying postings per user: %v", err)
+		}
+		for rows.Next() {
+			var uid string
+			var round, n int64
+			if err := rows.Scan(&uid, &round, &n); err != nil {
+				t.Fatalf("scanning postings per user: %v", err)
+			}
+			r.breach("uid %s has %d tickets posted in round %d, the campaign's per_user is %d", uid, n, round, per)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("reading postings per user: %v", err)
+		}
+		rows.Close()
+		perUID := map[uint64]int{}
+		for _, o := range ok200 {
+			perUID[o.uid]++
+		}
+		over, most := 0, 0
+		for uid, n := range perUID {
+			most = max(most, n)
+			if n > per {
+				if over++; over <= 10 {
+					r.breach("uid %d was answered 200 for %d tickets (one round), the campaign's per_user is %d", uid, n, per)
+				}
+			}
+		}
+		t.Logf("per-user rule %d: %d users opened tickets, at most %d each, %d over; limit_reached answers %d",
+			per, len(perUID), most, over, benchErr["limit_reached"])
+	}
+
+	// 4c. Switches and uid routing.
+	r.checkSwitches(truth)
+	r.checkRouting(truth, benchErr)
+
 	// 5. Resources, before the servers stop.
 	r.checking(invResources)
 	for _, s := range r.services() {
@@ -803,7 +916,7 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 
 	// 6. Clean stop, in the order that loses nothing.
 	r.checking(invSigterm)
-	for _, s := range append(append([]*service{}, r.edges...), r.ver, r.set, r.brk) {
+	for _, s := range r.services() {
 		if err := s.stop(30 * time.Second); err != nil {
 			r.breach("%s did not exit 0 on the final SIGTERM: %v", s.name, err)
 		}
@@ -814,12 +927,13 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 	cmd := exec.CommandContext(ctx, r.bin, "reconcile", "--manifest", c.manPath, "--ledger", r.pgURL)
 	out, err := cmd.Output()
 	var rep struct {
-		OK                bool  `json:"ok"`
-		Budget            int64 `json:"budget"`
-		SettledTickets    int64 `json:"settled_tickets"`
-		SettledAmount     int64 `json:"settled_amount"`
-		RefundedAmount    int64 `json:"refunded_amount"`
-		OutstandingAmount int64 `json:"outstanding_amount"`
+		OK                bool   `json:"ok"`
+		Budget            int64  `json:"budget"`
+		SettledTickets    int64  `json:"settled_tickets"`
+		SettledAmount     int64  `json:"settled_amount"`
+		RefundedAmount    int64  `json:"refunded_amount"`
+		OutstandingAmount int64  `json:"outstanding_amount"`
+		OverLimitUsers    *int64 `json:"over_limit_users"`
 	}
 	if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil || !rep.OK {
 		r.breach("shake reconcile: exit %v, ok %v, output %s", err, rep.OK, strings.TrimSpace(string(out)))
@@ -827,6 +941,10 @@ func (r *chaosRun) check(ctx context.Context, results []*bench.Result, truth *le
 		r.breach("reconcile totals do not add up: %s (postings sum %d)", out, postedSum)
 	}
 	t.Logf("reconcile: %s", strings.TrimSpace(string(out)))
+	r.checking(invPerUser)
+	if rep.OverLimitUsers == nil || *rep.OverLimitUsers != 0 {
+		r.breach("shake reconcile: over_limit_users %v, want 0: %s", rep.OverLimitUsers, strings.TrimSpace(string(out)))
+	}
 
 	// 8. No process panicked or broke an invariant it checks itself.
 	r.checking(invLogs)
@@ -855,4 +973,16 @@ func httpGet(u string) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	return io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+}
+
+// withFlag returns args with the value of flag name replaced (or appended).
+func withFlag(args []string, name, value string) []string {
+	out := append([]string{}, args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == name {
+			out[i+1] = value
+			return out
+		}
+	}
+	return append(out, name, value)
 }

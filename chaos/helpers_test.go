@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,9 @@ type campaign struct {
 	manPath     string
 	ckPath      string
 	skPath      string
+	akPath      string // admin.key: guards the admin listeners (switches)
 	campaignKey []byte
+	adminKey    []byte
 	sessionKey  []byte
 	sess        *ticket.SessionKey
 	opener      *ticket.Opener
@@ -71,7 +74,8 @@ func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, see
 		"--edges", strconv.Itoa(edges), "--min", "1", "--max", "2000",
 		"--seed", strconv.FormatUint(seed, 10), "--out", dir)
 	c := &campaign{dir: dir, id: id, manPath: filepath.Join(dir, "manifest.json"),
-		ckPath: filepath.Join(dir, "campaign.key"), skPath: filepath.Join(dir, "session.key")}
+		ckPath: filepath.Join(dir, "campaign.key"), skPath: filepath.Join(dir, "session.key"),
+		akPath: filepath.Join(dir, "admin.key")}
 	var err error
 	if c.manifest, err = ticket.LoadManifest(c.manPath); err != nil {
 		t.Fatal(err)
@@ -80,6 +84,9 @@ func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, see
 		t.Fatal(err)
 	}
 	if c.sessionKey, err = ticket.ReadKeyFile(c.skPath); err != nil {
+		t.Fatal(err)
+	}
+	if c.adminKey, err = ticket.ReadKeyFile(c.akPath); err != nil {
 		t.Fatal(err)
 	}
 	if c.sess, err = ticket.NewSessionKey(c.sessionKey); err != nil {
@@ -121,6 +128,9 @@ type service struct {
 	admin   string // the admin listener (/metrics): addr itself for the settler
 	logPath string
 	http    bool // ready on GET /readyz; otherwise when the port accepts connections
+	// readyPaused also takes /readyz's 503 {"status":"paused"} as ready (a settler
+	// started under its paused switch).
+	readyPaused bool
 
 	mu     sync.Mutex
 	p      *proc.Proc
@@ -158,6 +168,11 @@ func (s *service) start(ctx context.Context) error {
 	s.p = p
 	s.starts++
 	s.mu.Unlock()
+	if s.readyPaused {
+		return p.WaitReadyFunc(ctx, "http://"+s.addr+"/readyz", readyTimeout, func(status int, body []byte) bool {
+			return status == http.StatusOK || (status == http.StatusServiceUnavailable && bytes.Contains(body, []byte(`"status":"paused"`)))
+		})
+	}
 	if s.http {
 		return p.WaitReady(ctx, "http://"+s.addr+"/readyz", readyTimeout)
 	}
@@ -183,6 +198,13 @@ func (s *service) current() *proc.Proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.p
+}
+
+// startCount returns how many times the service was started.
+func (s *service) startCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
 }
 
 // running reports whether the current process is alive.

@@ -96,15 +96,22 @@ func (p *Proc) ExitCode() int {
 
 // WaitReady polls url until it answers 200, the process exits, or timeout passes.
 func (p *Proc) WaitReady(ctx context.Context, url string, timeout time.Duration) error {
+	return p.WaitReadyFunc(ctx, url, timeout, func(status int, _ []byte) bool { return status == http.StatusOK })
+}
+
+// WaitReadyFunc polls url until ready says its answer (status, first 4 KiB of the body)
+// means ready, the process exits, or timeout passes.
+func (p *Proc) WaitReadyFunc(ctx context.Context, url string, timeout time.Duration, ready func(status int, body []byte) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := client.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ready(resp.StatusCode, body) {
 				return nil
 			}
 		}
