@@ -363,10 +363,12 @@ func TestChaos(t *testing.T) {
 	duration := envDuration(t, "SHAKE_CHAOS_DURATION", 60*time.Second)
 	rate := envFloat(t, "SHAKE_CHAOS_RATE", 300)
 	const edges = 2
-	// 20,000 users for 20,000 tickets: many users win on both edges (and more while
-	// sw-edge-per-user lifts the edges' rule), so the verifiers' per-user rule is
-	// exercised on every run.
-	const users = 20000
+	// Enough tickets that the pool lasts the whole load (about 0.6 per shake sent; a
+	// switch that holds after the pool ran dry would test nothing), and half as many
+	// users as tickets: many users win on both edges (and more while sw-edge-per-user
+	// lifts the edges' rule), so the verifiers' per-user rule is met on every run.
+	tickets := uint64(min(max(rate*duration.Seconds()*0.6, 20000), 150000))
+	users := int(max(tickets/2, 10000))
 	replay := fmt.Sprintf("replay with SHAKE_CHAOS_SEED=%d", seed)
 	t.Logf("chaos seed %d, duration %v, rate %.0f/s (%s)", seed, duration, rate, replay)
 	rng := rand.New(rand.NewPCG(seed, seed^0x6368616f73))
@@ -395,7 +397,6 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := "chaos-" + strconv.FormatUint(seed, 36) + "-" + strconv.FormatInt(time.Now().Unix(), 36)
-	const tickets = 20000
 	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, rng.Uint64())
 	t.Logf("campaign %s: %d tickets, budget %d, %d shards, in %s", id, c.manifest.Count, c.manifest.Budget, len(c.manifest.Shards), c.dir)
 
