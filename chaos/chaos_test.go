@@ -141,7 +141,7 @@ func makeSchedule(rng *rand.Rand, d time.Duration, edges int, lane []faultKind) 
 
 // chaosRun is one TestChaos run in progress.
 type chaosRun struct {
-	t      *testing.T
+	t      testing.TB
 	replay string
 	c      *campaign
 	bin    string

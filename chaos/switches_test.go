@@ -393,7 +393,12 @@ func (r *chaosRun) checkSwitches(truth *ledgerOfTruth) {
 			}
 		}
 		what := "answers under it, as the switch says"
-		if ep.kind == fSwEdgePerUser {
+		switch ep.kind {
+		case fSwShed:
+			what = "answers under it, shed (429 with the set retry)"
+		case fSwPauseSettler:
+			what = "/readyz read while it held, paused"
+		case fSwEdgePerUser:
 			what = "users won on an edge until its release, wins beyond the campaign's rule on one edge while it held"
 		}
 		lines = append(lines, fmt.Sprintf("%s for %v on %d servers: %d / %d %s; watched counters %v",
