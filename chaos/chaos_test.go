@@ -112,14 +112,14 @@ func makeSchedule(rng *rand.Rand, d time.Duration, edges int, lane []faultKind) 
 			f.target = rng.IntN(verifiers)
 		case fTermPeak:
 			f.target = rng.IntN(edges + verifiers + 1)
-		case fSwPause, fSwCloseRound, fSwDegradeOpen, fSwPauseSettler:
+		case fSwPause, fSwCloseRound, fSwDegradeOpen, fSwPauseSettler, fSwShed, fSwRevoke:
 			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
-		case fSwShed:
-			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
-			f.target = 30 + rng.IntN(41) // percent shed
-		case fSwRevoke:
-			f.down = 2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
-			f.target = rng.IntN(edges) // the shard
+			switch k {
+			case fSwShed:
+				f.target = 30 + rng.IntN(41) // percent shed
+			case fSwRevoke:
+				f.target = rng.IntN(edges) // the shard
+			}
 		case fSwEdgePerUser:
 			f.down = 3*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
 		case fBrokerStop, fPGDown, fHoleVerifierKafka, fHoleSettlerKafka, fHolePG:
@@ -150,7 +150,7 @@ type chaosRun struct {
 	set    *service
 	brk    *service
 	proxy  *tcpProxy
-	vkafka *kafkaProxy // between the verifier and the broker
+	vkafka *kafkaProxy // between the verifiers and the broker
 	skafka *kafkaProxy // between the settler and the broker
 	pgURL  string
 	ledger ledger.Ledger // read directly (not through the proxy), for the settler-pause check
@@ -208,8 +208,14 @@ func (r *chaosRun) checking(inv string) {
 	r.mu.Unlock()
 }
 
+// services returns every process, in the order that loses nothing on a stop.
 func (r *chaosRun) services() []*service {
-	return append(append(append([]*service{}, r.edges...), r.vers...), r.set, r.brk)
+	return append(r.servers(), r.brk)
+}
+
+// servers returns the edges, the verifiers and the settler: the servers with switches.
+func (r *chaosRun) servers() []*service {
+	return append(append(append([]*service{}, r.edges...), r.vers...), r.set)
 }
 
 // inject runs one fault to completion: the component is back and ready when it returns.
@@ -472,7 +478,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}()
-	for _, s := range append([]*service{r.brk}, r.services()[:len(r.edges)+len(r.vers)+1]...) {
+	for _, s := range append([]*service{r.brk}, r.servers()...) {
 		if err := s.start(ctx); err != nil {
 			t.Fatalf("starting %s: %v (log %s)", s.name, err, s.logPath)
 		}
@@ -581,7 +587,7 @@ func TestChaos(t *testing.T) {
 	if err := proxy.up(); err != nil {
 		t.Fatalf("PostgreSQL proxy cannot listen again: %v", err)
 	}
-	for _, s := range append([]*service{r.brk}, r.services()[:len(r.edges)+len(r.vers)+1]...) {
+	for _, s := range append([]*service{r.brk}, r.servers()...) {
 		if !s.running() {
 			if err := s.start(ctx); err != nil {
 				t.Fatalf("restoring %s: %v (log %s) [%s]", s.name, err, s.logPath, replay)

@@ -199,7 +199,7 @@ func (r *chaosRun) injectSwitch(ctx context.Context, f fault) error {
 
 // resetSwitches puts every server's switches back to the defaults (at a new version).
 func (r *chaosRun) resetSwitches(ctx context.Context) error {
-	_, err := r.setSwitches(ctx, r.services()[:len(r.edges)+len(r.vers)+1], func(d *ticket.Switches) {
+	_, err := r.setSwitches(ctx, r.servers(), func(d *ticket.Switches) {
 		v := d.Version
 		*d = *ticket.DefaultSwitches()
 		d.Version = v
