@@ -141,19 +141,21 @@ func makeSchedule(rng *rand.Rand, d time.Duration, edges int, lane []faultKind) 
 
 // chaosRun is one TestChaos run in progress.
 type chaosRun struct {
-	t      testing.TB
-	replay string
-	c      *campaign
-	bin    string
-	edges  []*service
-	vers   []*service // uid-sharded: vers[i] runs --uid-shard i/len(vers)
-	set    *service
-	brk    *service
-	proxy  *tcpProxy
-	vkafka *kafkaProxy // between the verifiers and the broker
-	skafka *kafkaProxy // between the settler and the broker
-	pgURL  string
-	ledger ledger.Ledger // read directly (not through the proxy), for the settler-pause check
+	t       testing.TB
+	replay  string
+	c       *campaign
+	bin     string
+	edges   []*service
+	vers    []*service // uid-sharded: vers[i] runs --uid-shard i/len(vers)
+	set     *service
+	brk     *service
+	proxy   *tcpProxy
+	vkafka  *kafkaProxy // between the verifiers and the broker
+	skafka  *kafkaProxy // between the settler and the broker
+	pgURL   string
+	ledger  ledger.Ledger // read directly (not through the proxy), for the settler-pause check
+	truth   *ledgerOfTruth
+	openURL string // the verifiers' tap
 
 	mu       sync.Mutex
 	counts   [nFaultKinds]int
@@ -509,6 +511,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	vtap.probe = truth.probeMisdirected()
+	r.truth, r.openURL = truth, vtap.url()
 	taps = append(taps, vtap)
 	defer func() {
 		for _, tp := range taps {

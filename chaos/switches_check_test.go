@@ -47,7 +47,9 @@ func TestChaosChecksCatch(t *testing.T) {
 	shed.retryMs = 600
 	degrade := ep(fSwDegradeOpen, 0, 600, 610, 700, "verifier-1")
 	degrade.message = "m"
+	degrade.reopen = map[string]int{"200 opened": 3, "409 limit_reached": 1, "503 unavailable": 1}
 	revoke := ep(fSwRevoke, 0, 900, 910, 1000, "verifier-0", "verifier-1")
+	revoke.reopen = map[string]int{"200 opened": 2, "422 revoked": 1} // 11: still revoked after the release
 	settler := ep(fSwPauseSettler, 0, 1100, 1110, 1150, "settler")
 	settler.probes["settler"] = readyProbe{status: 200, body: `{"status":"ready"}`, starts: 1} // 2: ready while paused
 	r.episodes = []*episode{pause, shed, degrade, revoke, settler}
@@ -90,8 +92,8 @@ func TestChaosChecksCatch(t *testing.T) {
 	r.checkSwitches(truth)
 	r.checkRouting(truth, map[string]int64{"misdirected": 1}) // r3: the routed bench met a 421
 
-	if got := r.breaches[invSwitches]; got != 10 {
-		t.Errorf("switches-hold breaches: %d, want 10", got)
+	if got := r.breaches[invSwitches]; got != 11 {
+		t.Errorf("switches-hold breaches: %d, want 11", got)
 	}
 	if got := r.breaches[invRouting]; got != 3 {
 		t.Errorf("uid-routing breaches: %d, want 3", got)

@@ -3,8 +3,11 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -33,6 +36,7 @@ type episode struct {
 	after   map[string]float64    // and just before "off"
 	starts  map[string][2]int     // by server: starts at "on" and at "off" (a restart voids the counter check)
 	probes  map[string]readyProbe // sw-pause-settler: /readyz in the middle of the window
+	reopen  map[string]int        // sw-degrade-open, sw-revoke-shard: answers to the held tokens opened again after the release
 }
 
 type readyProbe struct {
@@ -188,6 +192,9 @@ func (r *chaosRun) injectSwitch(ctx context.Context, f fault) error {
 	defer cancel()
 	_, err = r.setSwitches(relCtx, svcs, off)
 	ep.offDone = time.Now()
+	if err == nil && (f.kind == fSwDegradeOpen || f.kind == fSwRevoke) {
+		ep.reopen = r.reopenHeld(relCtx, ep)
+	}
 	r.mu.Lock()
 	r.episodes = append(r.episodes, ep)
 	r.mu.Unlock()
@@ -195,6 +202,49 @@ func (r *chaosRun) injectSwitch(ctx context.Context, f fault) error {
 		return fmt.Errorf("releasing %s: %w", ep.value, err)
 	}
 	return nil
+}
+
+// reopenHeld sends again, through the verifiers' tap, up to 20 of the opens the episode's
+// switch refused (tokens stay valid: SPEC), once its release is confirmed everywhere,
+// and counts the answers by status and code.
+func (r *chaosRun) reopenHeld(ctx context.Context, ep *episode) map[string]int {
+	var picked []heldOpen
+	r.truth.mu.Lock()
+	for _, h := range r.truth.held {
+		if len(picked) == 20 {
+			break
+		}
+		if h.at >= ep.put.UnixNano() && h.at < ep.off.UnixNano() &&
+			((ep.kind == fSwDegradeOpen && h.code == "unavailable") || (ep.kind == fSwRevoke && h.code == "revoked" && h.shard == ep.target)) {
+			picked = append(picked, h)
+		}
+	}
+	r.truth.mu.Unlock()
+	out := map[string]int{}
+	cl := &http.Client{Timeout: 10 * time.Second}
+	for _, h := range picked {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.openURL+"/v1/open", bytes.NewReader(h.body))
+		req.Header.Set("Authorization", string(h.auth))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := cl.Do(req)
+		if err != nil {
+			out["transport"]++
+			continue
+		}
+		var b struct {
+			Result  string `json:"result"`
+			Error   string `json:"error"`
+			Message string `json:"message"`
+		}
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&b)
+		resp.Body.Close()
+		k := fmt.Sprintf("%d %s%s", resp.StatusCode, b.Result, b.Error)
+		if b.Message != "" {
+			k += " with a message"
+		}
+		out[k]++
+	}
+	return out
 }
 
 // resetSwitches puts every server's switches back to the defaults (at a new version).
@@ -392,6 +442,14 @@ func (r *chaosRun) checkSwitches(truth *ledgerOfTruth) {
 				counters = append(counters, fmt.Sprintf("%s %.0f->%.0f (restarted %v, read %v)", name, b, a, st[0] != st[1], ok2))
 			}
 		}
+		for k, n := range ep.reopen {
+			switch k {
+			case "200 opened", "409 limit_reached", "503 unavailable", "transport":
+				// opened now; the user opened another meanwhile; a Kafka or rebuild outage
+			default:
+				r.breach("%s: %d of the tokens it refused, opened again after its release, answered %s", ep.value, n, k)
+			}
+		}
 		what := "answers under it, as the switch says"
 		switch ep.kind {
 		case fSwShed:
@@ -401,8 +459,12 @@ func (r *chaosRun) checkSwitches(truth *ledgerOfTruth) {
 		case fSwEdgePerUser:
 			what = "users won on an edge until its release, wins beyond the campaign's rule on one edge while it held"
 		}
-		lines = append(lines, fmt.Sprintf("%s for %v on %d servers: %d / %d %s; watched counters %v",
-			ep.value, ep.off.Sub(ep.put).Truncate(time.Millisecond), len(ep.on), seen, held, what, counters))
+		line := fmt.Sprintf("%s for %v on %d servers: %d / %d %s; watched counters %v",
+			ep.value, ep.off.Sub(ep.put).Truncate(time.Millisecond), len(ep.on), seen, held, what, counters)
+		if ep.reopen != nil {
+			line += fmt.Sprintf("; refused tokens opened again after the release: %v", ep.reopen)
+		}
+		lines = append(lines, line)
 	}
 	t.Logf("switch episodes: %d; stray closed %d, stray paused-open 503 %d, stray revoked %d, 429 without Retry-After %d",
 		len(r.episodes), strayClosed, strayMsg, strayRevoked, bad429)

@@ -130,6 +130,19 @@ type ledgerOfTruth struct {
 	shakes map[string][]shakeEv // by edge name
 	opens  []openEv
 	probes []probeEv
+	// held are the opens answered 503 with a message (opens paused) or 422 revoked:
+	// SPEC says those tokens stay valid, so the switch faults open some again after
+	// their release.
+	held []heldOpen
+}
+
+// heldOpen is an open refused by a switch, with what it takes to send it again.
+type heldOpen struct {
+	at    int64 // unix nanoseconds: the answer came back
+	shard int
+	code  string // "unavailable" (opens paused) or "revoked"
+	auth  []byte
+	body  []byte
 }
 
 // shakeEv is one edge answer: when the tap forwarded the request and got the answer.
@@ -267,6 +280,11 @@ func (l *ledgerOfTruth) onOpen(req *fasthttp.Request, resp *fasthttp.Response, e
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.opens = append(l.opens, ev)
+	if known && ((ev.status == fasthttp.StatusServiceUnavailable && ev.message != "") ||
+		(ev.status == fasthttp.StatusUnprocessableEntity && ev.code == "revoked")) {
+		l.held = append(l.held, heldOpen{at: ev.recv, shard: ev.shard, code: ev.code,
+			auth: append([]byte(nil), req.Header.Peek(fasthttp.HeaderAuthorization)...), body: append([]byte(nil), req.Body()...)})
+	}
 	if err != nil {
 		l.openErrs++
 	} else {
