@@ -98,6 +98,11 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 		sec.Users = append(sec.Users, bu)
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
+	// Signals are taken before the port is bound: the port accepts connections (how a
+	// supervisor sees the broker up) while the cluster is still loading --data, and a
+	// SIGTERM then must still be a clean stop, exit 0.
+	ctx, stop := obs.SignalContext(context.Background())
+	defer stop()
 	b, err := broker.Start(broker.Config{Listen: *listen, Partitions: *partitions, Topics: topics, DataDir: *data,
 		Nodes: *nodes, Security: sec})
 	if err != nil {
@@ -106,8 +111,6 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "broker listening on %s\n", b.Bootstrap())
 	log.Info("broker started", "addrs", b.Addrs(), "nodes", b.Nodes(), "partitions", *partitions, "topics", topics, "data", *data,
 		"replication", broker.ReplicationFor(b.Nodes()), "tls", sec.TLSCert != "", "mutual_tls", sec.TLSClientCA != "", "sasl_users", len(sec.Users))
-	ctx, stop := obs.SignalContext(context.Background())
-	defer stop()
 	<-ctx.Done()
 	log.Info("broker stopping")
 	b.Close()
