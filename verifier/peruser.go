@@ -185,8 +185,9 @@ func (t *userTable) restore(uid uint64, round uint16) {
 	s.mu.Unlock()
 }
 
-// giveBack undoes a reserve whose durable write failed: the user was not answered 200,
-// so the ticket must not count. An entry that drops to 0 is deleted.
+// giveBack undoes a reserve. The open path no longer calls it after a failed write (the
+// write may still land: see Server.doubt); the model test and the benchmarks use it to
+// empty the table. An entry that drops to 0 is deleted.
 func (t *userTable) giveBack(uid uint64, round uint16) {
 	h := t.hash(uid, round)
 	s := t.stripe(h)

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -90,6 +92,12 @@ type Server struct {
 	// users counts opened tickets per (uid, round) for the per_user rule; nil when the
 	// campaign has no limit.
 	users *userTable
+	// doubt holds the opens whose durable write failed (doubtKey): the write may still
+	// land (a Kafka produce that timed out can be committed once the link heals), so the
+	// user's count stays taken for that ticket, and the same token's retry reuses it.
+	// A restart forgets it: the rebuild counts what the topic holds.
+	doubt  sync.Map
+	doubts atomic.Int64 // entries in doubt: the hot path looks there only when > 0 (no boxing)
 	// ttl and expiresAt (unix seconds) bound a token's expires_at; skew is
 	// ticket.ClockSkew in seconds.
 	ttl         int64
@@ -427,9 +435,17 @@ func (s *Server) open(o *op, auth, body []byte) result {
 	// The per-user rule, after the repeat check (a counted ticket opened again is the
 	// same 200 above) and reserved before the durable write, under the stripe's lock:
 	// two concurrent opens of one user cannot both pass it.
-	if s.users != nil && !s.users.reserve(uid, t.Round) {
-		s.table.release(shard, t.Ticket)
-		return resLimit
+	if s.users != nil {
+		retry := false
+		if s.doubts.Load() > 0 {
+			if _, retry = s.doubt.LoadAndDelete(doubtKey{uid, shard, t.Ticket}); retry {
+				s.doubts.Add(-1)
+			}
+		}
+		if !retry && !s.users.reserve(uid, t.Round) {
+			s.table.release(shard, t.Ticket)
+			return resLimit
+		}
 	}
 	// We own the ticket: build the signed claim and make it durable.
 	s.makeClaim(o, uid, now)
@@ -462,12 +478,22 @@ func (s *Server) makeClaim(o *op, uid uint64, now time.Time) {
 	o.value = c.AppendJSON(o.value[:0])
 }
 
-// unclaim frees the ticket and gives the user's count back after a failed write: the
-// user was not answered 200, and may retry.
+// doubtKey names an open whose durable write failed: uid, shard, ticket.
+type doubtKey struct {
+	uid    uint64
+	shard  int
+	ticket uint64
+}
+
+// unclaim frees the ticket after a failed write, so that the user's retry can claim it
+// again, but keeps the user's count for it (see doubt): the write may still land, and
+// then a second ticket would break the per_user rule.
 func (s *Server) unclaim(uid uint64, t *ticket.TicketToken) {
 	s.table.release(int(t.Shard), t.Ticket)
 	if s.users != nil {
-		s.users.giveBack(uid, t.Round)
+		if _, had := s.doubt.LoadOrStore(doubtKey{uid, int(t.Shard), t.Ticket}, struct{}{}); !had {
+			s.doubts.Add(1)
+		}
 	}
 }
 
