@@ -123,7 +123,7 @@ func TestReadOnlyRole(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot log in as %s (the test server's pg_hba.conf may require a password): %v", role, err)
 	}
-	_, werr := ro.Exec(ctx, `INSERT INTO campaign_registry VALUES ('x', 'CNY', 1, 1, 1)`)
+	_, werr := ro.Exec(ctx, `INSERT INTO campaigns (campaign, currency, budget, tickets, registered_at) VALUES ('x', 'CNY', 1, 1, 1)`)
 	ro.Close(ctx)
 	if werr == nil {
 		t.Fatal("the read-only role could write")
