@@ -76,7 +76,7 @@ func (r *sqliteReader) Packets(ctx context.Context, uid uint64, campaign string,
 		return dst, err
 	}
 	defer rows.Close()
-	return scanPackets(rows, dst)
+	return scanPackets[sql.RawBytes](rows, dst)
 }
 
 func (r *sqliteReader) Campaign(ctx context.Context, id string) (CampaignInfo, bool, error) {
