@@ -23,6 +23,9 @@ import (
 
 // The whole-process tests drive the real binary (`shake edge`), built once.
 func TestMain(m *testing.M) {
+	// The process tests (t.Parallel) spend much of their time starting, draining and
+	// restarting edges: up to 4 at once.
+	testbin.Parallel(4)
 	code := m.Run()
 	testbin.Remove()
 	os.Exit(code)
@@ -216,6 +219,7 @@ func (c *crowd) check(t *testing.T) int {
 }
 
 func TestProcessDrainPoolAndSIGTERM(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 20000
 	f := newFixture(t, shardSpec{count: count})
@@ -254,6 +258,7 @@ func TestProcessDrainPoolAndSIGTERM(t *testing.T) {
 
 // TestProcessSIGTERMReturnsReservation: a clean stop mid-pool loses nothing.
 func TestProcessSIGTERMMidPool(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 50000
 	f := newFixture(t, shardSpec{count: count})
@@ -276,6 +281,7 @@ func TestProcessSIGTERMMidPool(t *testing.T) {
 }
 
 func TestProcessSIGKILLNeverTwice(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 40000
 	f := newFixture(t, shardSpec{count: count})
@@ -314,6 +320,7 @@ func TestProcessSIGKILLNeverTwice(t *testing.T) {
 }
 
 func TestProcessBadSessionsAndStartupErrors(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	f := newFixture(t, shardSpec{count: 10})
 	state := filepath.Join(f.dir, "edge.state")

@@ -223,6 +223,7 @@ var metricsClient = &http.Client{Timeout: time.Second}
 // It uses 20,000 claims by default (this package's tests run often, on a shared
 // machine); SHAKE_KILL9_CLAIMS=100000 runs the full size.
 func TestSettlerKill9(t *testing.T) {
+	t.Parallel()
 	count := 20_000
 	if s := os.Getenv("SHAKE_KILL9_CLAIMS"); s != "" {
 		count, _ = strconv.Atoi(s)
@@ -347,6 +348,7 @@ func (p *tcpProxy) down() {
 // the shared server keeps running): the breaker opens, the settler stops consuming, and
 // once PostgreSQL is back it recovers by itself with nothing lost.
 func TestSettlerPostgresOutage(t *testing.T) {
+	t.Parallel()
 	base := os.Getenv("SHAKE_TEST_POSTGRES")
 	if base == "" {
 		t.Skip("SHAKE_TEST_POSTGRES not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")

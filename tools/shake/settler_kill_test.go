@@ -20,6 +20,7 @@ import (
 // unsettled. Each of the rounds must have every claim posted within settleBound of
 // the third settler's start.
 func TestSettlerKilledTwiceWithinSessionTimeout(t *testing.T) {
+	t.Parallel()
 	const (
 		rounds   = 2
 		perRound = 5_000

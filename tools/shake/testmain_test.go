@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	// The whole-process tests (t.Parallel) mostly wait on their children: run up to 4 at
+	// once, not GOMAXPROCS (2 here).
+	testbin.Parallel(4)
 	code := m.Run()
 	testbin.Remove()
 	os.Exit(code)
