@@ -23,9 +23,6 @@ import (
 
 // The whole-process tests drive the real binary (`shake edge`), built once.
 func TestMain(m *testing.M) {
-	// The process tests (t.Parallel) spend much of their time starting, draining and
-	// restarting edges: up to 4 at once.
-	testbin.Parallel(4)
 	code := m.Run()
 	testbin.Remove()
 	os.Exit(code)

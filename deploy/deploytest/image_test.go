@@ -12,6 +12,7 @@ import (
 // container runtime cannot work here (no user namespaces in a nested container, no
 // registry to pull the Go image from): it says which.
 func TestImageBuild(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a container image")
 	}
