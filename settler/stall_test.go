@@ -175,7 +175,6 @@ func (r *run) waitPosted(n uint64, d time.Duration) bool {
 // zombie; then every claim is posted. Before, Run looked at the stall signal only
 // between batches, logged "restarting the group reader" and stayed in the fetch.
 func TestStallInterruptsABlockedFetch(t *testing.T) {
-	t.Parallel()
 	addr, c, r, zp, _ := stallSetup(t)
 	for i, p := range zp {
 		produceTo(t, addr, c, int(p), uint64(10+i*10), uint64(11+i*10))
@@ -195,7 +194,6 @@ func TestStallInterruptsABlockedFetch(t *testing.T) {
 // the zombie's partitions fill up. A watchdog that only asks whether anything is settled
 // at all never fires; one that watches each partition's committed offset does.
 func TestStallPerPartition(t *testing.T) {
-	t.Parallel()
 	addr, c, r, zp, own := stallSetup(t)
 	for i, p := range zp {
 		produceTo(t, addr, c, int(p), uint64(10+i*10))
