@@ -133,7 +133,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}
 	srv, err := verifier.New(verifier.Config{
