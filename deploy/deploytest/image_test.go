@@ -147,14 +147,44 @@ func TestImageRuntimeStage(t *testing.T) {
 	proveImage(t, builder, tag, "shake deploytest")
 }
 
+// podmanRun returns how to run a container here: the default OCI runtime where it
+// works, else runc (crun refuses a hybrid cgroup v1/v2 host, which nested CI
+// containers often are; .ci/run installs runc). Every run lowers nofile and nproc to
+// 1024: setting a limit above the host's needs CAP_SYS_RESOURCE, which a CI container
+// lacks, and the runtimes otherwise set podman's defaults (nofile 1048576).
+func podmanRun(t *testing.T, podman, tag string) func(args ...string) ([]byte, error) {
+	t.Helper()
+	limits := []string{"--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"}
+	mk := func(global []string) func(args ...string) ([]byte, error) {
+		return func(args ...string) ([]byte, error) {
+			a := append(append(append([]string{}, global...), "run", "--rm", "--network=none"), limits...)
+			return exec.Command(podman, append(a, args...)...).CombinedOutput()
+		}
+	}
+	run := mk(nil)
+	out, err := run(tag, "--version")
+	if err == nil {
+		return run
+	}
+	if _, lerr := exec.LookPath("runc"); lerr == nil {
+		runc := mk([]string{"--runtime", "runc"})
+		out2, err2 := runc(tag, "--version")
+		if err2 == nil {
+			t.Logf("the default OCI runtime cannot run containers here (%s): using runc", tail(out, 200))
+			return runc
+		}
+		t.Fatalf("podman run: %v %s; with --runtime runc: %v %s", err, tail(out, 400), err2, tail(out2, 400))
+	}
+	t.Fatalf("podman run: %v %s (a hybrid cgroup host needs runc: Debian package runc)", err, tail(out, 400))
+	return nil
+}
+
 // proveImage runs the checks every shake image must pass: --version (starting with
 // wantVersion when set), the default command (help), a non-root user that can write
 // the state volume, no shell; it logs the image size.
 func proveImage(t *testing.T, podman, tag, wantVersion string) {
 	t.Helper()
-	run := func(args ...string) ([]byte, error) {
-		return exec.Command(podman, append([]string{"run", "--rm", "--network=none"}, args...)...).CombinedOutput()
-	}
+	run := podmanRun(t, podman, tag)
 	out, err := run(tag, "--version")
 	if err != nil || !strings.HasPrefix(string(out), "shake ") || !strings.HasPrefix(string(out), wantVersion) {
 		t.Fatalf("shake --version in the image: %v %q (want %q)", err, out, wantVersion)

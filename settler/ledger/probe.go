@@ -136,6 +136,13 @@ func probeSQLite(ctx context.Context, path, campaign string) (Probe, error) {
 	p.Exists = true
 	q := url.Values{}
 	q.Set("mode", "ro")
+	if _, err := os.Stat(path + "-wal"); errors.Is(err, fs.ErrNotExist) {
+		// No writer has it open (a settler removes the -wal file when it closes):
+		// immutable keeps SQLite from creating -wal and -shm files for this read, which
+		// a read-only open of a WAL database otherwise does. With a -wal file there, a
+		// settler may be writing, and the normal read-only open finds its files.
+		q.Set("immutable", "1")
+	}
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "query_only(1)")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
@@ -185,7 +192,7 @@ func Transient(err error) bool {
 	if errors.As(err, &pe) {
 		switch {
 		case strings.HasPrefix(pe.Code, "08"), // connection exception
-			strings.HasPrefix(pe.Code, "53"),  // insufficient resources (too many connections)
+			strings.HasPrefix(pe.Code, "53"),                           // insufficient resources (too many connections)
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutting down, crash, starting up
 			pe.Code == "40001", pe.Code == "40P01": // serialization failure, deadlock
 			return true

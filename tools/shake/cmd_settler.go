@@ -344,7 +344,7 @@ func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brok
 			return chk.fail("--manifest: %v", err)
 		}
 		chk.ok("registration", "the ledger settles campaign %s generation %s with this manifest", m.Campaign, m.Generation)
-	case p.Version == p.Latest:
+	case p.Version == p.Latest || !p.Exists:
 		chk.ok("registration", "campaign %s not registered yet: a start registers and funds it", m.Campaign)
 	default:
 		chk.ok("registration", "checked by the start after migrating")
