@@ -282,7 +282,7 @@ func TestDryRunSettler(t *testing.T) {
 		{"kafka unreachable", withFlags(good, "--brokers", freePort(t)), "--brokers: Kafka unreachable"},
 		{"listen busy", withFlags(good, "--listen", holdPort(t)), "--listen"},
 	}
-	runDryRuns(t, good, []string{"ok    manifest", "every checksum and MAC verified", "does not exist yet: a start creates it", "not registered", "ok    topics"}, cases, f.dir, work)
+	runDryRuns(t, good, []string{"ok    manifest", "headers match the manifest", "does not exist yet: a start creates it", "not registered", "ok    topics"}, cases, f.dir, work)
 	if _, err := os.Stat(filepath.Join(work, "ledger.db")); err == nil {
 		t.Fatal("the dry run created the ledger")
 	}
