@@ -321,37 +321,8 @@ func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brok
 	} else {
 		chk.ok("listen", "%s can be bound", a)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
-	p, err := ledger.ProbeLedger(ctx, ledgerURL, m.Campaign)
-	cancel()
-	if err != nil {
-		if ledger.Transient(err) {
-			return chk.fail("--ledger: unreachable (a start would wait --ledger-wait for it): %v", err)
-		}
-		return chk.fail("--ledger: %v", err)
-	}
-	switch {
-	case !p.Exists:
-		chk.ok("ledger", "%s file does not exist yet: a start creates it and migrates it to schema version %d", p.Backend, p.Latest)
-	case p.Version < p.Latest:
-		chk.ok("ledger", "%s reachable, schema version %d: a start migrates it to %d", p.Backend, p.Version, p.Latest)
-	default:
-		chk.ok("ledger", "%s reachable, schema version %d (current)", p.Backend, p.Version)
-	}
-	want, err := settler.Info(m)
-	if err != nil {
-		return chk.fail("--manifest: %v", err)
-	}
-	switch {
-	case p.Registered:
-		if err := ledger.CompareInfo(p.Info, want); err != nil {
-			return chk.fail("--manifest: %v", err)
-		}
-		chk.ok("registration", "the ledger settles campaign %s generation %s with this manifest", m.Campaign, m.Generation)
-	case p.Version == p.Latest || !p.Exists:
-		chk.ok("registration", "campaign %s not registered yet: a start registers and funds it", m.Campaign)
-	default:
-		chk.ok("registration", "checked by the start after migrating")
+	if code, ok := ledgerDryRun(chk, ledgerURL, m, "a start creates it and migrates it to schema version %d"); !ok {
+		return code
 	}
 	if err := checkClaimsTopicAtStart(context.Background(), log, sec, brokers, topic, minRepl, true); err != nil {
 		return chk.fail("%v", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"shake/internal/control"
+	"shake/settler"
+	"shake/settler/ledger"
+	"shake/ticket"
 )
 
 // dryRunLedgerTimeout bounds a dry run's one look at the ledger: it reports an
@@ -111,4 +115,45 @@ func dirWritable(dir string) error {
 		return fmt.Errorf("%s is not writable: %w", dir, err)
 	}
 	return nil
+}
+
+// ledgerDryRun looks at the ledger for a dry run (settler, reconcile): read-only, within
+// dryRunLedgerTimeout, never awaited or migrated: reachable, its schema version against
+// this shake's, and the campaign's registration against m. absent describes what a start
+// does with a SQLite file that is not there (%d: the schema version). ok false: code is
+// the exit code of the problem already printed.
+func ledgerDryRun(chk *startCheck, ledgerURL string, m *ticket.Manifest, absent string) (code int, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
+	p, err := ledger.ProbeLedger(ctx, ledgerURL, m.Campaign)
+	cancel()
+	if err != nil {
+		if ledger.Transient(err) {
+			return chk.fail("--ledger: unreachable within %v (a settler's start waits --ledger-wait for it): %v", dryRunLedgerTimeout, err), false
+		}
+		return chk.fail("--ledger: %v", err), false
+	}
+	switch {
+	case !p.Exists:
+		chk.ok("ledger", "%s file does not exist yet: "+absent, p.Backend, p.Latest)
+	case p.Version < p.Latest:
+		chk.ok("ledger", "%s reachable, schema version %d: a start migrates it to %d", p.Backend, p.Version, p.Latest)
+	default:
+		chk.ok("ledger", "%s reachable, schema version %d (current)", p.Backend, p.Version)
+	}
+	want, err := settler.Info(m)
+	if err != nil {
+		return chk.fail("--manifest: %v", err), false
+	}
+	switch {
+	case p.Registered:
+		if err := ledger.CompareInfo(p.Info, want); err != nil {
+			return chk.fail("--manifest: %v", err), false
+		}
+		chk.ok("registration", "the ledger settles campaign %s generation %s with this manifest", m.Campaign, m.Generation)
+	case p.Version == p.Latest || !p.Exists:
+		chk.ok("registration", "campaign %s not registered yet: a start registers and funds it", m.Campaign)
+	default:
+		chk.ok("registration", "checked by the start after migrating")
+	}
+	return 0, true
 }

@@ -363,3 +363,36 @@ func TestDryRunQuery(t *testing.T) {
 	}
 	runDryRuns(t, good, []string{"ok    ledger", "ok    listen", "ok    admin-listen"}, cases, f.dir, work)
 }
+
+func TestDryRunReconcile(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("whole-process test")
+	}
+	f := newCampaign(t, 50, 2)
+	work := t.TempDir()
+	manifest := filepath.Join(f.out, "manifest.json")
+	db := filepath.Join(work, "ledger.db")
+	registerLedger(t, "sqlite://"+db, manifest, f.key("campaign.key"))
+	newer := filepath.Join(work, "newer.db")
+	registerLedger(t, "sqlite://"+newer, manifest, f.key("campaign.key"))
+	execSQLite(t, newer, `INSERT INTO schema_migrations VALUES (99, '0099_future.sql', 0)`)
+	alone := filepath.Join(work, "alone")
+	if err := os.MkdirAll(alone, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lonely := writeTestFile(t, alone, "manifest.json", b, 0o644)
+	good := []string{"reconcile", "--manifest", manifest, "--key", f.key("campaign.key"), "--ledger", "sqlite://" + db,
+		"--watch", "1s", "--listen", "127.0.0.1:0"}
+	cases := []dryRunCase{
+		{"shard files missing", withFlags(good, "--manifest", lonely), "--manifest"},
+		{"newer schema", withFlags(good, "--ledger", "sqlite://"+newer), "newer than this shake knows"},
+		{"postgres unreachable", withFlags(good, "--ledger", closedPortLedger(t)), "--ledger: unreachable"},
+		{"listen busy", withFlags(good, "--listen", holdPort(t)), "--listen"},
+	}
+	runDryRuns(t, good, []string{"signature valid", "ok    shards", "(current)", "settles campaign ctl", "ok    listen"}, cases, f.dir, work)
+}
