@@ -86,16 +86,17 @@ is committed early. SIGTERM finishes (posts and commits) the batch in hand, then
 A rejected claim goes to <topic>.dlq, cut to a bounded size (the record stays in the
 claims topic); if the dead-letter topic refuses writes for --dlq-timeout, the settler logs
 each rejected claim, counts it (shake_settler_dlq_unwritten_total), commits and goes on.
-GET /healthz, /readyz (503 {"status":"not_ready","reason":...}: unfunded, starting,
-ledger_breaker_open, stalled, dlq_unwritable; 503 {"status":"paused"} while the
-settler.paused switch is set), /metrics, /debug/pprof/ and /admin/switches on --listen.
+GET /healthz, /readyz (503 {"status":"not_ready","reason":...}: ledger_unreachable,
+unfunded, starting, ledger_breaker_open, stalled, dlq_unwritable; 503
+{"status":"paused"} while the settler.paused switch is set), /metrics, /debug/pprof/ and
+/admin/switches on --listen.
 
 With --dry-run the settler checks the flags, the admin key, the switches file,
 campaign.key, the manifest's signature, the shard files (checksums, headers against the
-manifest), that
---listen can be bound, the ledger (one read-only look within 5s: reachable, its schema
-version against this shake's, and the campaign's registration; an unreachable ledger is
-reported, not awaited) and the topics (Kafka unreachable for 5s is a problem here).
+manifest), that --listen can be bound, the ledger (one read-only look within 5s:
+reachable, its schema version against this shake's, and the campaign's registration;
+an unreachable ledger is reported at once, not awaited for --ledger-wait) and the
+topics (Kafka unreachable for 5s is a problem here).
 ` + dryRunUsage + serverFlagsUsage
 
 func runSettler(args []string, stdout, stderr io.Writer) int {
