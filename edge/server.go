@@ -511,8 +511,9 @@ func (s *Server) loadShard() error {
 }
 
 // Check is New for --dry-run: it runs the same loading and checks (the config, the
-// shard, both keys, the state file read-only: inspectState, the switches file), binds
-// nothing and writes nothing, and returns one line per check.
+// shard, both keys, and the state file read-only: inspectState), binds nothing and
+// writes nothing, and returns one line per check. The caller checks the switches file
+// and the listen addresses.
 func Check(cfg Config) ([]string, error) {
 	s, err := prepare(cfg)
 	if err != nil {

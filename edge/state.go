@@ -340,6 +340,11 @@ func writeInitial(f *os.File, h *ticket.ShardHeader) error {
 	return f.Sync()
 }
 
+// stateExists is the error for a start with --init-state on an existing file.
+func stateExists(path string) error {
+	return fmt.Errorf("%w: %s (--init-state is for a shard's very first start and never replaces a state file: start without it to resume from the file)", ErrStateExists, path)
+}
+
 // missingState is the error for a start without --init-state on a missing file.
 func missingState(path string) error {
 	note := ""
@@ -439,7 +444,7 @@ func checkState(f *os.File, size int64, path string, h *ticket.ShardHeader) (*st
 func inspectState(path string, h *ticket.ShardHeader, init bool) (string, error) {
 	if init {
 		if _, err := os.Lstat(path); err == nil {
-			return "", fmt.Errorf("%w: %s (--init-state is for a shard's very first start and never replaces a state file: start without it to resume from the file)", ErrStateExists, path)
+			return "", stateExists(path)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("%w: %s: %v", ErrState, path, err)
 		}
