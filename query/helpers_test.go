@@ -40,6 +40,7 @@ type fixture struct {
 	url    string
 	l      ledger.Ledger
 	insert func(t *testing.T, rows ...row)
+	exec   func(t *testing.T, stmt string) // one statement, behind the ledger's back
 }
 
 // fixtures returns SQLite always and PostgreSQL when SHAKE_TEST_POSTGRES is set.
@@ -47,12 +48,24 @@ func fixtures(t *testing.T) []fixture {
 	t.Helper()
 	var fs []fixture
 	sqlURL := "sqlite://" + filepath.Join(t.TempDir(), "ledger.db")
-	fs = append(fs, fixture{name: "sqlite", url: sqlURL, insert: func(t *testing.T, rows ...row) {
+	sqliteDB := func(t *testing.T) *sql.DB {
 		t.Helper()
 		db, err := sql.Open("sqlite", "file:"+strings.TrimPrefix(sqlURL, "sqlite://")+"?_pragma=busy_timeout(5000)")
 		if err != nil {
 			t.Fatal(err)
 		}
+		return db
+	}
+	fs = append(fs, fixture{name: "sqlite", url: sqlURL, exec: func(t *testing.T, stmt string) {
+		t.Helper()
+		db := sqliteDB(t)
+		defer db.Close()
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}, insert: func(t *testing.T, rows ...row) {
+		t.Helper()
+		db := sqliteDB(t)
 		defer db.Close()
 		tx, err := db.Begin()
 		if err != nil {
@@ -68,21 +81,16 @@ func fixtures(t *testing.T) []fixture {
 		}
 	}})
 	if u := testpg.URL(t); u != "" {
-		fs = append(fs, fixture{name: "postgres", url: u, insert: func(t *testing.T, rows ...row) {
+		fs = append(fs, fixture{name: "postgres", url: u, exec: func(t *testing.T, stmt string) {
 			t.Helper()
-			ctx := context.Background()
-			c, err := pgx.Connect(ctx, u)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close(ctx)
-			b := &pgx.Batch{}
-			for _, r := range rows {
-				b.Queue(insertSQL("$"), rowArgs(r)...)
-			}
-			if err := c.SendBatch(ctx, b).Close(); err != nil {
-				t.Fatal(err)
-			}
+			pgBatch(t, u, func(b *pgx.Batch) { b.Queue(stmt) })
+		}, insert: func(t *testing.T, rows ...row) {
+			t.Helper()
+			pgBatch(t, u, func(b *pgx.Batch) {
+				for _, r := range rows {
+					b.Queue(insertSQL("$"), rowArgs(r)...)
+				}
+			})
 		}})
 	} else {
 		t.Log("SHAKE_TEST_POSTGRES not set: PostgreSQL not tested (set it to e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
@@ -96,6 +104,23 @@ func fixtures(t *testing.T) []fixture {
 		fs[i].l = l
 	}
 	return fs
+}
+
+// pgBatch sends the statements fill queues to the PostgreSQL database at url, on a
+// connection of its own.
+func pgBatch(t *testing.T, url string, fill func(*pgx.Batch)) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	b := &pgx.Batch{}
+	fill(b)
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func insertSQL(ph string) string {
@@ -253,3 +278,10 @@ func (ts *testServer) allPages(t *testing.T, uid uint64, filter string, between 
 		q = sep + "before=" + *p.Next
 	}
 }
+
+// The generation and manifest digest the tests register their campaigns with (any
+// well-formed values: the query server reads only the figures).
+var (
+	testGeneration = strings.Repeat("1", 32)
+	testDigest     = strings.Repeat("d", 64)
+)

@@ -5,21 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// pgReader reads a PostgreSQL ledger over a small pool of its own: a channel of idle
-// connections and a semaphore bounding the open ones. (pgxpool would need
+// pgReader reads a PostgreSQL ledger over a small pool of its own. (pgxpool would need
 // github.com/jackc/puddle/v2, which go.mod lacks; this is all the query server needs.)
+//
+// The idle connections are a stack, as in pgxpool: the connection released last is
+// handed out first, so that at a moderate rate one or two connections (one or two
+// PostgreSQL backend processes, warm in cache) serve the requests while the others
+// sleep, where a queue would run every backend in turn on cores the server, its
+// clients and PostgreSQL share. Waiters for a connection are served in arrival order.
 type pgReader struct {
 	cfg    *pgx.ConnConfig
-	idle   chan *pgx.Conn
-	slots  chan struct{} // one token per open (or opening) connection
+	max    int
 	closed atomic.Bool
+
+	mu      sync.Mutex
+	idle    []*pgx.Conn      // stack: last released on top
+	open    int              // open (or opening) connections, at most max
+	waiters []chan *pgx.Conn // acquirers waiting for a released connection, oldest first
 }
 
 func openPG(ctx context.Context, url string, conns int) (*pgReader, error) {
@@ -35,7 +46,7 @@ func openPG(ctx context.Context, url string, conns int) (*pgReader, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
-	r := &pgReader{cfg: cfg, idle: make(chan *pgx.Conn, conns), slots: make(chan struct{}, conns)}
+	r := &pgReader{cfg: cfg, max: conns}
 	// Connect and probe the schema now, so that a bad URL, a wrong password or an
 	// unmigrated ledger is reported at start.
 	c, err := r.acquire(ctx)
@@ -56,40 +67,92 @@ func openPG(ctx context.Context, url string, conns int) (*pgReader, error) {
 	return r, nil
 }
 
-// acquire returns an idle connection, or dials one while fewer than the limit are
-// open, or waits for one to come back, until ctx is done.
+// acquire returns the idle connection released last, or dials one while fewer than
+// the limit are open, or waits for one to be released, until ctx is done.
 func (r *pgReader) acquire(ctx context.Context) (*pgx.Conn, error) {
 	if r.closed.Load() {
 		return nil, errors.New("postgres ledger reader is closed")
 	}
-	select {
-	case c := <-r.idle:
+	r.mu.Lock()
+	if n := len(r.idle); n > 0 {
+		c := r.idle[n-1]
+		r.idle[n-1] = nil
+		r.idle = r.idle[:n-1]
+		r.mu.Unlock()
 		return c, nil
-	default:
 	}
-	select {
-	case c := <-r.idle:
-		return c, nil
-	case r.slots <- struct{}{}:
+	if r.open < r.max {
+		r.open++
+		r.mu.Unlock()
 		c, err := pgx.ConnectConfig(ctx, r.cfg)
 		if err != nil {
-			<-r.slots
+			r.mu.Lock()
+			r.open--
+			r.wakeDialer()
+			r.mu.Unlock()
 			return nil, fmt.Errorf("cannot connect to postgres ledger: %w", err)
 		}
 		return c, nil
+	}
+	ch := make(chan *pgx.Conn, 1)
+	r.waiters = append(r.waiters, ch)
+	r.mu.Unlock()
+	select {
+	case c := <-ch:
+		if c == nil {
+			// A slot was freed (a connection broke): dial in its place.
+			return r.acquire(ctx)
+		}
+		return c, nil
 	case <-ctx.Done():
+		r.mu.Lock()
+		for i, w := range r.waiters {
+			if w == ch {
+				r.waiters = append(r.waiters[:i], r.waiters[i+1:]...)
+				r.mu.Unlock()
+				return nil, fmt.Errorf("no ledger connection free: %w", ctx.Err())
+			}
+		}
+		r.mu.Unlock()
+		// release handed us a connection (or a slot) as ctx ended: pass it on.
+		if c := <-ch; c != nil {
+			r.release(c)
+		} else {
+			r.mu.Lock()
+			r.wakeDialer()
+			r.mu.Unlock()
+		}
 		return nil, fmt.Errorf("no ledger connection free: %w", ctx.Err())
 	}
 }
 
-// release returns c to the pool, or closes it when it broke (pgx closes a connection
-// whose query was interrupted) or the reader is closed.
+// wakeDialer tells the oldest waiter, if any, that a slot is free (r.mu held).
+func (r *pgReader) wakeDialer() {
+	if len(r.waiters) > 0 && r.open < r.max {
+		w := r.waiters[0]
+		r.waiters = r.waiters[1:]
+		w <- nil // buffered: never blocks; the waiter acquires again and dials
+	}
+}
+
+// release returns c to the pool, handing it to the oldest waiter if there is one, or
+// closes it when it broke (pgx closes a connection whose query was interrupted) or the
+// reader is closed.
 func (r *pgReader) release(c *pgx.Conn) {
 	if c.IsClosed() || r.closed.Load() {
 		r.discard(c)
 		return
 	}
-	r.idle <- c // never blocks: at most cap(slots) connections exist
+	r.mu.Lock()
+	if len(r.waiters) > 0 {
+		w := r.waiters[0]
+		r.waiters = r.waiters[1:]
+		r.mu.Unlock()
+		w <- c // buffered: never blocks
+		return
+	}
+	r.idle = append(r.idle, c)
+	r.mu.Unlock()
 	if r.closed.Load() {
 		// Close raced with the put: take our connections back out.
 		r.drain()
@@ -100,17 +163,19 @@ func (r *pgReader) discard(c *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	c.Close(ctx)
 	cancel()
-	<-r.slots
+	r.mu.Lock()
+	r.open--
+	r.wakeDialer()
+	r.mu.Unlock()
 }
 
 func (r *pgReader) drain() {
-	for {
-		select {
-		case c := <-r.idle:
-			r.discard(c)
-		default:
-			return
-		}
+	r.mu.Lock()
+	idle := r.idle
+	r.idle = nil
+	r.mu.Unlock()
+	for _, c := range idle {
+		r.discard(c)
 	}
 }
 
@@ -133,7 +198,7 @@ func (r *pgReader) Packets(ctx context.Context, uid uint64, campaign string, pos
 		return dst, err
 	}
 	defer rows.Close()
-	return scanPackets(rows, dst)
+	return scanPackets[pgtype.DriverBytes](rows, dst)
 }
 
 func (r *pgReader) Campaign(ctx context.Context, id string) (CampaignInfo, bool, error) {

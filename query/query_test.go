@@ -241,13 +241,13 @@ func TestCampaignPage(t *testing.T) {
 			if err := f.l.Fund(ctx, camp, "CNY", 5_000_000); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: camp, Currency: "CNY", Budget: 5_000_000, Tickets: 2000}); err != nil {
+			if err := f.l.Register(ctx, ledger.CampaignInfo{Campaign: camp, Generation: testGeneration, ManifestDigest: testDigest, Currency: "CNY", Budget: 5_000_000, Tickets: 2000}); err != nil {
 				t.Fatal(err)
 			}
 			if err := f.l.Fund(ctx, "empty", "CNY", 100); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: "empty", Currency: "CNY", Budget: 100, Tickets: 3}); err != nil {
+			if err := f.l.Register(ctx, ledger.CampaignInfo{Campaign: "empty", Generation: testGeneration, ManifestDigest: testDigest, Currency: "CNY", Budget: 100, Tickets: 3}); err != nil {
 				t.Fatal(err)
 			}
 			var batch []ledger.Posting
@@ -320,6 +320,43 @@ func TestCampaignPage(t *testing.T) {
 	}
 }
 
+// TestCampaignFiguresCheckedOnRead: the campaign page shows what the settler
+// registered from its manifest (one registry row), and checks it again when it reads
+// it: a row changed behind the settler's back so that it no longer covers the postings
+// (or names no currency) is a 503, never a page, and a campaign registered by an older
+// settler without figures is unknown (404), on both backends.
+func TestCampaignFiguresCheckedOnRead(t *testing.T) {
+	for _, f := range fixtures(t) {
+		t.Run(f.name, func(t *testing.T) {
+			ctx := context.Background()
+			for _, c := range []string{"fine", "shrunk", "fewer", "cur"} {
+				if err := f.l.Register(ctx, ledger.CampaignInfo{Campaign: c, Generation: testGeneration, ManifestDigest: testDigest,
+					Currency: "CNY", Budget: 100, Tickets: 4}); err != nil {
+					t.Fatal(err)
+				}
+				f.insert(t, row{c, 1, 60, 7, 1}, row{c, 2, 30, 8, 2})
+			}
+			f.exec(t, `UPDATE campaigns SET budget = 80 WHERE campaign = 'shrunk'`)
+			f.exec(t, `UPDATE campaigns SET tickets = 1 WHERE campaign = 'fewer'`)
+			f.exec(t, `UPDATE campaigns SET currency = 'cny' WHERE campaign = 'cur'`)
+			f.exec(t, `INSERT INTO campaigns (campaign, generation, manifest_digest, registered_at) VALUES ('old', '`+testGeneration+`', '`+testDigest+`', 1)`)
+			ts := startServer(t, f.url, nil)
+			if code, b := ts.get(t, CampaignsPrefix+"fine", ""); code != 200 ||
+				!strings.Contains(string(b), `"currency":"CNY","budget":100,"tickets":4,"settled_tickets":2,"settled_amount":90`) {
+				t.Fatalf("fine: %d %s", code, b)
+			}
+			for _, c := range []string{"shrunk", "fewer", "cur"} {
+				if code, b := ts.get(t, CampaignsPrefix+c, ""); code != 503 {
+					t.Errorf("%s: %d %s, want 503", c, code, b)
+				}
+			}
+			if code, b := ts.get(t, CampaignsPrefix+"old", ""); code != 404 {
+				t.Errorf("registered without figures: %d %s, want 404", code, b)
+			}
+		})
+	}
+}
+
 // countingReader counts the campaign loads reaching the ledger and makes each slow, so
 // that a stampede overlaps one load.
 type countingReader struct {
@@ -343,7 +380,7 @@ func TestCampaignStampedeCostsOneQuery(t *testing.T) {
 	if err := f.l.Fund(ctx, "hot", "CNY", 1000); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: "hot", Currency: "CNY", Budget: 1000, Tickets: 10}); err != nil {
+	if err := f.l.Register(ctx, ledger.CampaignInfo{Campaign: "hot", Generation: testGeneration, ManifestDigest: testDigest, Currency: "CNY", Budget: 1000, Tickets: 10}); err != nil {
 		t.Fatal(err)
 	}
 	rd, err := OpenReader(ctx, f.url, 4)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"shake/ticket"
 )
 
 // Sentinel errors of the ledger readers.
@@ -14,7 +16,7 @@ var (
 	ErrBadURL = errors.New("ledger URL must be postgres://... or sqlite:///path/ledger.db")
 	// ErrSchema reports a ledger without the tables the query server reads: it has not
 	// been migrated by a settler of this version yet.
-	ErrSchema = errors.New("ledger lacks the query schema (campaign_registry, postings); start the settler of this version once to migrate it")
+	ErrSchema = errors.New("ledger lacks the query schema (campaigns, postings); start the settler of this version once to migrate it")
 )
 
 // TopN is the number of largest packets on a campaign page.
@@ -102,12 +104,12 @@ ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT $5`
 	pgPacketsCampaignSQL = `SELECT posted_at, campaign, ticket, amount, currency FROM postings
 WHERE uid = $1 AND (posted_at, campaign, ticket) < ($2, $3, $4) AND campaign = $6
 ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT $5`
-	pgCampaignSQL = `WITH r AS (SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = $1),
+	pgCampaignSQL = `WITH r AS (SELECT currency, budget, tickets FROM campaigns WHERE campaign = $1 AND currency IS NOT NULL),
 s AS (SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0)::BIGINT AS total FROM postings WHERE campaign = $1),
 t AS (SELECT uid, amount, ticket FROM postings WHERE campaign = $1 ORDER BY amount DESC, ticket LIMIT 10)
 SELECT r.currency, r.budget, r.tickets, s.n, s.total, t.uid, t.amount
 FROM r CROSS JOIN s LEFT JOIN t ON true ORDER BY t.amount DESC, t.ticket`
-	schemaProbeSQL = `SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM campaign_registry LIMIT 1) a),
+	schemaProbeSQL = `SELECT (SELECT COUNT(*) FROM (SELECT currency, budget, tickets FROM campaigns LIMIT 1) a),
 (SELECT COUNT(*) FROM (SELECT posted_at, campaign, ticket, amount, currency, uid FROM postings LIMIT 1) b)`
 )
 
@@ -123,18 +125,36 @@ type rows interface {
 	Err() error
 }
 
-// scanPackets appends the rows of a packets statement to dst.
-func scanPackets(rs rows, dst []Packet) ([]Packet, error) {
+// scanPackets appends the rows of a packets statement to dst. B is the driver's type
+// for a column's bytes borrowed until the next row (pgtype.DriverBytes, sql.RawBytes):
+// a page repeats a few campaign ids and one currency, so each is copied into a string
+// only when it differs from the row before's, and a page costs a handful of
+// allocations, not two per row.
+func scanPackets[B ~[]byte](rs rows, dst []Packet) ([]Packet, error) {
+	var campaign, currency B
+	var t int64
+	var last Packet
 	for rs.Next() {
-		var p Packet
-		var t int64
-		if err := rs.Scan(&p.SettledAt, &p.Campaign, &t, &p.Amount, &p.Currency); err != nil {
-			return dst, err
+		// Scanned in place: a Packet of its own would escape to the heap through Scan.
+		dst = append(dst, Packet{})
+		p := &dst[len(dst)-1]
+		if err := rs.Scan(&p.SettledAt, &campaign, &t, &p.Amount, &currency); err != nil {
+			return dst[:len(dst)-1], err
 		}
+		p.Campaign = reuse(last.Campaign, campaign)
+		p.Currency = reuse(last.Currency, currency)
 		p.Ticket = uint64(t)
-		dst = append(dst, p)
+		last = *p
 	}
 	return dst, rs.Err()
+}
+
+// reuse returns prev when it spells b, else b copied into a new string.
+func reuse[B ~[]byte](prev string, b B) string {
+	if prev == string(b) { // compared without a copy
+		return prev
+	}
+	return string(b)
 }
 
 // scanCampaign decodes the rows of a campaign statement: one row per top packet, or
@@ -152,5 +172,29 @@ func scanCampaign(rs rows, info *CampaignInfo) (found bool, err error) {
 			info.Top = append(info.Top, TopPacket{UID: uid.String, Amount: amount.Int64})
 		}
 	}
-	return found, rs.Err()
+	if err := rs.Err(); err != nil || !found {
+		return false, err
+	}
+	return true, checkCampaign(info)
+}
+
+// ErrInconsistent reports a campaign whose registered figures (what the settler
+// recorded from its manifest) disagree with themselves or with the postings: the page
+// is not served rather than showing figures nobody can vouch for.
+var ErrInconsistent = errors.New("the ledger's campaign figures are inconsistent")
+
+// checkCampaign checks what the registry says against itself and against the
+// postings, so that a registry row written behind the settler's back (or a postings
+// table fuller than the campaign) is an error, never a page.
+func checkCampaign(info *CampaignInfo) error {
+	var top int64
+	for _, t := range info.Top {
+		top = max(top, t.Amount)
+	}
+	if !ticket.ValidCurrency(info.Currency) || info.Budget < 0 || info.Tickets < 0 || info.SettledTickets < 0 ||
+		info.SettledTickets > info.Tickets || info.SettledAmount < 0 || info.SettledAmount > info.Budget || top > info.Budget {
+		return fmt.Errorf("%w: campaign %s registered with %d %s in %d tickets, %d tickets settled for %d",
+			ErrInconsistent, info.Campaign, info.Budget, info.Currency, info.Tickets, info.SettledTickets, info.SettledAmount)
+	}
+	return nil
 }

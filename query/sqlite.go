@@ -19,7 +19,7 @@ ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT ?5`
 	sqlitePacketsCampaignSQL = `SELECT posted_at, campaign, ticket, amount, currency FROM postings
 WHERE uid = ?1 AND (posted_at, campaign, ticket) < (?2, ?3, ?4) AND campaign = ?6
 ORDER BY posted_at DESC, campaign DESC, ticket DESC LIMIT ?5`
-	sqliteCampaignSQL = `WITH r AS (SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = ?1),
+	sqliteCampaignSQL = `WITH r AS (SELECT currency, budget, tickets FROM campaigns WHERE campaign = ?1 AND currency IS NOT NULL),
 s AS (SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total FROM postings WHERE campaign = ?1),
 t AS (SELECT uid, amount, ticket FROM postings WHERE campaign = ?1 ORDER BY amount DESC, ticket LIMIT 10)
 SELECT r.currency, r.budget, r.tickets, s.n, s.total, t.uid, t.amount
@@ -76,7 +76,7 @@ func (r *sqliteReader) Packets(ctx context.Context, uid uint64, campaign string,
 		return dst, err
 	}
 	defer rows.Close()
-	return scanPackets(rows, dst)
+	return scanPackets[sql.RawBytes](rows, dst)
 }
 
 func (r *sqliteReader) Campaign(ctx context.Context, id string) (CampaignInfo, bool, error) {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"shake/internal/testpg"
+	"shake/settler/ledger"
 )
 
 func TestMaskUID(t *testing.T) {
@@ -123,7 +127,7 @@ func TestReadOnlyRole(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot log in as %s (the test server's pg_hba.conf may require a password): %v", role, err)
 	}
-	_, werr := ro.Exec(ctx, `INSERT INTO campaign_registry VALUES ('x', 'CNY', 1, 1, 1)`)
+	_, werr := ro.Exec(ctx, `INSERT INTO campaigns (campaign, currency, budget, tickets, registered_at) VALUES ('x', 'CNY', 1, 1, 1)`)
 	ro.Close(ctx)
 	if werr == nil {
 		t.Fatal("the read-only role could write")
@@ -135,5 +139,99 @@ func TestReadOnlyRole(t *testing.T) {
 	}
 	if code, _ := ts.get(t, CampaignsPrefix+"ro", ""); code != 404 {
 		t.Fatalf("unregistered campaign under the read-only role: %d", code)
+	}
+}
+
+// TestPGPool drives the PostgreSQL reader's own pool at its limit: the connection
+// released last is reused first, a waiter gets a released connection, a waiter whose
+// context ends gives up without losing a slot, and a broken connection frees its slot
+// for a waiter, which dials in its place.
+func TestPGPool(t *testing.T) {
+	url := testpg.URL(t)
+	if url == "" {
+		t.Skip("SHAKE_TEST_POSTGRES not set")
+	}
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	r, err := openPG(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a, err := r.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.release(a)
+	r.release(b)
+	if c, _ := r.acquire(ctx); c != b {
+		t.Fatal("the pool did not hand out the connection released last")
+	}
+	if c, _ := r.acquire(ctx); c != a {
+		t.Fatal("the second acquire did not get the other idle connection")
+	}
+	// Both out: a waiter whose context ends gets an error, and no slot is lost.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := r.acquire(short); err == nil {
+		t.Fatal("acquire beyond the limit did not wait and fail")
+	}
+	cancel()
+	got := waitingAcquire(t, r)
+	r.release(a)
+	if c := <-got; c != a {
+		t.Fatal("the waiter did not get the released connection")
+	}
+	// A broken connection frees its slot: the next waiter dials a new one.
+	got = waitingAcquire(t, r)
+	b.Close(ctx)
+	r.release(b)
+	c := <-got
+	if c == nil || c == a || c == b || c.IsClosed() {
+		t.Fatal("the waiter did not get a fresh connection for the broken one")
+	}
+	var one int
+	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("fresh connection: %v", err)
+	}
+	r.release(c)
+	r.release(a)
+	r.mu.Lock()
+	open, idle, waiting := r.open, len(r.idle), len(r.waiters)
+	r.mu.Unlock()
+	if open != 2 || idle != 2 || waiting != 0 {
+		t.Fatalf("pool open %d idle %d waiting %d, want 2 2 0", open, idle, waiting)
+	}
+}
+
+// waitingAcquire starts an acquire on r, which must wait (every connection is out),
+// and returns once it waits; the connection it gets comes on the channel.
+func waitingAcquire(t *testing.T, r *pgReader) <-chan *pgx.Conn {
+	t.Helper()
+	got := make(chan *pgx.Conn, 1)
+	go func() {
+		c, err := r.acquire(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		r.mu.Lock()
+		n := len(r.waiters)
+		r.mu.Unlock()
+		if n == 1 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the acquire does not wait")
+		}
 	}
 }

@@ -186,13 +186,15 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 	return r, nil
 }
 
-// Info returns the ledger registration of m: its campaign, generation and digest.
+// Info returns the ledger registration of m: its campaign, generation and digest, and
+// the figures (currency, budget, ticket count) readers of the ledger show.
 func Info(m *ticket.Manifest) (ledger.CampaignInfo, error) {
 	d, err := m.Digest()
 	if err != nil {
 		return ledger.CampaignInfo{}, err
 	}
-	return ledger.CampaignInfo{Campaign: m.Campaign, Generation: m.Generation, ManifestDigest: d}, nil
+	return ledger.CampaignInfo{Campaign: m.Campaign, Generation: m.Generation, ManifestDigest: d,
+		Currency: m.Currency, Budget: m.Budget, Tickets: m.Count}, nil
 }
 
 // Register records m in the ledger's campaign registry (the settler does it at start,

@@ -297,6 +297,15 @@ func TestAttackTamperedManifestRefused(t *testing.T) {
 			if r, err := Reconcile(ctx, c.manifest, c.dir, l); err != nil || !r.OK {
 				t.Fatalf("the funded manifest: %+v %v", r, err)
 			}
+			// The registered figures (what shake query shows) changed behind the
+			// settler's back: reconcile checks them against the manifest too.
+			execSQL(t, url, `UPDATE campaigns SET budget = budget + 1 WHERE campaign = 'tamper'`)
+			if _, err := Reconcile(ctx, c.manifest, c.dir, l); !errors.Is(err, ledger.ErrManifestChanged) {
+				t.Fatalf("reconcile with a tampered registered budget: %v", err)
+			}
+			if err := Register(ctx, c.manifest, l); !errors.Is(err, ledger.ErrManifestChanged) {
+				t.Fatalf("settler start with a tampered registered budget: %v", err)
+			}
 		})
 	}
 }

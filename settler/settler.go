@@ -261,13 +261,14 @@ func (s *Settler) BreakerState() BreakerState { return s.br.State() }
 // fault that retrying cannot fix.
 func (s *Settler) Run(ctx context.Context) error {
 	m := s.cfg.Manifest
-	// The budget must be funded before the first posting can debit it; the recorded figures
-	// lets readers of the ledger (shake query) show the campaign without the manifest.
+	// The campaign is registered (generation, manifest digest and the figures readers
+	// of the ledger such as shake query show) before it is funded, and funded before
+	// the first posting can debit it. Both are once: a restart only checks them.
 	if err := s.retry(ctx, "fund", func(actx context.Context) error {
-		if err := s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget); err != nil {
+		if err := Register(actx, m, s.cfg.Ledger); err != nil {
 			return err
 		}
-		return s.cfg.Ledger.RecordFigures(actx, ledger.CampaignFigures{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count})
+		return s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget)
 	}); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -702,7 +703,8 @@ func (s *Settler) retryWith(ctx context.Context, what string, br *Breaker, errs 
 			}
 			return nil
 		}
-		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrOverBudget) {
+		if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrOverBudget) ||
+			errors.Is(err, ledger.ErrOtherGeneration) || errors.Is(err, ledger.ErrManifestChanged) {
 			if br != nil {
 				br.Success() // the ledger answered; it is up
 			}

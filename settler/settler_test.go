@@ -205,6 +205,14 @@ func TestSettlerEndToEnd(t *testing.T) {
 	if !r.s.Ready() {
 		t.Fatal("not ready while consuming")
 	}
+	// Run registered the campaign, figures included, for readers of the ledger.
+	want, err := Info(c.manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := l.Registered(context.Background(), "e2e"); !ok || err != nil || got != want {
+		t.Fatalf("registered %+v %v %v, want %+v", got, ok, err, want)
+	}
 	r.stop()
 	if err := <-r.done; err != nil {
 		t.Fatalf("Run after stop: %v", err)

@@ -134,8 +134,14 @@ func (c *Chain) Ledger(t testing.TB, ps []ledger.Posting) string {
 	l, err := ledger.Open(ctx, url)
 	must(t, err)
 	m := c.Manifest
+	digest, err := m.Digest()
+	must(t, err)
+	// Registered for at least as many tickets as ps holds: the query server refuses a
+	// campaign page whose figures do not cover the postings, and callers post more
+	// than the chain's few tickets to get several pages.
+	must(t, l.Register(ctx, ledger.CampaignInfo{Campaign: m.Campaign, Generation: m.Generation, ManifestDigest: digest,
+		Currency: m.Currency, Budget: m.Budget, Tickets: max(m.Count, uint64(len(ps)))}))
 	must(t, l.Fund(ctx, m.Campaign, m.Currency, m.Budget))
-	must(t, l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count}))
 	if len(ps) > 0 {
 		_, err = l.Post(ctx, ps)
 		must(t, err)

@@ -126,25 +126,25 @@ func TestLedgerRegistry(t *testing.T) {
 			if _, ok, err := l.Registered(ctx, "c1"); ok || err != nil {
 				t.Fatalf("fresh ledger: %v %v", ok, err)
 			}
-			info := CampaignInfo{Campaign: "c1", Generation: g1, ManifestDigest: d1}
+			info := CampaignInfo{Campaign: "c1", Generation: g1, ManifestDigest: d1, Currency: "CNY", Budget: 100, Tickets: 10}
 			for range 2 {
 				if err := l.Register(ctx, info); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: g2, ManifestDigest: d2}); !errors.Is(err, ErrOtherGeneration) {
+			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: g2, ManifestDigest: d2, Currency: "CNY", Budget: 100, Tickets: 10}); !errors.Is(err, ErrOtherGeneration) {
 				t.Fatalf("second generation: %v", err)
 			}
-			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: g1, ManifestDigest: d2}); !errors.Is(err, ErrManifestChanged) {
+			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: g1, ManifestDigest: d2, Currency: "CNY", Budget: 100, Tickets: 10}); !errors.Is(err, ErrManifestChanged) {
 				t.Fatalf("changed manifest: %v", err)
 			}
-			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: "x", ManifestDigest: d1}); !errors.Is(err, ErrInvalid) {
+			if err := l.Register(ctx, CampaignInfo{Campaign: "c1", Generation: "x", ManifestDigest: d1, Currency: "CNY", Budget: 100, Tickets: 10}); !errors.Is(err, ErrInvalid) {
 				t.Fatalf("bad generation: %v", err)
 			}
 			if got, ok, err := l.Registered(ctx, "c1"); !ok || err != nil || got != info {
 				t.Fatalf("registered %+v %v %v", got, ok, err)
 			}
-			if err := l.Register(ctx, CampaignInfo{Campaign: "c2", Generation: g2, ManifestDigest: d2}); err != nil {
+			if err := l.Register(ctx, CampaignInfo{Campaign: "c2", Generation: g2, ManifestDigest: d2, Currency: "CNY", Budget: 100, Tickets: 10}); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -53,12 +53,19 @@ var (
 	ErrSchemaNewer = errors.New("the ledger's schema is newer than this shake knows")
 )
 
-// CampaignInfo identifies one generation of a campaign and the manifest it was funded
-// with (ticket.Manifest.Digest).
+// CampaignInfo is what the settler's manifest says about a campaign, recorded once in
+// the ledger's registry (table campaigns) when the settler starts: which generation of
+// the campaign id this ledger settles and the digest of the manifest it is funded with
+// (ticket.Manifest.Digest), and the campaign's public figures, so that readers of the
+// ledger (the query server, under a read-only role) need no manifest file they would
+// have to trust.
 type CampaignInfo struct {
 	Campaign       string
 	Generation     string
 	ManifestDigest string
+	Currency       string
+	Budget         int64
+	Tickets        uint64
 }
 
 // Checks are the campaign-wide rules reconcile checks from the ledger.
@@ -138,10 +145,6 @@ type Ledger interface {
 	// spool, say). The user was told it was opened, so it is paid, from the sponsor
 	// account, which got that ticket's money back in the refund.
 	Post(ctx context.Context, batch []Posting) (Result, error)
-	// RecordFigures records the campaign's public figures (currency, budget, ticket
-	// count) once, for readers of the ledger; the same figures again are a no-op, other
-	// figures are ErrConflict.
-	RecordFigures(ctx context.Context, c CampaignFigures) error
 	// Refund funds the campaign if needed, then moves what is left in its budget account
 	// back to the sponsor, once. A second call posts nothing and reports the first.
 	Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error)
@@ -150,12 +153,15 @@ type Ledger interface {
 	// Audit recomputes every account's balance from the recorded transfers (a full
 	// scan: for reconcile, not for polling).
 	Audit(ctx context.Context) (Audit, error)
-	// Register records which generation of the campaign this ledger settles and the
-	// digest of its manifest, once. Registering the same info again is a no-op; another
-	// generation is ErrOtherGeneration; the same generation with another digest is
-	// ErrManifestChanged.
+	// Register records info in the campaign registry, once, in one statement.
+	// Registering the same info again is a no-op; another generation is
+	// ErrOtherGeneration; the same generation with another digest or other figures is
+	// ErrManifestChanged. (A row an older ledger left half filled, see migration 0004,
+	// gets its missing half.)
 	Register(ctx context.Context, info CampaignInfo) error
-	// Registered returns what Register recorded for campaign (ok false: nothing).
+	// Registered returns what Register recorded for campaign (ok false: nothing, or
+	// only figures without a generation, from an older ledger). Currency is "" (and
+	// Budget and Tickets 0) when an older ledger registered the campaign without them.
 	Registered(ctx context.Context, campaign string) (info CampaignInfo, ok bool, err error)
 	// Checks counts the campaign's conflicts and the users above perUser postings in one
 	// round (perUser 0: no limit, OverLimitUsers is 0).
@@ -236,7 +242,8 @@ func checkPosting(p *Posting) error {
 
 // checkInfo checks a registration before it reaches the ledger.
 func checkInfo(info *CampaignInfo) error {
-	if !ticket.ValidCampaign(info.Campaign) || !ticket.ValidGeneration(info.Generation) || len(info.ManifestDigest) != 64 {
+	if !ticket.ValidCampaign(info.Campaign) || !ticket.ValidGeneration(info.Generation) || len(info.ManifestDigest) != 64 ||
+		!ticket.ValidCurrency(info.Currency) || info.Budget < 0 || info.Tickets > math.MaxInt64 {
 		return fmt.Errorf("%w: registration %+v", ErrInvalid, *info)
 	}
 	return nil
@@ -252,6 +259,11 @@ func CompareInfo(have, want CampaignInfo) error {
 	case have.ManifestDigest != want.ManifestDigest:
 		return fmt.Errorf("%w: campaign %s was funded with manifest digest %s, this one is %s",
 			ErrManifestChanged, want.Campaign, have.ManifestDigest, want.ManifestDigest)
+	case have.Currency == "":
+		// An older ledger registered the campaign without its figures; Register fills them.
+	case have.Currency != want.Currency || have.Budget != want.Budget || have.Tickets != want.Tickets:
+		return fmt.Errorf("%w: campaign %s is registered with %d %s in %d tickets, the manifest says %d %s in %d tickets",
+			ErrManifestChanged, want.Campaign, have.Budget, have.Currency, have.Tickets, want.Budget, want.Currency, want.Tickets)
 	}
 	return nil
 }

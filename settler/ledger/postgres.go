@@ -322,50 +322,6 @@ func pgConflicts(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result, n
 	return nil
 }
 
-func (l *pgLedger) Register(ctx context.Context, info CampaignInfo) error {
-	if err := checkInfo(&info); err != nil {
-		return err
-	}
-	err := l.withConn(ctx, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `INSERT INTO campaigns (campaign, generation, manifest_digest, registered_at)
-				VALUES ($1, $2, $3, $4) ON CONFLICT (campaign) DO NOTHING`,
-				info.Campaign, info.Generation, info.ManifestDigest, time.Now().UnixMicro()); err != nil {
-				return err
-			}
-			var have CampaignInfo
-			have.Campaign = info.Campaign
-			if err := tx.QueryRow(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = $1`,
-				info.Campaign).Scan(&have.Generation, &have.ManifestDigest); err != nil {
-				return err
-			}
-			return CompareInfo(have, info)
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("register %s: %w", info.Campaign, err)
-	}
-	return nil
-}
-
-func (l *pgLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
-	info := CampaignInfo{Campaign: campaign}
-	var ok bool
-	err := l.withConn(ctx, func(c *pgx.Conn) error {
-		err := c.QueryRow(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = $1`, campaign).
-			Scan(&info.Generation, &info.ManifestDigest)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		ok = err == nil
-		return err
-	})
-	if err != nil {
-		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
-	}
-	return info, ok, nil
-}
-
 func (l *pgLedger) Checks(ctx context.Context, campaign string, perUser int) (Checks, error) {
 	var ch Checks
 	err := l.withConn(ctx, func(c *pgx.Conn) error {

@@ -5,98 +5,143 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// CampaignFigures are a campaign's public figures from its manifest, recorded in the
-// ledger (table campaign_registry) when the settler funds the campaign, so that readers
-// of the ledger (the query server) need no manifest file they would have to trust.
-type CampaignFigures struct {
-	Campaign string
-	Currency string
-	Budget   int64
-	Tickets  uint64
-}
-
-func checkFigures(c *CampaignFigures) error {
-	if err := checkCampaignTransfer(c.Campaign, c.Currency, c.Budget); err != nil {
-		return err
-	}
-	if c.Tickets > math.MaxInt64 {
-		return fmt.Errorf("%w: campaign %s tickets %d", ErrInvalid, c.Campaign, c.Tickets)
-	}
-	return nil
-}
-
-func conflictingFigures(have, want CampaignFigures) error {
-	if have == want {
-		return nil
-	}
-	return fmt.Errorf("%w: campaign %s registered with %d %s in %d tickets, not %d %s in %d tickets",
-		ErrConflict, want.Campaign, have.Budget, have.Currency, have.Tickets, want.Budget, want.Currency, want.Tickets)
-}
-
-const registerSQL = `INSERT INTO campaign_registry (campaign, currency, budget, tickets, registered_at)
-	VALUES ($1, $2, $3, $4, $5) ON CONFLICT (campaign) DO NOTHING`
-
-const registeredSQL = `SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = $1`
-
-// The same statements with SQLite's placeholders.
+// The registry statements (table campaigns, migration 0004), in PostgreSQL's spelling;
+// SQLite takes the same text with ? placeholders (sqliteSQL). The insert fills a row at most
+// once: a complete row is left alone (DO UPDATE ... WHERE matches nothing), a half
+// one an older ledger left (generation or figures NULL) gets the missing half, and the
+// caller then compares the whole row with what it registered.
 const (
-	sqliteRegisterSQL = `INSERT INTO campaign_registry (campaign, currency, budget, tickets, registered_at)
-	VALUES (?, ?, ?, ?, ?) ON CONFLICT (campaign) DO NOTHING`
-	sqliteRegisteredSQL = `SELECT currency, budget, tickets FROM campaign_registry WHERE campaign = ?`
+	registerSQL = `INSERT INTO campaigns (campaign, generation, manifest_digest, currency, budget, tickets, registered_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (campaign) DO UPDATE SET
+    generation = COALESCE(campaigns.generation, excluded.generation),
+    manifest_digest = COALESCE(campaigns.manifest_digest, excluded.manifest_digest),
+    currency = COALESCE(campaigns.currency, excluded.currency),
+    budget = COALESCE(campaigns.budget, excluded.budget),
+    tickets = COALESCE(campaigns.tickets, excluded.tickets)
+WHERE campaigns.generation IS NULL OR campaigns.currency IS NULL`
+	registeredSQL = `SELECT generation, manifest_digest, currency, budget, tickets FROM campaigns WHERE campaign = $1`
 )
 
-func (l *pgLedger) RecordFigures(ctx context.Context, c CampaignFigures) error {
-	if err := checkFigures(&c); err != nil {
+var (
+	sqliteRegisterSQL   = sqliteSQL(registerSQL)
+	sqliteRegisteredSQL = sqliteSQL(registeredSQL)
+)
+
+// sqliteSQL turns PostgreSQL's $1..$9 placeholders, each used once and in order, into
+// SQLite's ?.
+func sqliteSQL(q string) string {
+	for i := 9; i >= 1; i-- {
+		q = strings.ReplaceAll(q, "$"+strconv.Itoa(i), "?")
+	}
+	return q
+}
+
+func registerArgs(info *CampaignInfo) []any {
+	return []any{info.Campaign, info.Generation, info.ManifestDigest, info.Currency, info.Budget, int64(info.Tickets), time.Now().UnixMicro()}
+}
+
+// scanRegistered decodes a registeredSQL row. ok is false for a row without a
+// generation (figures an older ledger recorded before any registration). What the
+// ledger holds is checked, not trusted: the table's CHECKs may have been bypassed.
+func scanRegistered(campaign string, scan func(dest ...any) error) (info CampaignInfo, ok bool, err error) {
+	var gen, digest, cur sql.NullString
+	var budget, tickets sql.NullInt64
+	if err := scan(&gen, &digest, &cur, &budget, &tickets); err != nil {
+		return CampaignInfo{}, false, err
+	}
+	if !gen.Valid {
+		return CampaignInfo{}, false, nil
+	}
+	info = CampaignInfo{Campaign: campaign, Generation: gen.String, ManifestDigest: digest.String}
+	if cur.Valid || budget.Valid || tickets.Valid {
+		if !cur.Valid || !budget.Valid || !tickets.Valid || budget.Int64 < 0 || tickets.Int64 < 0 {
+			return CampaignInfo{}, false, fmt.Errorf("%w: the registry row of %s has figures %v %v %v", ErrInvalid, campaign, cur, budget, tickets)
+		}
+		info.Currency, info.Budget, info.Tickets = cur.String, budget.Int64, uint64(tickets.Int64)
+	}
+	return info, true, nil
+}
+
+func (l *pgLedger) Register(ctx context.Context, info CampaignInfo) error {
+	if err := checkInfo(&info); err != nil {
 		return err
 	}
-	err := l.withConn(ctx, func(conn *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, registerSQL, c.Campaign, c.Currency, c.Budget, int64(c.Tickets), time.Now().UnixMicro()); err != nil {
+	err := l.withConn(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, registerSQL, registerArgs(&info)...); err != nil {
 				return err
 			}
-			have := CampaignFigures{Campaign: c.Campaign}
-			var n int64
-			if err := tx.QueryRow(ctx, registeredSQL, c.Campaign).Scan(&have.Currency, &have.Budget, &n); err != nil {
+			have, ok, err := scanRegistered(info.Campaign, tx.QueryRow(ctx, registeredSQL, info.Campaign).Scan)
+			if err == nil && !ok {
+				err = fmt.Errorf("BUG: campaign %s has no generation after its registration", info.Campaign)
+			}
+			if err != nil {
 				return err
 			}
-			have.Tickets = uint64(n)
-			return conflictingFigures(have, c)
+			return CompareInfo(have, info)
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("record figures of %s: %w", c.Campaign, err)
+		return fmt.Errorf("register %s: %w", info.Campaign, err)
 	}
 	return nil
 }
 
-func (l *sqliteLedger) RecordFigures(ctx context.Context, c CampaignFigures) error {
-	if err := checkFigures(&c); err != nil {
+func (l *pgLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
+	var info CampaignInfo
+	var ok bool
+	err := l.withConn(ctx, func(c *pgx.Conn) error {
+		var err error
+		info, ok, err = scanRegistered(campaign, c.QueryRow(ctx, registeredSQL, campaign).Scan)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
+	}
+	return info, ok, nil
+}
+
+func (l *sqliteLedger) Register(ctx context.Context, info CampaignInfo) error {
+	if err := checkInfo(&info); err != nil {
 		return err
 	}
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, sqliteRegisterSQL, c.Campaign, c.Currency, c.Budget, int64(c.Tickets), time.Now().UnixMicro()); err != nil {
+		if _, err := tx.ExecContext(ctx, sqliteRegisterSQL, registerArgs(&info)...); err != nil {
 			return err
 		}
-		have := CampaignFigures{Campaign: c.Campaign}
-		var n int64
-		err := tx.QueryRowContext(ctx, sqliteRegisteredSQL, c.Campaign).Scan(&have.Currency, &have.Budget, &n)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("BUG: campaign %s not registered after its insert", c.Campaign)
+		have, ok, err := scanRegistered(info.Campaign, tx.QueryRowContext(ctx, sqliteRegisteredSQL, info.Campaign).Scan)
+		if err == nil && !ok {
+			err = fmt.Errorf("BUG: campaign %s has no generation after its registration", info.Campaign)
 		}
 		if err != nil {
 			return err
 		}
-		have.Tickets = uint64(n)
-		return conflictingFigures(have, c)
+		return CompareInfo(have, info)
 	})
 	if err != nil {
-		return fmt.Errorf("record figures of %s: %w", c.Campaign, err)
+		return fmt.Errorf("register %s: %w", info.Campaign, err)
 	}
 	return nil
+}
+
+func (l *sqliteLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
+	info, ok, err := scanRegistered(campaign, l.db.QueryRowContext(ctx, sqliteRegisteredSQL, campaign).Scan)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return CampaignInfo{}, false, nil
+	case err != nil:
+		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
+	}
+	return info, ok, nil
 }

@@ -251,42 +251,6 @@ func sqliteOverBudget(err error) error {
 	return err
 }
 
-func (l *sqliteLedger) Register(ctx context.Context, info CampaignInfo) error {
-	if err := checkInfo(&info); err != nil {
-		return err
-	}
-	err := l.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (campaign, generation, manifest_digest, registered_at)
-			VALUES (?, ?, ?, ?) ON CONFLICT (campaign) DO NOTHING`,
-			info.Campaign, info.Generation, info.ManifestDigest, time.Now().UnixMicro()); err != nil {
-			return err
-		}
-		have := CampaignInfo{Campaign: info.Campaign}
-		if err := tx.QueryRowContext(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = ?`,
-			info.Campaign).Scan(&have.Generation, &have.ManifestDigest); err != nil {
-			return err
-		}
-		return CompareInfo(have, info)
-	})
-	if err != nil {
-		return fmt.Errorf("register %s: %w", info.Campaign, err)
-	}
-	return nil
-}
-
-func (l *sqliteLedger) Registered(ctx context.Context, campaign string) (CampaignInfo, bool, error) {
-	info := CampaignInfo{Campaign: campaign}
-	err := l.db.QueryRowContext(ctx, `SELECT generation, manifest_digest FROM campaigns WHERE campaign = ?`, campaign).
-		Scan(&info.Generation, &info.ManifestDigest)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return CampaignInfo{}, false, nil
-	case err != nil:
-		return CampaignInfo{}, false, fmt.Errorf("registry %s: %w", campaign, err)
-	}
-	return info, true, nil
-}
-
 func (l *sqliteLedger) Checks(ctx context.Context, campaign string, perUser int) (Checks, error) {
 	var ch Checks
 	err := l.readSnapshot(ctx, func(c *sql.Conn) error {

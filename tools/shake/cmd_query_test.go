@@ -54,7 +54,7 @@ func TestQueryWholeProcess(t *testing.T) {
 	l, err := ledger.Open(ctx, dbURL)
 	verMust(t, err)
 	verMust(t, l.Fund(ctx, "cli", "CNY", 1000))
-	verMust(t, l.RecordFigures(ctx, ledger.CampaignFigures{Campaign: "cli", Currency: "CNY", Budget: 1000, Tickets: 4}))
+	verMust(t, l.Register(ctx, ledger.CampaignInfo{Campaign: "cli", Generation: strings.Repeat("1", 32), ManifestDigest: strings.Repeat("d", 64), Currency: "CNY", Budget: 1000, Tickets: 4}))
 	_, err = l.Post(ctx, []ledger.Posting{{Campaign: "cli", Ticket: 1, Amount: 321, Currency: "CNY", UID: 77, OpenedAt: time.Now()}})
 	verMust(t, err)
 	l.Close()
