@@ -135,13 +135,12 @@ func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra 
 	var logs strings.Builder
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
-	var mu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			mu.Lock()
+			settlerLogsMu.Lock()
 			logs.WriteString(sc.Text() + "\n")
-			mu.Unlock()
+			settlerLogsMu.Unlock()
 		}
 	}()
 	if err := cmd.Start(); err != nil {
@@ -156,6 +155,10 @@ func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra 
 	})
 	return cmd, &logs
 }
+
+// settlerLogsMu guards the log builders startSettler returns (read them with logText
+// while the settler runs).
+var settlerLogsMu sync.Mutex
 
 func settledTickets(t *testing.T, url, campaign string) int64 {
 	t.Helper()
