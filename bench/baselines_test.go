@@ -129,6 +129,7 @@ func sampleResult(t *testing.T) *Result {
 }
 
 func TestReportHTMLSelfContained(t *testing.T) {
+	t.Parallel() // sampleResult waits on two 1.2 s runs against a fake chain of its own
 	res := sampleResult(t)
 	var b bytes.Buffer
 	if err := WriteHTML(&b, res); err != nil {
@@ -154,6 +155,7 @@ func TestReportHTMLSelfContained(t *testing.T) {
 }
 
 func TestTextSummaryAndJSON(t *testing.T) {
+	t.Parallel() // sampleResult waits on two 1.2 s runs against a fake chain of its own
 	res := sampleResult(t)
 	var b bytes.Buffer
 	WriteText(&b, res)
@@ -187,6 +189,7 @@ func TestTextSummaryAndJSON(t *testing.T) {
 // TestReportShadesWindows: a marked window (the demo's pause) is shaded and labelled on
 // every time chart.
 func TestReportShadesWindows(t *testing.T) {
+	t.Parallel() // sampleResult waits on two 1.2 s runs against a fake chain of its own
 	res := sampleResult(t)
 	res.Windows = []Window{{Label: "paused", From: 0, To: 1}}
 	var b bytes.Buffer

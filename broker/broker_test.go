@@ -100,6 +100,7 @@ func TestProduceAndConsumerGroupRoundTrip(t *testing.T) {
 }
 
 func TestDataDirSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	b, err := Start(Config{Listen: "127.0.0.1:0", Partitions: 2, DataDir: dir})
 	if err != nil {

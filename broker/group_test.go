@@ -36,6 +36,7 @@ func member(t *testing.T, addr, group, clientID string) *kafkatest.Member {
 // settler killed while its restarted self was rejoining). Many groups run at once, so
 // the old behaviour fails this test with a probability of about 1 - 2^-10.
 func TestDeadJoinerLosesItsPartitions(t *testing.T) {
+	t.Parallel()
 	const parts, groups = 4, 10
 	b, err := Start(Config{Listen: "127.0.0.1:0", Partitions: parts})
 	if err != nil {

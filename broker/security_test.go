@@ -18,6 +18,7 @@ import (
 // mechanism, over plain text and over TLS. Without the ApiVersions patch librdkafka
 // refused with "SASL Handshake not supported by broker".
 func TestKcatSASL(t *testing.T) {
+	t.Parallel()
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
 		t.Skip("kcat not installed (Debian package kcat); CI installs it")

@@ -96,6 +96,7 @@ func waitAtTheEnd(t *testing.T, h *ticket.ShardHeader, end int64) {
 // reserved ahead and not yet handed out; the reservation must stay a small share of
 // what is left (1/64, or a few tickets at the very end), whatever the rate did.
 func TestProcessKillForfeitsSmallShare(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count, kills = 5000, 12
 	f := newFixture(t, shardSpec{count: count})
@@ -184,6 +185,7 @@ func runEdgeOnce(t *testing.T, f *fixture, state string, extra ...string) (int, 
 // unchanged, or a wiped volume's replacement run on an old one) is exit 2; a start
 // without the flag resumes where the last one stopped, after SIGTERM or kill -9.
 func TestProcessStateFileLifecycle(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	f := newFixture(t, shardSpec{count: 1000})
 	state := filepath.Join(f.dir, "edge.state")
@@ -277,6 +279,7 @@ func shakeOnce(t *testing.T, addr, auth string) (string, string) {
 // (limit_reached), asserted by the verifier's tests; this test pins the edge side, so
 // that nobody mistakes the edge's table for the rule.
 func TestProcessRestartForgetsWins(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	f := newFixture(t, shardSpec{count: 100, perUser: 1})
 	state := filepath.Join(f.dir, "edge.state")

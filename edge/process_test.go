@@ -216,6 +216,7 @@ func (c *crowd) check(t *testing.T) int {
 }
 
 func TestProcessDrainPoolAndSIGTERM(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 20000
 	f := newFixture(t, shardSpec{count: count})
@@ -254,6 +255,7 @@ func TestProcessDrainPoolAndSIGTERM(t *testing.T) {
 
 // TestProcessSIGTERMReturnsReservation: a clean stop mid-pool loses nothing.
 func TestProcessSIGTERMMidPool(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 50000
 	f := newFixture(t, shardSpec{count: count})
@@ -276,6 +278,7 @@ func TestProcessSIGTERMMidPool(t *testing.T) {
 }
 
 func TestProcessSIGKILLNeverTwice(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	const count = 40000
 	f := newFixture(t, shardSpec{count: count})
@@ -314,6 +317,7 @@ func TestProcessSIGKILLNeverTwice(t *testing.T) {
 }
 
 func TestProcessBadSessionsAndStartupErrors(t *testing.T) {
+	t.Parallel()
 	needBinary(t)
 	f := newFixture(t, shardSpec{count: 10})
 	state := filepath.Join(f.dir, "edge.state")

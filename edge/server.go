@@ -147,55 +147,13 @@ var keyFileName = regexp.MustCompile(`^edge-(\d+)\.key$`)
 // file (ErrState, ErrStateCorrupt, ErrStateForeign, ErrStateLocked, ErrStateMissing,
 // ErrStateExists) and the listen address (ErrListen).
 func New(cfg Config) (*Server, error) {
-	if cfg.Tickets == "" || cfg.Key == "" || cfg.SessionKey == "" || cfg.State == "" {
-		return nil, fmt.Errorf("%w: tickets, key, session key and state are required", ErrConfig)
-	}
-	if cfg.PerUser < PerUserFromShard || cfg.PerUser > MaxPerUser {
-		return nil, fmt.Errorf("%w: per-user limit %d outside 0..%d", ErrConfig, cfg.PerUser, MaxPerUser)
-	}
-	if cfg.PerUserCapacity > 1<<31 {
-		return nil, fmt.Errorf("%w: per-user capacity %d above %d", ErrConfig, cfg.PerUserCapacity, 1<<31)
-	}
-	if cfg.MaxInFlight < 0 || cfg.PerUserCapacity < 0 || cfg.RetryAfter < 0 || cfg.ReserveWait < 0 {
-		return nil, fmt.Errorf("%w: negative limit", ErrConfig)
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
-	if cfg.RetryAfter == 0 {
-		cfg.RetryAfter = DefaultRetryAfter
-	}
-	if cfg.ReserveWait == 0 {
-		cfg.ReserveWait = DefaultReserveWait
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = obs.DefaultShutdownTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("role", "edge"), now: cfg.Now, realTime: cfg.Now == nil}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	s.reg = cfg.Registry
-	if s.reg == nil {
-		s.reg = obs.NewRegistry()
-	}
-
-	t0 := time.Now()
-	sh, err := ticket.LoadShard(cfg.Tickets)
+	s, err := prepare(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrShard, err)
+		return nil, err
 	}
-	s.hdr, s.records = sh.Header, sh.Records
-	if err := checkRecords(&s.hdr, s.records); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrShard, cfg.Tickets, err)
-	}
-	if err := s.loadKeys(); err != nil {
+	cfg = s.cfg
+	t0 := time.Now()
+	if err := s.loadShard(); err != nil {
 		return nil, err
 	}
 	s.ttl = s.hdr.TTLSeconds
@@ -492,4 +450,89 @@ func (s *Server) Close() error {
 	}
 	s.srv.Close()
 	return s.close()
+}
+
+// prepare checks cfg, applies its defaults and returns the server to load into.
+func prepare(cfg Config) (*Server, error) {
+	if cfg.Tickets == "" || cfg.Key == "" || cfg.SessionKey == "" || cfg.State == "" {
+		return nil, fmt.Errorf("%w: tickets, key, session key and state are required", ErrConfig)
+	}
+	if cfg.PerUser < PerUserFromShard || cfg.PerUser > MaxPerUser {
+		return nil, fmt.Errorf("%w: per-user limit %d outside 0..%d", ErrConfig, cfg.PerUser, MaxPerUser)
+	}
+	if cfg.PerUserCapacity > 1<<31 {
+		return nil, fmt.Errorf("%w: per-user capacity %d above %d", ErrConfig, cfg.PerUserCapacity, 1<<31)
+	}
+	if cfg.MaxInFlight < 0 || cfg.PerUserCapacity < 0 || cfg.RetryAfter < 0 || cfg.ReserveWait < 0 {
+		return nil, fmt.Errorf("%w: negative limit", ErrConfig)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = DefaultRetryAfter
+	}
+	if cfg.ReserveWait == 0 {
+		cfg.ReserveWait = DefaultReserveWait
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = obs.DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("role", "edge"), now: cfg.Now, realTime: cfg.Now == nil}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.reg = cfg.Registry
+	if s.reg == nil {
+		s.reg = obs.NewRegistry()
+	}
+
+	return s, nil
+}
+
+// loadShard loads the shard (its checksum, header and records: ErrShard) and the keys
+// (loadKeys).
+func (s *Server) loadShard() error {
+	sh, err := ticket.LoadShard(s.cfg.Tickets)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrShard, err)
+	}
+	s.hdr, s.records = sh.Header, sh.Records
+	if err := checkRecords(&s.hdr, s.records); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrShard, s.cfg.Tickets, err)
+	}
+	return s.loadKeys()
+}
+
+// Check is New for --dry-run: it runs the same loading and checks (the config, the
+// shard, both keys, and the state file read-only: inspectState), binds nothing and
+// writes nothing, and returns one line per check. The caller checks the switches file
+// and the listen addresses.
+func Check(cfg Config) ([]string, error) {
+	s, err := prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.loadShard(); err != nil {
+		return nil, err
+	}
+	h := &s.hdr
+	var lines []string
+	lines = append(lines,
+		fmt.Sprintf("shard %s: campaign %s shard %d of %d, tickets %d..%d, amount %d, %d round(s), per_user %d, checksum and header valid",
+			s.cfg.Tickets, h.Campaign, h.Shard, h.Shards, h.FirstTicket, h.FirstTicket+h.Count-1, h.Amount, len(h.RoundRanges), h.PerUser),
+		fmt.Sprintf("key %s seals and opens this shard's tokens", s.cfg.Key),
+		fmt.Sprintf("session key %s", s.cfg.SessionKey))
+	st, err := inspectState(s.cfg.State, h, s.cfg.InitState)
+	if err != nil {
+		return lines, err
+	}
+	lines = append(lines, "state "+st)
+	return lines, nil
 }

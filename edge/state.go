@@ -340,6 +340,11 @@ func writeInitial(f *os.File, h *ticket.ShardHeader) error {
 	return f.Sync()
 }
 
+// stateExists is the error for a start with --init-state on an existing file.
+func stateExists(path string) error {
+	return fmt.Errorf("%w: %s (--init-state is for a shard's very first start and never replaces a state file: start without it to resume from the file)", ErrStateExists, path)
+}
+
 // missingState is the error for a start without --init-state on a missing file.
 func missingState(path string) error {
 	note := ""
@@ -386,22 +391,9 @@ func openState(path string, h *ticket.ShardHeader, init bool) (*stateFile, error
 		return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
 	}
 	sf := &stateFile{path: path, f: f, rounds: rounds, slotLen: slotSize(rounds)}
-	if st.Size() == 0 || neverWritten(f, st.Size(), rounds, sf.slotLen) {
-		// Not treated as new: a file emptied by mistake looks just like this, and
-		// starting afresh on it would hand the shard out again.
-		return nil, fmt.Errorf("%w: %s is empty or was never written, so it cannot tell which tickets were handed out (a truncated file, or the first start of an older shake killed before it completed); if no ticket of this shard was ever handed out, remove it and start with --init-state", ErrStateCorrupt, path)
-	}
-	prev, err := readSnapshot(f, st.Size(), path)
+	prev, err := checkState(f, st.Size(), path, h)
 	if err != nil {
 		return nil, err
-	}
-	if prev.ID != id {
-		return nil, fmt.Errorf("%w: %s was written for campaign %q shard %d (first ticket %d, %d tickets), this is campaign %q shard %d (first ticket %d, %d tickets)%s",
-			ErrStateForeign, path, prev.ID.Campaign, prev.ID.Shard, prev.ID.FirstTicket, prev.ID.Count,
-			id.Campaign, id.Shard, id.FirstTicket, id.Count, sameLayoutNote(prev.ID, id))
-	}
-	if st.Size() != stateFileSize(rounds) {
-		return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrStateCorrupt, path, st.Size(), stateFileSize(rounds))
 	}
 	region, err := syscall.Mmap(int(f.Fd()), 2*sf.slotLen, int(regionSize(rounds)), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
@@ -417,6 +409,88 @@ func openState(path string, h *ticket.ShardHeader, init bool) (*stateFile, error
 	}
 	ok = true
 	return sf, nil
+}
+
+// checkState reads the state file f of size bytes, without writing, and returns its
+// newest snapshot once it is proven to be this shard's (h) and complete: not empty or
+// never written (ErrStateCorrupt), a valid slot, the same identity (ErrStateForeign)
+// and the layout's size.
+func checkState(f *os.File, size int64, path string, h *ticket.ShardHeader) (*stateSnapshot, error) {
+	id := identityOf(h)
+	rounds := len(h.RoundRanges)
+	if size == 0 || neverWritten(f, size, rounds, slotSize(rounds)) {
+		// Not treated as new: a file emptied by mistake looks just like this, and
+		// starting afresh on it would hand the shard out again.
+		return nil, fmt.Errorf("%w: %s is empty or was never written, so it cannot tell which tickets were handed out (a truncated file, or the first start of an older shake killed before it completed); if no ticket of this shard was ever handed out, remove it and start with --init-state", ErrStateCorrupt, path)
+	}
+	prev, err := readSnapshot(f, size, path)
+	if err != nil {
+		return nil, err
+	}
+	if prev.ID != id {
+		return nil, fmt.Errorf("%w: %s was written for campaign %q shard %d (first ticket %d, %d tickets), this is campaign %q shard %d (first ticket %d, %d tickets)%s",
+			ErrStateForeign, path, prev.ID.Campaign, prev.ID.Shard, prev.ID.FirstTicket, prev.ID.Count,
+			id.Campaign, id.Shard, id.FirstTicket, id.Count, sameLayoutNote(prev.ID, id))
+	}
+	if size != stateFileSize(rounds) {
+		return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrStateCorrupt, path, size, stateFileSize(rounds))
+	}
+	return prev, nil
+}
+
+// inspectState is openState for --dry-run: the same checks, read-only. With init the
+// file must not exist and its directory must let it be created; without, it must exist,
+// not be locked by a running edge, and pass checkState. It describes what it found.
+func inspectState(path string, h *ticket.ShardHeader, init bool) (string, error) {
+	if init {
+		if _, err := os.Lstat(path); err == nil {
+			return "", stateExists(path)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w: %s: %v", ErrState, path, err)
+		}
+		dir := filepath.Dir(path)
+		if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
+			return "", fmt.Errorf("%w: %s cannot be created: directory %s: %v", ErrState, path, dir, err)
+		}
+		return fmt.Sprintf("%s does not exist: --init-state creates it (the shard's first start)", path), nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", missingState(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	defer f.Close()
+	if err := syscall.Access(path, 2); err != nil { // W_OK: the start writes it
+		return "", fmt.Errorf("%w: %s is not writable: %v", ErrState, path, err)
+	}
+	// A shared lock conflicts only with a running edge's exclusive one; released at close.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return "", fmt.Errorf("%w: %s (an edge is running on it)", ErrStateLocked, path)
+		}
+		return "", fmt.Errorf("%w: %s: lock: %v", ErrState, path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	prev, err := checkState(f, st.Size(), path, h)
+	if err != nil {
+		return "", err
+	}
+	var reserved, lost uint64
+	for _, r := range prev.Rounds {
+		reserved += r.Reserved
+		lost += r.Lost
+	}
+	stop := "crashed or killed (the next start counts what it reserved but never handed out as lost)"
+	if prev.Clean {
+		stop = "stopped cleanly"
+	}
+	return fmt.Sprintf("%s: this shard's, incarnation %d, %d of %d tickets reserved so far, %d lost, last run %s",
+		path, prev.Gen, reserved, h.Count, lost, stop), nil
 }
 
 func sameLayoutNote(a, b stateIdentity) string {

@@ -31,6 +31,7 @@ func openLedger(t *testing.T, dir string) ledger.Ledger {
 // (without shard files, as it ran without --key) posted every one whose amount was in
 // [min, max]. Now each is dead-lettered bad_signature and only genuine claims are paid.
 func TestAttackForgedClaimsViaTopic(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "forge", []uint64{50, 50}, time.Now().Add(time.Hour))
@@ -92,6 +93,7 @@ func TestAttackForgedClaimsViaTopic(t *testing.T) {
 // reconcile reports conflicting_claims with ok false. The first user's redelivered claim
 // stays a silent duplicate.
 func TestAttackConflictViaTopic(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "twice", []uint64{50}, time.Now().Add(time.Hour))
@@ -128,6 +130,7 @@ func (l *lowFundLedger) Fund(ctx context.Context, campaign, currency string, _ i
 // holds. The ledger refuses the batch; the settler must neither retry it forever nor
 // pay beyond the budget: it posts claim by claim and dead-letters what does not fit.
 func TestOverBudgetNeverStallsOrGoesNegative(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "broke", []uint64{50}, time.Now().Add(time.Hour))

@@ -89,6 +89,7 @@ func produceClaims(t *testing.T, addr string, c *testCampaign, ids ...uint64) {
 // length and SHA-256 and where it is (it stays in the claims topic), and the claims
 // after it are posted.
 func TestPoisonedMessageDoesNotStopSettlement(t *testing.T) {
+	t.Parallel()
 	var deny atomic.Bool
 	addr, c, r := poisonSettler(t, &deny)
 	poison := bytes.Repeat([]byte{0xff, 0, 0, 0}, 200<<10/4)
@@ -138,6 +139,7 @@ func TestPoisonedMessageDoesNotStopSettlement(t *testing.T) {
 // the topic takes writes again, dead letters go there and the settler is ready again.
 // Before, the write was retried for ever and settlement stopped.
 func TestDeadLetterTopicUnwritable(t *testing.T) {
+	t.Parallel()
 	var deny atomic.Bool
 	deny.Store(true)
 	addr, c, r := poisonSettler(t, &deny)

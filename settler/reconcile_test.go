@@ -104,6 +104,7 @@ func settleAs(t *testing.T, l ledger.Ledger, c *testCampaign, uid uint64, ids ..
 }
 
 func TestReconcileCatchesTampering(t *testing.T) {
+	t.Parallel()
 	c := makeCampaign(t, t.TempDir(), "rec", []uint64{100, 50}, time.Now().Add(time.Hour))
 	var ids []uint64
 	for id := uint64(1); id <= 150; id += 3 {
@@ -170,6 +171,7 @@ func TestReconcileMissingShardFile(t *testing.T) {
 }
 
 func TestRefundOnceAfterExpiry(t *testing.T) {
+	t.Parallel()
 	for backend, url := range ledgerURLs(t) {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
@@ -261,6 +263,7 @@ func TestReconcilePerUserAndConflicts(t *testing.T) {
 // manifest's digest, so reconcile and refund refuse the changed one, without any key.
 // A campaign id generated again (another generation) is refused the same way.
 func TestAttackTamperedManifestRefused(t *testing.T) {
+	t.Parallel()
 	for backend, url := range ledgerURLs(t) {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()

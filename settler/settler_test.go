@@ -139,6 +139,7 @@ func (r *run) waitSeen(t *testing.T, n uint64) {
 }
 
 func TestSettlerEndToEnd(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "e2e", []uint64{1500, 1500}, time.Now().Add(time.Hour))
@@ -221,6 +222,7 @@ func TestSettlerEndToEnd(t *testing.T) {
 }
 
 func TestSettlerBreakerStopsAndRecovers(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "brk", []uint64{600}, time.Now().Add(time.Hour))
@@ -274,6 +276,7 @@ func TestSettlerBreakerStopsAndRecovers(t *testing.T) {
 // TestSettlerGroupSharesPartitions runs two settlers in one group: together they post
 // every claim exactly once.
 func TestSettlerGroupSharesPartitions(t *testing.T) {
+	t.Parallel()
 	addr := startBroker(t)
 	dir := t.TempDir()
 	c := makeCampaign(t, dir, "grp", []uint64{1200}, time.Now().Add(time.Hour))

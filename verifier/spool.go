@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"shake/ticket"
 )
@@ -178,6 +180,41 @@ func openSpool(dir string, maxBytes, segBytes int64, each func(key, value []byte
 		return nil, err
 	}
 	return s, nil
+}
+
+// inspectSpool is openSpool for --dry-run, without writing: the directory exists and is
+// writable (or can be created), and holds nothing but segments; it says how many.
+func inspectSpool(dir string) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(dir)
+		if err := syscall.Access(parent, 2|1); err != nil { // W_OK|X_OK
+			return "", fmt.Errorf("cannot create spool %s: %s: %w", dir, parent, err)
+		}
+		return fmt.Sprintf("%s does not exist: a start creates it", dir), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cannot read spool %s: %w", dir, err)
+	}
+	if err := syscall.Access(dir, 2|1); err != nil {
+		return "", fmt.Errorf("spool %s is not writable: %w", dir, err)
+	}
+	var n int
+	var bytes int64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, segSuffix) {
+			continue
+		}
+		if q, err := strconv.ParseUint(strings.TrimSuffix(name, segSuffix), 10, 64); err != nil || q == 0 {
+			return "", fmt.Errorf("%w: unexpected file %s in spool %s", ErrSpoolCorrupt, name, dir)
+		}
+		if fi, err := e.Info(); err == nil {
+			bytes += fi.Size()
+		}
+		n++
+	}
+	return fmt.Sprintf("%s: writable, %d segment(s), %d bytes (a start replays what they hold)", dir, n, bytes), nil
 }
 
 // scanSegment validates the records of one segment, calling fn for each, and returns

@@ -149,103 +149,11 @@ var resultStatus = [numResults]int{200, 200, 401, 400, 413, 422, 403, 410, 409, 
 // served once that is done. Call Run to serve, or Close to release everything without
 // serving.
 func New(cfg Config) (*Server, error) {
-	started := time.Now()
-	if cfg.Topic == "" {
-		cfg.Topic = "shake.claims"
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:8081"
-	}
-	if len(cfg.Brokers) == 0 {
-		return nil, errors.New("verifier: no Kafka brokers given")
-	}
-	if cfg.Spool == "" {
-		return nil, errors.New("verifier: no spool directory given")
-	}
-	setDefault(&cfg.QueueSize, 16384)
-	setDefault(&cfg.BatchMax, 1024)
-	setDefault(&cfg.Producers, 4)
-	setDefaultD(&cfg.BatchTimeout, time.Millisecond)
-	setDefaultD(&cfg.KafkaTimeout, 2*time.Second)
-	setDefaultD(&cfg.DownFor, 5*time.Second)
-	setDefaultD(&cfg.RetryAfter, time.Second)
-	if cfg.UIDShard.Count == 0 {
-		cfg.UIDShard = UIDShard{Index: 0, Count: 1}
-	}
-	if cfg.UIDShard.Count > MaxUIDShards || cfg.UIDShard.Index >= cfg.UIDShard.Count {
-		return nil, fmt.Errorf("verifier: bad uid shard %d/%d", cfg.UIDShard.Index, cfg.UIDShard.Count)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = obs.NewRegistry()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	ck, err := ticket.ReadKeyFile(cfg.Key)
+	s, err := prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
-	man, err := ticket.LoadManifestKey(cfg.Manifest, ck)
-	if err != nil {
-		return nil, err
-	}
-	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range []string{cfg.Key, cfg.SessionKey} {
-		// A key other users can read lets any of them forge sessions or claims.
-		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
-			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
-		}
-	}
-	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now,
-		started: started}
-	if man.IssueUntil.IsZero() || man.ExpiresAt.IsZero() {
-		return nil, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest)
-	}
-	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
-	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
-	}
-	keys := make([][]byte, len(man.Shards))
-	firsts := make([]uint64, len(man.Shards))
-	counts := make([]uint64, len(man.Shards))
-	for i, sh := range man.Shards {
-		if keys[i], err = ticket.ShardKey(ck, man.Campaign, man.Generation, i); err != nil {
-			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
-		}
-		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
-		if err := ticket.CheckShardKey(keys[i], man.Campaign, i, sh.KeyCheck); err != nil {
-			return nil, fmt.Errorf("campaign key %s is not the key manifest %s was generated with: %w", cfg.Key, cfg.Manifest, err)
-		}
-		firsts[i], counts[i] = sh.FirstTicket, sh.Count
-	}
-	if s.opener, err = ticket.NewOpener(keys); err != nil {
-		return nil, err
-	}
-	mk, err := ticket.MACKey(ck, man.Campaign, man.Generation)
-	if err != nil {
-		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
-	}
-	if s.mac, err = ticket.NewTicketMAC(mk, man.Campaign); err != nil {
-		return nil, err
-	}
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
-	s.table = newClaimTable(firsts, counts, binary.LittleEndian.Uint64(seed[:]))
-	if s.signer, err = man.ClaimSigner(ck); err != nil {
-		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
-	}
-	if man.PerUser > 0 {
-		// Every entry holds at least one ticket opened by one of this verifier's users:
-		// size for this verifier's share of the campaign's tickets.
-		s.users = newUserTable(man.Count/cfg.UIDShard.Count+1, man.PerUser)
-	}
+	cfg = s.cfg
 	reg := cfg.Registry
 	s.registerRebuildMetrics(reg)
 
@@ -281,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		s.dur.close()
 		return nil, err
 	}
+	man := s.man
 	s.log.Info("verifier started; rebuilding from the claims topic", "campaign", man.Campaign,
 		"shards", len(man.Shards), "tickets", man.Count, "uid_shard", cfg.UIDShard.String(),
 		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
@@ -568,4 +477,130 @@ func (s *Server) appendOpened(o *op) {
 	b = append(b, s.currency...)
 	b = append(b, `"}`...)
 	o.resp = b
+}
+
+// prepare checks cfg, applies its defaults, and loads and proves the keys and the
+// manifest: everything New does before it touches the spool, Kafka or a socket.
+func prepare(cfg Config) (*Server, error) {
+	started := time.Now()
+	if cfg.Topic == "" {
+		cfg.Topic = "shake.claims"
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8081"
+	}
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("verifier: no Kafka brokers given")
+	}
+	if cfg.Spool == "" {
+		return nil, errors.New("verifier: no spool directory given")
+	}
+	setDefault(&cfg.QueueSize, 16384)
+	setDefault(&cfg.BatchMax, 1024)
+	setDefault(&cfg.Producers, 4)
+	setDefaultD(&cfg.BatchTimeout, time.Millisecond)
+	setDefaultD(&cfg.KafkaTimeout, 2*time.Second)
+	setDefaultD(&cfg.DownFor, 5*time.Second)
+	setDefaultD(&cfg.RetryAfter, time.Second)
+	if cfg.UIDShard.Count == 0 {
+		cfg.UIDShard = UIDShard{Index: 0, Count: 1}
+	}
+	if cfg.UIDShard.Count > MaxUIDShards || cfg.UIDShard.Index >= cfg.UIDShard.Count {
+		return nil, fmt.Errorf("verifier: bad uid shard %d/%d", cfg.UIDShard.Index, cfg.UIDShard.Count)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = obs.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ck, err := ticket.ReadKeyFile(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	man, err := ticket.LoadManifestKey(cfg.Manifest, ck)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+		// A key other users can read lets any of them forge sessions or claims.
+		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
+			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
+		}
+	}
+	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now,
+		started: started}
+	if man.IssueUntil.IsZero() || man.ExpiresAt.IsZero() {
+		return nil, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest)
+	}
+	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
+	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
+	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
+		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
+	}
+	keys := make([][]byte, len(man.Shards))
+	firsts := make([]uint64, len(man.Shards))
+	counts := make([]uint64, len(man.Shards))
+	for i, sh := range man.Shards {
+		if keys[i], err = ticket.ShardKey(ck, man.Campaign, man.Generation, i); err != nil {
+			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+		}
+		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
+		if err := ticket.CheckShardKey(keys[i], man.Campaign, i, sh.KeyCheck); err != nil {
+			return nil, fmt.Errorf("campaign key %s is not the key manifest %s was generated with: %w", cfg.Key, cfg.Manifest, err)
+		}
+		firsts[i], counts[i] = sh.FirstTicket, sh.Count
+	}
+	if s.opener, err = ticket.NewOpener(keys); err != nil {
+		return nil, err
+	}
+	mk, err := ticket.MACKey(ck, man.Campaign, man.Generation)
+	if err != nil {
+		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+	}
+	if s.mac, err = ticket.NewTicketMAC(mk, man.Campaign); err != nil {
+		return nil, err
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	s.table = newClaimTable(firsts, counts, binary.LittleEndian.Uint64(seed[:]))
+	if s.signer, err = man.ClaimSigner(ck); err != nil {
+		return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+	}
+	if man.PerUser > 0 {
+		// Every entry holds at least one ticket opened by one of this verifier's users:
+		// size for this verifier's share of the campaign's tickets.
+		s.users = newUserTable(man.Count/cfg.UIDShard.Count+1, man.PerUser)
+	}
+	return s, nil
+}
+
+// Check is New for --dry-run: the same configuration, key and manifest checks
+// (prepare), and the spool looked at without writing (its directory writable or
+// creatable, only segment files in it). It binds nothing, writes nothing and produces
+// nothing; it returns one line per check.
+func Check(cfg Config) ([]string, error) {
+	s, err := prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := s.man
+	lines := []string{
+		fmt.Sprintf("manifest %s: campaign %s generation %s, %d tickets in %d shards, per_user %d, signature valid", s.cfg.Manifest, m.Campaign, m.Generation, m.Count, len(m.Shards), m.PerUser),
+		fmt.Sprintf("key %s derives every shard's key of the manifest (key checks pass)", s.cfg.Key),
+		fmt.Sprintf("session-key %s", s.cfg.SessionKey),
+		fmt.Sprintf("uid-shard %s", s.cfg.UIDShard),
+	}
+	sp, err := inspectSpool(s.cfg.Spool)
+	if err != nil {
+		return lines, err
+	}
+	return append(lines, "spool "+sp), nil
 }

@@ -87,6 +87,7 @@ type promQuery struct {
 // posting is corrupted behind the watcher's back (the time from the fault to the alert
 // is logged). Bounded to about a minute.
 func TestLivePrometheus(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts the whole chain and a Prometheus")
 	}

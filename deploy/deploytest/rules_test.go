@@ -22,6 +22,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 // TestPromtoolTestRules runs the alert unit tests and checks that every alert has one.
 func TestPromtoolTestRules(t *testing.T) {
+	t.Parallel()
 	promtool := tool(t, "promtool", "prometheus")
 	dir := filepath.Join(deployDir(t), "prometheus")
 	cmd := exec.Command(promtool, "test", "rules", "rules_test.yml")

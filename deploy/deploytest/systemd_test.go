@@ -12,6 +12,7 @@ import (
 // 0, the binary path pointed at a freshly built shake) and fails on any complaint:
 // systemd only warns, and exits 0, on a directive it ignores.
 func TestSystemdVerify(t *testing.T) {
+	t.Parallel()
 	analyze := tool(t, "systemd-analyze", "systemd")
 	bin := shakeBinary(t)
 	units, err := filepath.Glob(filepath.Join(deployDir(t), "systemd", "*.service"))

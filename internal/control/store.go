@@ -180,6 +180,10 @@ func (s *Store) Reload() error {
 	return s.applyLocked(d, "sighup", false)
 }
 
+// ReadFile reads and validates a switches file as a start loads it, without applying
+// it (the servers' --dry-run). A missing file is an error wrapping os.ErrNotExist.
+func ReadFile(path string) (*ticket.Switches, error) { return readFile(path) }
+
 // readFile reads and validates a switches file.
 func readFile(path string) (*ticket.Switches, error) {
 	f, err := os.Open(path)

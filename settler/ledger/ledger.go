@@ -48,6 +48,9 @@ var (
 	// ErrManifestChanged reports a manifest whose digest is not the one the campaign was
 	// registered (funded) with.
 	ErrManifestChanged = errors.New("the manifest differs from the one this ledger was funded with")
+	// ErrSchemaNewer reports a ledger migrated by a newer shake than this one: this
+	// binary does not know that schema and must not write to it (nor migrate it back).
+	ErrSchemaNewer = errors.New("the ledger's schema is newer than this shake knows")
 )
 
 // CampaignInfo is what the settler's manifest says about a campaign, recorded once in
@@ -178,16 +181,25 @@ func Open(ctx context.Context, url string) (Ledger, error) {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
 		return openPostgres(ctx, url)
 	case strings.HasPrefix(url, "sqlite://"):
-		path := strings.TrimPrefix(url, "sqlite://")
-		if q := strings.IndexByte(path, '?'); q >= 0 {
-			path = path[:q]
-		}
-		if path == "" || path == "/" {
-			return nil, fmt.Errorf("%w: no path in %q", ErrBadURL, url)
+		path, err := sqlitePath(url)
+		if err != nil {
+			return nil, err
 		}
 		return openSQLite(ctx, path)
 	}
 	return nil, fmt.Errorf("%w: got %q", ErrBadURL, url)
+}
+
+// sqlitePath is the file of a sqlite:///path/ledger.db URL.
+func sqlitePath(url string) (string, error) {
+	path := strings.TrimPrefix(url, "sqlite://")
+	if q := strings.IndexByte(path, '?'); q >= 0 {
+		path = path[:q]
+	}
+	if path == "" || path == "/" {
+		return "", fmt.Errorf("%w: no path in %q", ErrBadURL, url)
+	}
+	return path, nil
 }
 
 // BudgetAccount names the campaign's budget account.

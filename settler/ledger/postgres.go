@@ -106,6 +106,15 @@ func pgMigrate(ctx context.Context, c *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
+	// A ledger a newer shake migrated is not this binary's to write: refuse it before
+	// any statement of this version runs on it.
+	applied, err := pgSchemaVersion(ctx, c)
+	if err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	if err := checkSchemaVersion(applied, len(ms)); err != nil {
+		return err
+	}
 	for _, m := range ms {
 		err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			// Serialise concurrent starters (several settlers, reconcile) on one lock.

@@ -60,6 +60,13 @@ func (l *sqliteLedger) migrate(ctx context.Context) error {
 	if _, err := l.db.ExecContext(ctx, migrationTable); err != nil {
 		return fmt.Errorf("cannot create schema_migrations: %w", err)
 	}
+	applied, err := sqliteSchemaVersion(ctx, l.db)
+	if err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	if err := checkSchemaVersion(applied, len(ms)); err != nil {
+		return err
+	}
 	for _, m := range ms {
 		err := l.inTx(ctx, func(tx *sql.Tx) error {
 			var n int

@@ -97,6 +97,7 @@ func survivesIdleFlood(t *testing.T, p *serverProc, public, admin string, fresh 
 // TestAttackIdleConnectionsEdge: before the fix, fasthttp treated EMFILE on accept as
 // fatal and the edge exited.
 func TestAttackIdleConnectionsEdge(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}
@@ -115,6 +116,7 @@ func TestAttackIdleConnectionsEdge(t *testing.T) {
 
 // TestAttackIdleConnectionsVerifier is the same attack against the verifier.
 func TestAttackIdleConnectionsVerifier(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}

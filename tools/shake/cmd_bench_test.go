@@ -74,6 +74,7 @@ func benchFakes(t *testing.T) (edge, verifier, keyPath string, opened *atomic.In
 }
 
 func TestBenchCommand(t *testing.T) {
+	t.Parallel()
 	edge, verifier, keyPath, opened := benchFakes(t)
 	dir := t.TempDir()
 	jsonPath, reportPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")

@@ -60,6 +60,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 // checks that the good ones are moved back exactly once, the tampered ones are left,
 // and a settler with the right manifest then posts every good ticket once.
 func TestDLQListAndRedrive(t *testing.T) {
+	t.Parallel()
 	const count = 500
 	e := newSettlerEnv(t, count)
 	wrong := filepath.Join(e.dir, "wrong")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	"shake/edge"
 	"shake/internal/obs"
@@ -60,7 +61,13 @@ state file that is missing (without --init-state), exists (with it), is corrupt,
 locked, unwritable or another shard's, or a listen address that cannot be bound.
 SIGTERM or SIGINT: stop accepting, finish in-flight requests, sync the state file,
 exit 0.
-` + serverFlagsUsage
+
+With --dry-run the edge loads the shard (checksum, header, records against the header's
+total), proves the shard key on a probe token, reads the session key, checks the state
+file read-only (absent with --init-state and its directory writable; present without
+it, not locked by a running edge, this shard's, not corrupt) and the switches file, and
+binds and closes --listen and --admin-listen.
+` + dryRunUsage + serverFlagsUsage
 
 func runEdge(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("edge", edgeUsage, stderr)
@@ -76,6 +83,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	dryRun := fs.Bool("dry-run", false, "load and check everything (shard, keys, state file, switches, listen addresses), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -101,11 +109,15 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "edge: --per-user-capacity must be >= 0")
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
-	srv, err := edge.New(edge.Config{
+	cfg := edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
 		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
-	})
+	}
+	if *dryRun {
+		return edgeDryRun(newStartCheck(fs, true, stdout), cfg, *sf.adminKey)
+	}
+	srv, err := edge.New(cfg)
 	if err != nil {
 		return usageError(stderr, "edge: %v", err)
 	}
@@ -116,6 +128,53 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// edgeDryRun is the edge's --dry-run: edge.Check (the shard, the keys, the state file
+// read-only), the switches file, and both listen addresses bound and closed.
+func edgeDryRun(chk *startCheck, cfg edge.Config, adminKey string) int {
+	if adminKey != "" {
+		chk.ok("admin key", "%s", adminKey)
+	}
+	lines, err := edge.Check(cfg)
+	for _, l := range lines {
+		what, rest, _ := strings.Cut(l, " ")
+		if strings.HasPrefix(l, "session key ") {
+			what, rest = "session key", strings.TrimPrefix(l, "session key ")
+		}
+		chk.ok(what, "%s", rest)
+	}
+	if err != nil {
+		return chk.fail("%s: %v", edgeErrFlag(err), err)
+	}
+	if d, err := checkSwitchesFile(cfg.Switches.File); err != nil {
+		return chk.fail("--switches: %v", err)
+	} else {
+		chk.ok("switches", "%s", d)
+	}
+	for _, l := range []struct{ flag, addr string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.HTTP.AdminListen}} {
+		if a, err := bindCheck(l.addr); err != nil {
+			return chk.fail("%s: %v", l.flag, err)
+		} else {
+			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
+		}
+	}
+	return chk.done()
+}
+
+// edgeErrFlag names the flag an edge start-up error is about.
+func edgeErrFlag(err error) string {
+	switch {
+	case errors.Is(err, edge.ErrShard):
+		return "--tickets"
+	case errors.Is(err, edge.ErrKey):
+		return "--key"
+	case errors.Is(err, edge.ErrSessionKey):
+		return "--session-key"
+	case errors.Is(err, edge.ErrConfig):
+		return "config"
+	}
+	return "--state"
 }
 
 // perUserFlag is --per-user: unset means the campaign's per_user from the shard header.

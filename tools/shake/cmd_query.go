@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"shake/internal/obs"
 	"shake/query"
+	"shake/settler/ledger"
 	"shake/ticket"
 )
 
@@ -44,6 +46,13 @@ migrates: the ledger must already carry this version's schema (start the settler
   Retry-After when the ledger does not answer within --db-timeout or more than
   --max-in-flight requests are in progress.
 
+--dry-run looks at the ledger read-only (one attempt within 5 s: reachable, the schema
+of this version; a PostgreSQL ledger is then opened and closed by the server's own
+reader; a SQLite file only read, since opening it as the server does creates its -wal
+and -shm files), reads the session key, binds and closes --listen and
+--admin-listen, prints one "ok" line per check and exits 0, or one line naming the flag
+and exit 2.
+
 Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen. SIGTERM
 or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 `
@@ -58,6 +67,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
 	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	dryRun := fs.Bool("dry-run", false, "check the session key, the listen addresses and the ledger (reachable within 5s, this version's schema), print what was checked, exit 0 or 2; serve nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -78,8 +88,33 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "query: --session-key: %v", err)
 	}
+	chk := newStartCheck(fs, *dryRun, stdout)
+	chk.ok("session-key", "%s", *sessionKey)
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
-	octx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	openTimeout := 15 * time.Second
+	if *dryRun {
+		openTimeout = dryRunLedgerTimeout
+	}
+	if *dryRun {
+		// A read-only look that leaves no file behind (opening a WAL SQLite file, even
+		// read-only, creates its -wal and -shm files): the schema must be this version's.
+		pctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
+		p, err := ledger.ProbeLedger(pctx, *ledgerURL, "")
+		cancel()
+		switch {
+		case err != nil:
+			return chk.fail("--ledger: %v", err)
+		case !p.Exists:
+			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", *ledgerURL)
+		case p.Version < p.Latest:
+			return chk.fail("--ledger: schema version %d, this query server reads version %d: start the settler of this version once to migrate it", p.Version, p.Latest)
+		}
+		if p.Backend == "sqlite" {
+			chk.ok("ledger", "sqlite reachable, read-only, schema version %d (current)", p.Version)
+			return queryDryRunListen(chk, *listen, *adminListen)
+		}
+	}
+	octx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	rd, err := query.OpenReader(octx, *ledgerURL, *conns)
 	cancel()
 	if err != nil {
@@ -94,6 +129,12 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 			rd.Close()
 			return usageError(stderr, "query: --admin-listen: %v", err)
 		}
+	}
+	if *dryRun {
+		// The same reader the server uses (read-only, never migrates) opened and closed.
+		rd.Close()
+		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(*ledgerURL))
+		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
 		HTTP: httpCfg, Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
@@ -110,4 +151,33 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// ledgerScheme is the backend a ledger URL names, for messages that must not print
+// the URL (it may hold a password).
+func ledgerScheme(u string) string {
+	if i := strings.Index(u, "://"); i > 0 {
+		return u[:i]
+	}
+	return "ledger"
+}
+
+// queryDryRunListen ends the query server's --dry-run: both listen addresses bound and
+// closed.
+func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
+	if adminListen == "" {
+		a, err := obs.DefaultAdminListen(listen)
+		if err != nil {
+			return chk.fail("--admin-listen: %v", err)
+		}
+		adminListen = a
+	}
+	for _, l := range []struct{ flag, addr string }{{"--listen", listen}, {"--admin-listen", adminListen}} {
+		if a, err := bindCheck(l.addr); err != nil {
+			return chk.fail("%s: %v", l.flag, err)
+		} else {
+			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
+		}
+	}
+	return chk.done()
 }

@@ -57,6 +57,12 @@ shake_reconcile_last_run_timestamp_seconds, shake_reconcile_runs_total{result} a
 shake_reconcile_duration_seconds; /readyz is 200 while the last check completed. It
 exits 0 on SIGTERM.
 
+--dry-run (with or without --watch) checks the manifest (its signature with --key), the
+shard files next to it (checksums, headers against the manifest), the ledger read-only
+within 5 s (reachable, its schema version, the campaign's registration against the
+manifest; never created or migrated) and, with --watch, that --listen can be bound; one
+"ok" line per check, exit 0, or one line naming the flag and exit 2.
+
 Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable ledger.
 `
 
@@ -70,6 +76,7 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
 	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
 	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	dryRun := fs.Bool("dry-run", false, "check the manifest, the shard files, the ledger (read-only, within 5s) and, with --watch, --listen; print what was checked, exit 0 or 2; reconcile nothing")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -103,6 +110,9 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
+	}
+	if *dryRun {
+		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, *ledgerURL, *watch, *listen, *keyPath != "")
 	}
 	if *watch > 0 {
 		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, manifest: m, dir: filepath.Dir(*manifestPath),
@@ -145,4 +155,29 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// reconcileDryRun is reconcile's --dry-run: what a check would read, read-only.
+func reconcileDryRun(chk *startCheck, m *ticket.Manifest, manifestPath, ledgerURL string, watch time.Duration, listen string, signed bool) int {
+	sig := "signature not checked (no --key)"
+	if signed {
+		sig = "signature valid"
+	}
+	chk.ok("manifest", "%s: campaign %s generation %s, %d tickets, budget %d %s, %s", manifestPath, m.Campaign, m.Generation, m.Count, m.Budget, m.Currency, sig)
+	amounts, err := settler.LoadAmounts(m, filepath.Dir(manifestPath))
+	if err != nil {
+		return chk.fail("--manifest: %v", err)
+	}
+	chk.ok("shards", "%d amounts in the shard files, checksums and headers match the manifest", len(amounts))
+	if code, ok := ledgerDryRun(chk, ledgerURL, m, "a reconcile would create an empty one (schema version %d): is --ledger the settler's?"); !ok {
+		return code
+	}
+	if watch > 0 {
+		if a, err := bindCheck(listen); err != nil {
+			return chk.fail("--listen: %v", err)
+		} else {
+			chk.ok("listen", "%s can be bound (--watch %v)", a, watch)
+		}
+	}
+	return chk.done()
 }

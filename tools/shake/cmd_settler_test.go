@@ -135,13 +135,12 @@ func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra 
 	var logs strings.Builder
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
-	var mu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			mu.Lock()
+			settlerLogsMu.Lock()
 			logs.WriteString(sc.Text() + "\n")
-			mu.Unlock()
+			settlerLogsMu.Unlock()
 		}
 	}()
 	if err := cmd.Start(); err != nil {
@@ -156,6 +155,10 @@ func (e *settlerEnv) startSettler(t *testing.T, ledgerURL, listen string, extra 
 	})
 	return cmd, &logs
 }
+
+// settlerLogsMu guards the log builders startSettler returns (read them with logText
+// while the settler runs).
+var settlerLogsMu sync.Mutex
 
 func settledTickets(t *testing.T, url, campaign string) int64 {
 	t.Helper()
@@ -223,6 +226,7 @@ var metricsClient = &http.Client{Timeout: time.Second}
 // It uses 20,000 claims by default (this package's tests run often, on a shared
 // machine); SHAKE_KILL9_CLAIMS=100000 runs the full size.
 func TestSettlerKill9(t *testing.T) {
+	t.Parallel()
 	count := 20_000
 	if s := os.Getenv("SHAKE_KILL9_CLAIMS"); s != "" {
 		count, _ = strconv.Atoi(s)
@@ -347,6 +351,7 @@ func (p *tcpProxy) down() {
 // the shared server keeps running): the breaker opens, the settler stops consuming, and
 // once PostgreSQL is back it recovers by itself with nothing lost.
 func TestSettlerPostgresOutage(t *testing.T) {
+	t.Parallel()
 	base := os.Getenv("SHAKE_TEST_POSTGRES")
 	if base == "" {
 		t.Skip("SHAKE_TEST_POSTGRES not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")

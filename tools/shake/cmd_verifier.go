@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 
 	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
@@ -86,6 +88,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, spool, switches, listen addresses, topics), print what was checked, exit 0 or 2; serve, write and produce nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
 	kf := addKafkaFlags(fs, true)
@@ -120,6 +123,14 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "verifier: --uid-shard: %v", err)
 	}
+	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
+	cfg := verifier.Config{
+		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
+		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log, HTTP: httpCfg, Switches: swOpts,
+	}
+	if *dryRun {
+		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *kf.minRepl, *sf.adminKey)
+	}
 	// Bad local files are reported before Kafka is asked anything: at once, whatever
 	// state Kafka is in. verifier.New checks them fully.
 	if _, err := ticket.LoadManifest(*manifest); err != nil {
@@ -130,16 +141,12 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 			return usageError(stderr, "verifier: %v", err)
 		}
 	}
-	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl); err != nil {
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}
-	srv, err := verifier.New(verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
-		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log, HTTP: httpCfg, Switches: swOpts,
-	})
+	srv, err := verifier.New(cfg)
 	if err != nil {
 		// Missing or bad files, keys, a corrupt spool, a busy port: all bad input.
 		return usageError(stderr, "verifier: %v", err)
@@ -150,4 +157,48 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// verifierDryRun is the verifier's --dry-run: verifier.Check (keys, manifest, spool,
+// read-only), the switches file, both listen addresses bound and closed, and the topics
+// checked as at start, Kafka unreachable being a problem here.
+func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minRepl int, adminKey string) int {
+	chk.ok("flags", "brokers %v, topic %s, uid shard %s, security %s", cfg.Brokers, cfg.Topic, cfg.UIDShard, cfg.Kafka.String())
+	if adminKey != "" {
+		chk.ok("admin key", "%s", adminKey)
+	}
+	lines, err := verifier.Check(cfg)
+	for _, l := range lines {
+		what, rest, _ := strings.Cut(l, " ")
+		chk.ok(what, "%s", rest)
+	}
+	if err != nil {
+		flag := "--manifest"
+		switch {
+		case len(lines) >= 4:
+			flag = "--spool"
+		case strings.Contains(err.Error(), cfg.SessionKey):
+			flag = "--session-key"
+		case strings.Contains(err.Error(), cfg.Key):
+			flag = "--key"
+		}
+		return chk.fail("%s: %v", flag, err)
+	}
+	if d, err := checkSwitchesFile(cfg.Switches.File); err != nil {
+		return chk.fail("--switches: %v", err)
+	} else {
+		chk.ok("switches", "%s", d)
+	}
+	for _, l := range []struct{ flag, addr string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.HTTP.AdminListen}} {
+		if a, err := bindCheck(l.addr); err != nil {
+			return chk.fail("%s: %v", l.flag, err)
+		} else {
+			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
+		}
+	}
+	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, minRepl, true); err != nil {
+		return chk.fail("%v", err)
+	}
+	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d", cfg.Topic, cfg.Topic, minRepl)
+	return chk.done()
 }

@@ -75,6 +75,7 @@ func verAmount(id uint64) uint32 { return uint32(id%50) + 1 }
 // users open concurrently while the broker is stopped and restarted, then the verifier
 // is SIGKILLed while its spool holds claims; every 200 must end up in the topic.
 func TestVerifierWholeProcess(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}

@@ -34,6 +34,7 @@ func runDemoProcess(t *testing.T, out string, extra ...string) (int, string, map
 }
 
 func TestDemoReconciles(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "demo")
 	code, stdout, s := runDemoProcess(t, out)
 	if code != 0 {
@@ -78,6 +79,7 @@ func TestDemoReconciles(t *testing.T) {
 // TestDemoCatchesCorruptLedger changes one posted amount behind the settler's back while
 // the demo runs: the demo must notice and exit 1.
 func TestDemoCatchesCorruptLedger(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "ledger.db")
 	ctx, cancel := context.WithCancel(context.Background())

@@ -26,6 +26,7 @@ import (
 // So a stolen edge costs at most its own shard's tickets, each paid once, inside the
 // campaign's time windows: what the edge itself would have handed out.
 func TestStolenEdgeDrill(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	r0 := now.Add(-time.Minute).Format(time.RFC3339) + "/" + now.Add(20*time.Minute).Format(time.RFC3339)
 	f := newFleet(t, "drill", "--budget", "40000", "--count", "400", "--edges", "2", "--min", "10", "--max", "190",

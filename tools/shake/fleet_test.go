@@ -262,8 +262,9 @@ type fleetAnswer struct {
 // enough opens exactly per_user, every answer is the same when asked again after the
 // restart, and the settler's ledger and reconcile agree (no user over the rule).
 func TestFleetPerUserRule(t *testing.T) {
+	t.Parallel()
 	for _, perUser := range []int{1, 2} {
-		t.Run(fmt.Sprintf("per_user_%d", perUser), func(t *testing.T) { runFleetRule(t, perUser) })
+		t.Run(fmt.Sprintf("per_user_%d", perUser), func(t *testing.T) { t.Parallel(); runFleetRule(t, perUser) })
 	}
 }
 

@@ -91,6 +91,7 @@ func genArgs(keys, out string, extra ...string) []string {
 }
 
 func TestGenAndInspect(t *testing.T) {
+	t.Parallel()
 	keys := keysDir(t)
 	out := filepath.Join(t.TempDir(), "camp")
 	code, stdout, errOut := runCLI(genArgs(keys, out, "--seed", "9", "--weights", "1,2,3,4",
@@ -144,6 +145,7 @@ func TestGenAndInspect(t *testing.T) {
 }
 
 func TestGenReproducibleWithSeed(t *testing.T) {
+	t.Parallel()
 	keys := keysDir(t)
 	load := func(seed string) []ticket.Record {
 		out := t.TempDir()

@@ -114,6 +114,7 @@ func wantRefusal(t *testing.T, what string, args []string, names ...string) {
 // plain text against TLS, a missing topic and an under-replicated one are each refused
 // at start with exit 2 and a line naming the flag.
 func TestKafkaTLSAndSASL(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}
@@ -229,6 +230,8 @@ func checkDemo(t *testing.T, code int, stdout string, s map[string]any) (opened,
 // moves to another node every second: every opened ticket must be posted exactly once
 // and nothing may be left unsettled.
 func TestLeaderMovesUnderLoad(t *testing.T) {
+	// Serial: it failed once (of five runs, load 7-13) beside the parallel tests, cause
+	// not yet known; it passed alone and in the serial phase on main.
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}

@@ -66,8 +66,9 @@ const topicCheckWait = 5 * time.Second
 // a broker that refuses this client (TLS, SASL) is an error: the command exits 2 with
 // it. Kafka unreachable for topicCheckWait is not: the role starts (the verifier
 // spools, the settler waits), since Kafka being down must not stop an event, and says
-// loudly that the topic was not checked.
-func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, minRepl int) error {
+// loudly that the topic was not checked. With strict (--dry-run) unreachable is an
+// error too: the check was asked for and could not be made.
+func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, minRepl int, strict bool) error {
 	if topic == "" {
 		return errors.New("--topic must not be empty")
 	}
@@ -79,6 +80,8 @@ func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.
 	switch {
 	case ctx.Err() != nil:
 		return nil // stopping while starting: the caller's Run returns at once
+	case errors.Is(err, ikafka.ErrUnreachable) && strict:
+		return fmt.Errorf("--brokers: Kafka unreachable for %v, the topic %s was not checked: %w", topicCheckWait, topic, err)
 	case errors.Is(err, ikafka.ErrUnreachable):
 		log.Warn("Kafka unreachable at start: the claims topic was not checked", "topic", topic, "brokers", brokers, "err", err)
 		return nil

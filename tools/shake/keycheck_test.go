@@ -14,6 +14,7 @@ import (
 // formed but not the campaign's: each must exit 2 with one line naming the key, instead
 // of serving tokens that nobody can open.
 func TestServersRefuseWrongKeys(t *testing.T) {
+	t.Parallel()
 	bin := shakeBinary(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "camp")

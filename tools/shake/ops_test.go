@@ -23,6 +23,7 @@ func TestVersionFlags(t *testing.T) {
 // TestStampedVersion builds the binary the way deploy/Dockerfile does and checks that
 // the linker flags reach --version (a renamed variable would silently stop stamping).
 func TestStampedVersion(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}

@@ -31,6 +31,7 @@ func waitMetric(t *testing.T, addr, name string, within time.Duration, ok func(f
 // posting behind its back, and checks that the exported result turns from ok to not
 // ok, that the failure is counted and logged, and that SIGTERM stops it with exit 0.
 func TestReconcileWatch(t *testing.T) {
+	t.Parallel()
 	e := newSettlerEnv(t, 2000)
 	db := filepath.Join(e.dir, "ledger.db")
 	url := "sqlite://" + db

@@ -107,6 +107,7 @@ func (c *chain) open(t *testing.T, tok string, uid uint64) (int, string) {
 // open; open_paused answers 503 with the message; settler.paused holds settlement and
 // /readyz says paused.
 func TestSwitchesUnderLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}
@@ -128,8 +129,10 @@ func TestSwitchesUnderLoad(t *testing.T) {
 		}
 		resc <- res
 	}()
-	// The bench mints its users' sessions first: wait for the load to arrive.
-	for deadline := time.Now().Add(20 * time.Second); issued() < 500; time.Sleep(50 * time.Millisecond) {
+	// The bench mints its users' sessions first (200,000 HMACs under -race, which takes
+	// seconds on a busy machine, with other whole-process tests running beside this one):
+	// wait for the load to arrive.
+	for deadline := time.Now().Add(90 * time.Second); issued() < 500; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no load arrived")
 		}

@@ -101,6 +101,7 @@ func wantRefused(t *testing.T, admin, token, body string, status int, field stri
 // metric, its log line, the refusals, the survival across a restart with --switches,
 // SIGHUP, and the SIGTERM drain.
 func TestSwitchesEdge(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}

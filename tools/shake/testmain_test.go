@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	// The whole-process tests (t.Parallel) mostly wait on their children: run up to 3 at
+	// once, not GOMAXPROCS (2 here); more starve each other of CPU on two cores.
+	testbin.Parallel(3)
 	code := m.Run()
 	testbin.Remove()
 	os.Exit(code)
