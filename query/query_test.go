@@ -489,7 +489,6 @@ func TestRequestsHandled(t *testing.T) {
 		{"post", "POST", "/v1/packets", "Bearer " + k, "", 405, `{"error":"method_not_allowed"}`},
 		{"delete campaign", "DELETE", "/v1/campaigns/c", "", "", 405, `{"error":"method_not_allowed"}`},
 		{"body", "GET", "/v1/packets", "Bearer " + k, "x", 413, `{"error":"too_large"}`},
-		{"huge body", "GET", "/v1/packets", "Bearer " + k, strings.Repeat("x", 70000), 413, `{"error":"too_large"}`},
 		{"unknown path", "GET", "/v1/packet", "Bearer " + k, "", 404, `{"error":"not_found"}`},
 		{"root", "GET", "/", "", "", 404, `{"error":"not_found"}`},
 		{"campaign args", "GET", "/v1/campaigns/c?x=1", "", "", 400, `{"error":"bad_request"}`},
@@ -517,8 +516,16 @@ func TestRequestsHandled(t *testing.T) {
 			}
 		})
 	}
+	// A huge body is refused from its declared length, before it is read. (Sending the
+	// 70 KB too made the test flaky: the server answers 413 and closes, and the client
+	// still writing got "connection reset" instead of the answer.)
+	code, b := rawRequest(t, ts.s.Addr(), "GET /v1/packets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+k+
+		"\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n")
+	if code != 413 || !strings.Contains(b, `{"error":"too_large"}`) {
+		t.Fatalf("GET with a declared 70 KB body: %d %s", code, b)
+	}
 	// Oversized request lines and headers are answered by the server wrapper, in JSON.
-	code, b := rawGet(t, ts.s.Addr(), "/v1/packets?campaign="+strings.Repeat("a", 9000))
+	code, b = rawGet(t, ts.s.Addr(), "/v1/packets?campaign="+strings.Repeat("a", 9000))
 	if code != 431 || !strings.Contains(b, "too_large") {
 		t.Fatalf("9 KB request line: %d %s", code, b)
 	}
