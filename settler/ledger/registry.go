@@ -70,6 +70,20 @@ func scanRegistered(campaign string, scan func(dest ...any) error) (info Campaig
 	return info, true, nil
 }
 
+// confirmRegistered reads the row a registration left (scan) and compares it with
+// what was registered: an existing row of another generation or manifest wins the
+// upsert and is refused here (CompareInfo).
+func confirmRegistered(info CampaignInfo, scan func(...any) error) error {
+	have, ok, err := scanRegistered(info.Campaign, scan)
+	if err == nil && !ok {
+		err = fmt.Errorf("BUG: campaign %s has no generation after its registration", info.Campaign)
+	}
+	if err != nil {
+		return err
+	}
+	return CompareInfo(have, info)
+}
+
 func (l *pgLedger) Register(ctx context.Context, info CampaignInfo) error {
 	if err := checkInfo(&info); err != nil {
 		return err
@@ -79,14 +93,7 @@ func (l *pgLedger) Register(ctx context.Context, info CampaignInfo) error {
 			if _, err := tx.Exec(ctx, registerSQL, registerArgs(&info)...); err != nil {
 				return err
 			}
-			have, ok, err := scanRegistered(info.Campaign, tx.QueryRow(ctx, registeredSQL, info.Campaign).Scan)
-			if err == nil && !ok {
-				err = fmt.Errorf("BUG: campaign %s has no generation after its registration", info.Campaign)
-			}
-			if err != nil {
-				return err
-			}
-			return CompareInfo(have, info)
+			return confirmRegistered(info, tx.QueryRow(ctx, registeredSQL, info.Campaign).Scan)
 		})
 	})
 	if err != nil {
@@ -120,14 +127,7 @@ func (l *sqliteLedger) Register(ctx context.Context, info CampaignInfo) error {
 		if _, err := tx.ExecContext(ctx, sqliteRegisterSQL, registerArgs(&info)...); err != nil {
 			return err
 		}
-		have, ok, err := scanRegistered(info.Campaign, tx.QueryRowContext(ctx, sqliteRegisteredSQL, info.Campaign).Scan)
-		if err == nil && !ok {
-			err = fmt.Errorf("BUG: campaign %s has no generation after its registration", info.Campaign)
-		}
-		if err != nil {
-			return err
-		}
-		return CompareInfo(have, info)
+		return confirmRegistered(info, tx.QueryRowContext(ctx, sqliteRegisteredSQL, info.Campaign).Scan)
 	})
 	if err != nil {
 		return fmt.Errorf("register %s: %w", info.Campaign, err)
