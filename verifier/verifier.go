@@ -519,15 +519,15 @@ func prepare(cfg Config) (*Server, error) {
 	}
 	ck, err := ticket.ReadKeyFile(cfg.Key)
 	if err != nil {
-		return nil, err
+		return nil, about(ErrKey, err)
 	}
 	man, err := ticket.LoadManifestKey(cfg.Manifest, ck)
 	if err != nil {
-		return nil, err
+		return nil, about(ErrManifest, err)
 	}
 	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
 	if err != nil {
-		return nil, err
+		return nil, about(ErrSessionKey, err)
 	}
 	for _, p := range []string{cfg.Key, cfg.SessionKey} {
 		// A key other users can read lets any of them forge sessions or claims.
@@ -538,23 +538,23 @@ func prepare(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, man: man, campaign: man.Campaign, currency: man.Currency, log: cfg.Logger, now: cfg.Now,
 		started: started}
 	if man.IssueUntil.IsZero() || man.ExpiresAt.IsZero() {
-		return nil, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest)
+		return nil, about(ErrManifest, fmt.Errorf("manifest %s: no issue_until or expires_at: the time windows cannot be checked", cfg.Manifest))
 	}
 	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
 	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
 	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return nil, fmt.Errorf("session key %s: %w", cfg.SessionKey, err)
+		return nil, about(ErrSessionKey, fmt.Errorf("session key %s: %w", cfg.SessionKey, err))
 	}
 	keys := make([][]byte, len(man.Shards))
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))
 	for i, sh := range man.Shards {
 		if keys[i], err = ticket.ShardKey(ck, man.Campaign, man.Generation, i); err != nil {
-			return nil, fmt.Errorf("campaign key %s: %w", cfg.Key, err)
+			return nil, about(ErrKey, fmt.Errorf("campaign key %s: %w", cfg.Key, err))
 		}
 		// A wrong campaign.key would answer 422 to every genuine token: refuse to start.
 		if err := ticket.CheckShardKey(keys[i], man.Campaign, i, sh.KeyCheck); err != nil {
-			return nil, fmt.Errorf("campaign key %s is not the key manifest %s was generated with: %w", cfg.Key, cfg.Manifest, err)
+			return nil, about(ErrKey, fmt.Errorf("campaign key %s is not the key manifest %s was generated with: %w", cfg.Key, cfg.Manifest, err))
 		}
 		firsts[i], counts[i] = sh.FirstTicket, sh.Count
 	}
@@ -582,6 +582,23 @@ func prepare(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// What a start-up error is about, for errors.Is (the command line names the flag):
+// the campaign key, the manifest, the session key, the spool.
+var (
+	ErrKey        = errors.New("bad campaign key")
+	ErrManifest   = errors.New("bad manifest")
+	ErrSessionKey = errors.New("bad session key")
+	ErrSpool      = errors.New("bad spool")
+)
+
+// startError marks err as being about kind (ErrKey...) without changing its message.
+type startError struct{ kind, err error }
+
+func (e startError) Error() string   { return e.err.Error() }
+func (e startError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func about(kind, err error) error { return startError{kind, err} }
+
 // Check is New for --dry-run: the same configuration, key and manifest checks
 // (prepare), and the spool looked at without writing (its directory writable or
 // creatable, only segment files in it). It binds nothing, writes nothing and produces
@@ -600,7 +617,7 @@ func Check(cfg Config) ([]string, error) {
 	}
 	sp, err := inspectSpool(s.cfg.Spool)
 	if err != nil {
-		return lines, err
+		return lines, about(ErrSpool, err)
 	}
 	return append(lines, "spool "+sp), nil
 }

@@ -147,17 +147,9 @@ func edgeDryRun(chk *startCheck, cfg edge.Config, adminKey string) int {
 	if err != nil {
 		return chk.fail("%s: %v", edgeErrFlag(err), err)
 	}
-	if d, err := checkSwitchesFile(cfg.Switches.File); err != nil {
-		return chk.fail("--switches: %v", err)
-	} else {
-		chk.ok("switches", "%s", d)
-	}
-	for _, l := range []struct{ flag, addr string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.HTTP.AdminListen}} {
-		if a, err := bindCheck(l.addr); err != nil {
-			return chk.fail("%s: %v", l.flag, err)
-		} else {
-			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
-		}
+	var code int
+	if !chk.switches(cfg.Switches.File, &code) || !chk.binds(&code, "--listen", cfg.Listen, "--admin-listen", cfg.HTTP.AdminListen) {
+		return code
 	}
 	return chk.done()
 }

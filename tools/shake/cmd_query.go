@@ -172,12 +172,8 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 		}
 		adminListen = a
 	}
-	for _, l := range []struct{ flag, addr string }{{"--listen", listen}, {"--admin-listen", adminListen}} {
-		if a, err := bindCheck(l.addr); err != nil {
-			return chk.fail("%s: %v", l.flag, err)
-		} else {
-			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
-		}
+	if code := 0; !chk.binds(&code, "--listen", listen, "--admin-listen", adminListen) {
+		return code
 	}
 	return chk.done()
 }

@@ -171,10 +171,8 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 	if *dryRun {
 		// A real start loads the file in settler.New (control.New).
-		if d, err := checkSwitchesFile(swOpts.File); err != nil {
-			return chk.fail("--switches: %v", err)
-		} else {
-			chk.ok("switches", "%s", d)
+		if code := 0; !chk.switches(swOpts.File, &code) {
+			return code
 		}
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -162,6 +163,21 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 // verifierDryRun is the verifier's --dry-run: verifier.Check (keys, manifest, spool,
 // read-only), the switches file, both listen addresses bound and closed, and the topics
 // checked as at start, Kafka unreachable being a problem here.
+// verifierErrFlag names the flag a verifier start-up error is about.
+func verifierErrFlag(err error) string {
+	switch {
+	case errors.Is(err, verifier.ErrKey):
+		return "--key"
+	case errors.Is(err, verifier.ErrSessionKey):
+		return "--session-key"
+	case errors.Is(err, verifier.ErrSpool):
+		return "--spool"
+	case errors.Is(err, verifier.ErrManifest):
+		return "--manifest"
+	}
+	return "config"
+}
+
 func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minRepl int, adminKey string) int {
 	chk.ok("flags", "brokers %v, topic %s, uid shard %s, security %s", cfg.Brokers, cfg.Topic, cfg.UIDShard, cfg.Kafka.String())
 	if adminKey != "" {
@@ -173,28 +189,11 @@ func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minR
 		chk.ok(what, "%s", rest)
 	}
 	if err != nil {
-		flag := "--manifest"
-		switch {
-		case len(lines) >= 4:
-			flag = "--spool"
-		case strings.Contains(err.Error(), cfg.SessionKey):
-			flag = "--session-key"
-		case strings.Contains(err.Error(), cfg.Key):
-			flag = "--key"
-		}
-		return chk.fail("%s: %v", flag, err)
+		return chk.fail("%s: %v", verifierErrFlag(err), err)
 	}
-	if d, err := checkSwitchesFile(cfg.Switches.File); err != nil {
-		return chk.fail("--switches: %v", err)
-	} else {
-		chk.ok("switches", "%s", d)
-	}
-	for _, l := range []struct{ flag, addr string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.HTTP.AdminListen}} {
-		if a, err := bindCheck(l.addr); err != nil {
-			return chk.fail("%s: %v", l.flag, err)
-		} else {
-			chk.ok(strings.TrimPrefix(l.flag, "--"), "%s can be bound", a)
-		}
+	var code int
+	if !chk.switches(cfg.Switches.File, &code) || !chk.binds(&code, "--listen", cfg.Listen, "--admin-listen", cfg.HTTP.AdminListen) {
+		return code
 	}
 	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, minRepl, true); err != nil {
 		return chk.fail("%v", err)

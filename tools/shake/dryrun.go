@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -69,6 +70,33 @@ func (c *startCheck) fail(format string, args ...any) int {
 func (c *startCheck) done() int {
 	fmt.Fprintf(c.out, "dry run of shake %s: every check passed; nothing was served, written or produced\n", c.fs.Name())
 	return 0
+}
+
+// switches checks a --switches file (checkSwitchesFile); false after printing the
+// problem, with the exit code in *code.
+func (c *startCheck) switches(path string, code *int) bool {
+	d, err := checkSwitchesFile(path)
+	if err != nil {
+		*code = c.fail("--switches: %v", err)
+		return false
+	}
+	c.ok("switches", "%s", d)
+	return true
+}
+
+// binds proves that each address can be bound (bindCheck); pairs is flag, address,
+// flag, address... False after printing the first problem, with the exit code in *code.
+func (c *startCheck) binds(code *int, pairs ...string) bool {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		flag, addr := pairs[i], pairs[i+1]
+		a, err := bindCheck(addr)
+		if err != nil {
+			*code = c.fail("%s: %v", flag, err)
+			return false
+		}
+		c.ok(strings.TrimPrefix(flag, "--"), "%s can be bound", a)
+	}
+	return true
 }
 
 // bindCheck proves addr can be bound by binding it and closing it at once.

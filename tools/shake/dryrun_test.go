@@ -235,7 +235,11 @@ func TestDryRunVerifier(t *testing.T) {
 		"--listen", "127.0.0.1:0", "--admin-key", f.key("admin.key")}
 	notDir := writeTestFile(t, work, "a-file", []byte("x"), 0o600)
 	cases := []dryRunCase{
-		{"campaign key of another campaign", withFlags(good, "--key", other.key("campaign.key")), "--"},
+		// The manifest's signature does not hold under another campaign's key: the
+		// manifest is named, as in the settler's dry run.
+		{"campaign key of another campaign", withFlags(good, "--key", other.key("campaign.key")), "--manifest: "},
+		{"campaign key missing", withFlags(good, "--key", filepath.Join(work, "no.key")), "--key: "},
+		{"bad session key", withFlags(good, "--session-key", writeTestFile(t, work, "short.key", []byte("short"), 0o600)), "--session-key: "},
 		{"tampered manifest", withFlags(good, "--manifest", corruptCopy(t, filepath.Join(f.out, "manifest.json"), work, "manifest.json")), "--manifest"},
 		{"spool not a directory", withFlags(good, "--spool", filepath.Join(notDir, "spool")), "--spool"},
 		{"topic missing", withFlags(good, "--topic", "shake.other"), "shake.other"},
