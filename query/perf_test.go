@@ -54,8 +54,8 @@ func loadPostings(tb testing.TB, url string, n, users int) {
 // drive calls do from conns goroutines, closed loop for d (rate 0), or open loop at
 // rate with each call's latency counted from its intended start (no coordinated
 // omission: a late call is late by its wait too). It returns the calls per second that
-// succeeded and their sorted latencies; failures fail tb.
-func drive(tb testing.TB, conns int, d time.Duration, rate float64, do func(w, k int) error) (float64, []time.Duration) {
+// succeeded and their sorted latencies; failures are reported to errorf.
+func drive(errorf func(format string, args ...any), conns int, d time.Duration, rate float64, do func(w, k int) error) (float64, []time.Duration) {
 	var n, errs atomic.Int64
 	var firstErr atomic.Value
 	var mu sync.Mutex
@@ -97,7 +97,7 @@ func drive(tb testing.TB, conns int, d time.Duration, rate float64, do func(w, k
 	}
 	wg.Wait()
 	if e := errs.Load(); e > 0 {
-		tb.Errorf("%d calls failed, the first: %v", e, firstErr.Load())
+		errorf("%d calls failed, the first: %v", e, firstErr.Load())
 	}
 	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 	return float64(n.Load()) / time.Since(start).Seconds(), lats
@@ -131,7 +131,7 @@ func (t *tokens) get(u uint64) []byte { return t.buf[t.off[u-1]:t.off[u]] }
 
 // hammer sends GET /v1/packets as random users through drive, one HTTP client
 // connection per goroutine.
-func hammer(tb testing.TB, addr string, toks *tokens, conns int, d time.Duration, rate float64) (float64, []time.Duration) {
+func hammer(errorf func(format string, args ...any), addr string, toks *tokens, conns int, d time.Duration, rate float64) (float64, []time.Duration) {
 	hc := &fasthttp.HostClient{Addr: addr, MaxConns: conns, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	uri := "http://" + addr + PacketsPath
 	reqs := make([]*fasthttp.Request, conns)
@@ -145,7 +145,7 @@ func hammer(tb testing.TB, addr string, toks *tokens, conns int, d time.Duration
 			fasthttp.ReleaseResponse(resps[w])
 		}
 	}()
-	return drive(tb, conns, d, rate, func(w, k int) error {
+	return drive(errorf, conns, d, rate, func(w, k int) error {
 		req, resp := reqs[w], resps[w]
 		req.Reset()
 		req.SetRequestURI(uri)
@@ -335,10 +335,9 @@ func BenchmarkPacketsPG1M(b *testing.B) {
 	}}
 	go bare.Serve(ln)
 	defer bare.Shutdown()
-	toks := newTokens(users)
 	sql := func(rate float64, d time.Duration) []time.Duration {
 		bufs := make([][]Packet, conns*4)
-		_, lats := drive(b, conns*4, d, rate, func(w, k int) error {
+		_, lats := drive(b.Errorf, conns*4, d, rate, func(w, k int) error {
 			var err error
 			bufs[w], err = direct.Packets(ctx, userOf(w, k, users), "", nil, PageSize+1, bufs[w][:0])
 			return err
@@ -348,23 +347,23 @@ func BenchmarkPacketsPG1M(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		bareQPS, _ := hammer(b, ln.Addr().String(), toks, conns, d, 0)
-		qps, _ := hammer(b, ts.s.Addr(), toks, conns, d, 0)
+		// Every HTTP load comes from a second process (loadproc_test.go), each run
+		// after a warm-up second at the same rate, so that no run counts the client's
+		// connection set-up or the readers' first database connections.
+		bareAddr, addr := ln.Addr().String(), ts.s.Addr()
+		bareQPS, _ := hammerProc(b, loadSpec{addr: bareAddr, conns: conns, d: d, users: users})
+		qps, _ := hammerProc(b, loadSpec{addr: addr, conns: conns, d: d, users: users})
 		rate := qps / 2
-		// A warm-up at the same rate first, so the measured runs do not count the
-		// client's connection set-up or the readers' first database connections.
-		hammer(b, ts.s.Addr(), toks, conns*4, time.Second, rate)
-		hammer(b, ln.Addr().String(), toks, conns*4, time.Second, rate)
 		sql(rate, time.Second)
 		floor := measure(b, "bare fasthttp", rate, admin, func() []time.Duration {
-			_, l := hammer(b, ln.Addr().String(), toks, conns*4, d, rate)
+			_, l := hammerProc(b, loadSpec{addr: bareAddr, conns: conns * 4, d: d, rate: rate, users: users})
 			return l
 		})
 		alone := measure(b, "SQL alone (pgx)", rate, admin, func() []time.Duration { return sql(rate, d) })
 		tr.take()
 		tr.on.Store(true)
 		client := measure(b, "/v1/packets client", rate, admin, func() []time.Duration {
-			_, l := hammer(b, ts.s.Addr(), toks, conns*4, d, rate)
+			_, l := hammerProc(b, loadSpec{addr: addr, conns: conns * 4, d: d, rate: rate, users: users})
 			return l
 		})
 		tr.on.Store(false)
