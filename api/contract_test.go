@@ -239,7 +239,7 @@ type failReader struct{}
 
 var errDown = errors.New("ledger down (test)")
 
-func (failReader) Packets(context.Context, uint64, string, *query.Position, int, []query.Packet) ([]query.Packet, error) {
+func (failReader) Packets(time.Time, uint64, string, *query.Position, int, []query.Packet) ([]query.Packet, error) {
 	return nil, errDown
 }
 func (failReader) Campaign(context.Context, string) (query.CampaignInfo, bool, error) {

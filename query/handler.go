@@ -153,10 +153,8 @@ func (s *Server) packets(ctx *fasthttp.RequestCtx) result {
 	}
 	pb := pagePool.Get().(*pageBuf)
 	defer pagePool.Put(pb)
-	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DBTimeout)
 	t0 := time.Now()
-	rows, err := s.rd.Packets(dctx, uid, filter, pos, PageSize+1, pb.rows[:0])
-	cancel()
+	rows, err := s.rd.Packets(t0.Add(s.cfg.DBTimeout), uid, filter, pos, PageSize+1, pb.rows[:0])
 	s.m.dbLatency.ObserveDuration(time.Since(t0))
 	if err != nil {
 		s.m.dbErrors.Inc()

@@ -169,9 +169,9 @@ type timedReader struct {
 	on   atomic.Bool
 }
 
-func (r *timedReader) Packets(ctx context.Context, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
+func (r *timedReader) Packets(deadline time.Time, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
 	t0 := time.Now()
-	out, err := r.Reader.Packets(ctx, uid, campaign, pos, limit, dst)
+	out, err := r.Reader.Packets(deadline, uid, campaign, pos, limit, dst)
 	if r.on.Load() {
 		d := time.Since(t0)
 		r.mu.Lock()
@@ -339,7 +339,7 @@ func BenchmarkPacketsPG1M(b *testing.B) {
 		bufs := make([][]Packet, conns*4)
 		_, lats := drive(b.Errorf, conns*4, d, rate, func(w, k int) error {
 			var err error
-			bufs[w], err = direct.Packets(ctx, userOf(w, k, users), "", nil, PageSize+1, bufs[w][:0])
+			bufs[w], err = direct.Packets(time.Now().Add(DefaultDBTimeout), userOf(w, k, users), "", nil, PageSize+1, bufs[w][:0])
 			return err
 		})
 		return lats

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +66,31 @@ func openPG(ctx context.Context, url string, conns int) (*pgReader, error) {
 	return r, nil
 }
 
+// errDeadline is what a call whose deadline has already passed returns.
+var errDeadline = errors.New("postgres ledger: deadline passed before the call")
+
+// idleConn pops the idle connection released last, or returns nil.
+func (r *pgReader) idleConn() *pgx.Conn {
+	if r.closed.Load() {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.popIdle()
+}
+
+// popIdle pops the idle connection released last, or returns nil (r.mu held).
+func (r *pgReader) popIdle() *pgx.Conn {
+	n := len(r.idle)
+	if n == 0 {
+		return nil
+	}
+	c := r.idle[n-1]
+	r.idle[n-1] = nil
+	r.idle = r.idle[:n-1]
+	return c
+}
+
 // acquire returns the idle connection released last, or dials one while fewer than
 // the limit are open, or waits for one to be released, until ctx is done.
 func (r *pgReader) acquire(ctx context.Context) (*pgx.Conn, error) {
@@ -74,10 +98,7 @@ func (r *pgReader) acquire(ctx context.Context) (*pgx.Conn, error) {
 		return nil, errors.New("postgres ledger reader is closed")
 	}
 	r.mu.Lock()
-	if n := len(r.idle); n > 0 {
-		c := r.idle[n-1]
-		r.idle[n-1] = nil
-		r.idle = r.idle[:n-1]
+	if c := r.popIdle(); c != nil {
 		r.mu.Unlock()
 		return c, nil
 	}
@@ -179,26 +200,47 @@ func (r *pgReader) drain() {
 	}
 }
 
-func (r *pgReader) Packets(ctx context.Context, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
-	if pos == nil {
-		pos = &firstPosition
+// pgCalls holds the scratch of Packets calls (see packetsCall).
+var pgCalls = sync.Pool{New: func() any { return newPacketsCall[pgtype.DriverBytes]() }}
+
+func (r *pgReader) Packets(deadline time.Time, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
+	if !time.Now().Before(deadline) {
+		return dst, errDeadline
 	}
-	c, err := r.acquire(ctx)
-	if err != nil {
-		return dst, err
+	c := r.idleConn()
+	if c == nil {
+		// Dial or wait: a context for that slow path only.
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		var err error
+		c, err = r.acquire(ctx)
+		cancel()
+		if err != nil {
+			return dst, err
+		}
 	}
 	defer r.release(c)
-	args := [6]any{strconv.FormatUint(uid, 10), pos.SettledAt, pos.Campaign, int64(pos.Ticket), limit, campaign}
-	q, n := pgPacketsSQL, 5
-	if campaign != "" {
-		q, n = pgPacketsCampaignSQL, 6
+	// The statement is bounded by the socket's deadline (pgx closes a connection whose
+	// read or write times out, and release then discards it), and the deadline is
+	// lifted again before the connection is handed on.
+	sock := c.PgConn().Conn()
+	if err := sock.SetDeadline(deadline); err != nil {
+		c.PgConn().Close(context.Background())
+		return dst, fmt.Errorf("postgres ledger connection: %w", err)
 	}
-	rows, err := c.Query(ctx, q, args[:n]...)
+	defer sock.SetDeadline(time.Time{})
+	call := pgCalls.Get().(*packetsCall[pgtype.DriverBytes])
+	defer pgCalls.Put(call)
+	defer call.clear()
+	q, args := pgPacketsSQL, call.set(uid, campaign, pos, limit)
+	if campaign != "" {
+		q = pgPacketsCampaignSQL
+	}
+	rows, err := c.Query(context.Background(), q, args...)
 	if err != nil {
 		return dst, err
 	}
 	defer rows.Close()
-	return scanPackets[pgtype.DriverBytes](rows, dst)
+	return scanPackets(rows, call, dst)
 }
 
 func (r *pgReader) Campaign(ctx context.Context, id string) (CampaignInfo, bool, error) {

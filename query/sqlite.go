@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strconv"
+	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -63,20 +64,25 @@ func openSQLite(ctx context.Context, path string, conns int) (*sqliteReader, err
 	return r, nil
 }
 
-func (r *sqliteReader) Packets(ctx context.Context, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
-	if pos == nil {
-		pos = &firstPosition
-	}
-	st, args := r.st[0], []any{strconv.FormatUint(uid, 10), pos.SettledAt, pos.Campaign, int64(pos.Ticket), limit}
+// sqliteCalls holds the scratch of Packets calls (see packetsCall).
+var sqliteCalls = sync.Pool{New: func() any { return newPacketsCall[sql.RawBytes]() }}
+
+func (r *sqliteReader) Packets(deadline time.Time, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	call := sqliteCalls.Get().(*packetsCall[sql.RawBytes])
+	defer sqliteCalls.Put(call)
+	defer call.clear()
+	st, args := r.st[0], call.set(uid, campaign, pos, limit)
 	if campaign != "" {
-		st, args = r.st[1], append(args, campaign)
+		st = r.st[1]
 	}
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return dst, err
 	}
 	defer rows.Close()
-	return scanPackets[sql.RawBytes](rows, dst)
+	return scanPackets(rows, call, dst)
 }
 
 func (r *sqliteReader) Campaign(ctx context.Context, id string) (CampaignInfo, bool, error) {

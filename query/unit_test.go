@@ -3,6 +3,10 @@ package query
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,16 +151,8 @@ func TestReadOnlyRole(t *testing.T) {
 // context ends gives up without losing a slot, and a broken connection frees its slot
 // for a waiter, which dials in its place.
 func TestPGPool(t *testing.T) {
-	url := testpg.URL(t)
-	if url == "" {
-		t.Skip("SHAKE_TEST_POSTGRES not set")
-	}
+	url := migratedPG(t)
 	ctx := context.Background()
-	l, err := ledger.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
 	r, err := openPG(ctx, url, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -234,4 +230,138 @@ func waitingAcquire(t *testing.T, r *pgReader) <-chan *pgx.Conn {
 			t.Fatal("the acquire does not wait")
 		}
 	}
+}
+
+// TestPacketsDeadlineOnHungLedger black-holes the PostgreSQL connection under a reader
+// (nothing forwarded, nothing closed, as a dead host or a partition looks): Packets must
+// give up at its deadline, the server must answer 503 within its DBTimeout, the hung
+// connection must not go back to the pool, and once the ledger answers again so must
+// the reader. The deadline is the socket's (see Reader.Packets); nothing else would
+// end a statement whose answer never comes.
+func TestPacketsDeadlineOnHungLedger(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(migratedPG(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startHoldProxy(t, u.Host)
+	u.Host = p.addr
+	r, err := openPG(ctx, u.String(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startWith(t, r, func(c *Config) { c.DBTimeout = 300 * time.Millisecond })
+	if code, body := ts.get(t, PacketsPath, session(7)); code != 200 {
+		t.Fatalf("before the hang: %d %s", code, body)
+	}
+	p.held.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Packets(time.Now().Add(200*time.Millisecond), 7, "", nil, PageSize+1, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Packets on a hung ledger returned no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Packets on a hung ledger still waits 5s after its 200ms deadline")
+	}
+	t0 := time.Now()
+	if code, body := ts.get(t, PacketsPath, session(7)); code != 503 || time.Since(t0) > 3*time.Second {
+		t.Fatalf("GET on a hung ledger: %d %s after %v, want 503 at the 300ms DBTimeout", code, body, time.Since(t0))
+	}
+	r.mu.Lock()
+	open := r.open
+	r.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("%d connections still counted open after both timed out: a hung one went back to the pool", open)
+	}
+	p.held.Store(false)
+	if code, body := ts.get(t, PacketsPath, session(7)); code != 200 {
+		t.Fatalf("after the ledger came back: %d %s", code, body)
+	}
+}
+
+// holdProxy forwards loopback connections to target; while held it drops every byte
+// both ways and closes nothing.
+type holdProxy struct {
+	addr string
+	held atomic.Bool
+}
+
+func startHoldProxy(t *testing.T, target string) *holdProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		defer dst.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.held.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			wg.Add(2)
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return p
+}
+
+// migratedPG returns the URL of a fresh PostgreSQL schema the settler's migrations have
+// run on, or skips when SHAKE_TEST_POSTGRES is unset (CI sets it).
+func migratedPG(t *testing.T) string {
+	t.Helper()
+	url := testpg.URL(t)
+	if url == "" {
+		t.Skip("SHAKE_TEST_POSTGRES not set")
+	}
+	l, err := ledger.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	return url
 }
