@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -15,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"shake/internal/control"
 	"shake/internal/testchain"
 	"shake/query"
 	"shake/settler/ledger"
 	"shake/ticket"
+	"shake/verifier"
 )
 
 // shape is one kind of answer: which endpoint, which status, which top-level keys, and
@@ -331,6 +334,31 @@ func TestContract(t *testing.T) {
 	// per_user rule of 1.
 	o.do(open, "POST", verA, "/v1/open", user(1), body(seal(other, 1, uint32(manA.Min), time.Now().Add(time.Hour))))
 	o.do(open, "POST", verDead, "/v1/open", user(4), body(won2["token"].(string)))
+	// The same token (user 4, shard 0) to verifiers the fleet and the operators
+	// changed: one that owns only odd uids (421), one with shard 0's key revoked (422
+	// revoked), one with opening paused (503 with the operators' message). None of
+	// them opens it.
+	nVer := 0
+	verWith := func(mut func(*verifier.Config)) string {
+		nVer++
+		return testchain.StartVerifierWith(t, ch.Dir, ch.SessionPath, []string{ch.Broker},
+			filepath.Join(ch.Root, fmt.Sprintf("spool-%d", nVer)), mut)
+	}
+	switches := func(doc string) control.Options {
+		path := filepath.Join(ch.Root, fmt.Sprintf("switches-%d.json", nVer))
+		must(t, os.WriteFile(path, []byte(doc), 0o600))
+		return control.Options{File: path}
+	}
+	verOdd := verWith(func(c *verifier.Config) { c.UIDShard = verifier.UIDShard{Index: 1, Count: 2} })
+	verRevoked := verWith(func(c *verifier.Config) { c.Switches = switches(`{"version":1,"verifier":{"revoked_shards":[0]}}`) })
+	verPaused := verWith(func(c *verifier.Config) {
+		c.Switches = switches(`{"version":1,"verifier":{"open_paused":true,"message":"back in a minute"}}`)
+	})
+	for _, v := range []string{verOdd, verRevoked, verPaused} {
+		if code, m := o.do(open, "POST", v, "/v1/open", user(4), body(won2["token"].(string))); code == 200 {
+			t.Fatalf("a verifier that must refuse opened it: %v", m)
+		}
+	}
 
 	// --- the ledger the settler would have written, and /v1/packets, /v1/campaigns/{id}
 	var ps []ledger.Posting

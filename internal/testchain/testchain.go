@@ -81,14 +81,25 @@ func StartEdge(t testing.TB, dir, sessionPath string, maxInFlight int) string {
 // (0: the default).
 func StartVerifier(t testing.TB, dir, sessionPath string, brokers []string, spool string, spoolMax int64, reg *obs.Registry) string {
 	t.Helper()
+	return StartVerifierWith(t, dir, sessionPath, brokers, spool, func(cfg *verifier.Config) {
+		cfg.SpoolMaxBytes = spoolMax
+		if spoolMax > 0 {
+			cfg.KafkaTimeout = 200 * time.Millisecond
+		}
+		if reg != nil {
+			cfg.Registry = reg
+		}
+	})
+}
+
+// StartVerifierWith serves the campaign in dir with the given brokers and spool, and
+// whatever else mut sets (a uid shard, a switches file).
+func StartVerifierWith(t testing.TB, dir, sessionPath string, brokers []string, spool string, mut func(*verifier.Config)) string {
+	t.Helper()
 	cfg := verifier.Config{Manifest: filepath.Join(dir, "manifest.json"), Key: filepath.Join(dir, "campaign.key"),
-		SessionKey: sessionPath, Brokers: brokers, Spool: spool, Listen: "127.0.0.1:0", SpoolMaxBytes: spoolMax,
-		KafkaTimeout: 2 * time.Second}
-	if spoolMax > 0 {
-		cfg.KafkaTimeout = 200 * time.Millisecond
-	}
-	if reg != nil {
-		cfg.Registry = reg
+		SessionKey: sessionPath, Brokers: brokers, Spool: spool, Listen: "127.0.0.1:0", KafkaTimeout: 2 * time.Second}
+	if mut != nil {
+		mut(&cfg)
 	}
 	v, err := verifier.New(cfg)
 	must(t, err)
