@@ -355,6 +355,7 @@ func TestContract(t *testing.T) {
 		c.Switches = switches(`{"version":1,"verifier":{"open_paused":true,"message":"back in a minute"}}`)
 	})
 	for _, v := range []string{verOdd, verRevoked, verPaused} {
+		testchain.WaitReady(t, v)
 		if code, m := o.do(open, "POST", v, "/v1/open", user(4), body(won2["token"].(string))); code == 200 {
 			t.Fatalf("a verifier that must refuse opened it: %v", m)
 		}

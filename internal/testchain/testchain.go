@@ -5,6 +5,9 @@ package testchain
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -107,6 +110,28 @@ func StartVerifierWith(t testing.TB, dir, sessionPath string, brokers []string, 
 	return "http://" + v.Addr()
 }
 
+// WaitReady waits until GET base/readyz answers 200 (a verifier has rebuilt what it
+// knows from the topic; until then it answers every open 503), or fails t after 20 s.
+func WaitReady(t testing.TB, base string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := hc.Get(base + "/readyz")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return
+		}
+		last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}
+	t.Fatalf("%s/readyz not ready after 20s: %s", base, last)
+}
+
 // Start generates a campaign of count always-open tickets and starts its edge
 // (shedding above maxInFlight requests at once, 0 = the default), a broker and a
 // verifier.
@@ -127,6 +152,7 @@ func Start(t testing.TB, count uint64, maxInFlight int) *Chain {
 	t.Cleanup(b.Close)
 	c.Broker = b.Addr()
 	c.Verifier = StartVerifier(t, c.Dir, c.SessionPath, []string{b.Addr()}, filepath.Join(c.Root, "spool"), 0, nil)
+	WaitReady(t, c.Verifier)
 	return c
 }
 
