@@ -115,6 +115,9 @@ func TestImageRuntimeStage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The tests' shared binary is built with the same CGO_ENABLED=0 and -trimpath, so
+	// after it this build only links (with the Dockerfile's -ldflags).
+	shakeBinary(t)
 	bin := filepath.Join(rootfs, "out", "shake")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "./tools/shake")
 	build.Dir = root

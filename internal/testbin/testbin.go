@@ -43,10 +43,11 @@ var (
 // Every Shake call of a test process touches its entry, so an entry in use stays.
 const pruneAfter = 6 * time.Hour
 
-// Shake returns the path of a shake binary built from shake/tools/shake. It is built
-// without -race whatever the test binary was built with: the children are the subject,
-// and a race-instrumented child is several times slower. A failed build fails the test
-// (it never skips: a whole-process test that does not run is not a passing test).
+// Shake returns the path of a shake binary built from shake/tools/shake, the way the
+// image builds it (CGO_ENABLED=0, -trimpath). It is built without -race whatever the
+// test binary was built with: the children are the subject, and a race-instrumented
+// child is several times slower. A failed build fails the test (it never skips: a
+// whole-process test that does not run is not a passing test).
 func Shake(t testing.TB) string {
 	t.Helper()
 	once.Do(func() { path, err = get() })
@@ -133,8 +134,13 @@ func build(root, entry, bin string) error {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", tmp.Name(), "shake/tools/shake")
+	// Built as deploy/Dockerfile builds the shipped binary (static, -trimpath): the
+	// tests run what production runs, and the image test's own build of it then
+	// finds every package compiled in the build cache, where on a cold cache it used
+	// to compile the whole module and its dependencies a second time beside this one.
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", tmp.Name(), "shake/tools/shake")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, berr := cmd.CombinedOutput(); berr != nil {
 		return fmt.Errorf("go build shake/tools/shake: %v\n%s", berr, out)
 	}
