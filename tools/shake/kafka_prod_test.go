@@ -230,8 +230,7 @@ func checkDemo(t *testing.T, code int, stdout string, s map[string]any) (opened,
 // moves to another node every second: every opened ticket must be posted exactly once
 // and nothing may be left unsettled.
 func TestLeaderMovesUnderLoad(t *testing.T) {
-	// Serial: it failed once (of five runs, load 7-13) beside the parallel tests, cause
-	// not yet known; it passed alone and in the serial phase on main.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-process test")
 	}

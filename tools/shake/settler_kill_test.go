@@ -20,11 +20,8 @@ import (
 // unsettled. Each of the rounds must have every claim posted within settleBound of
 // the third settler's start.
 //
-// It does not call t.Parallel: it runs in the serial phase, before the parallel tests
-// start, because its kills must land within the 6 s session timeout and every claim must
-// be posted within settleBound; beside three CPU-heavy whole-process tests on two cores
-// the ledger reads alone timed out (seen at load 19).
 func TestSettlerKilledTwiceWithinSessionTimeout(t *testing.T) {
+	t.Parallel()
 	const (
 		rounds   = 2
 		perRound = 5_000
