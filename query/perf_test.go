@@ -286,10 +286,11 @@ func histP99(a, b *rmetrics.Float64Histogram) time.Duration {
 // BenchmarkPacketsPG1M measures GET /v1/packets over a PostgreSQL ledger of 1,000,000
 // postings (100,000 users, 10 each): saturation throughput as a ratio of a bare
 // fasthttp handler answering a constant page of the same size, with the same client
-// in the same run; then, at half the saturation rate, open loop, the latency split
-// into what the machine gives a bare handler (the floor), what the page statement
-// costs alone (the same reader, called directly), what the server spends on the
-// ledger, and what the client sees. Run it alone:
+// (a second process, see loadproc_test.go) in the same run; then, at half the
+// saturation rate, open loop, the latency split into what the machine gives a bare
+// handler (the floor), what the page statement costs alone (the same reader, called
+// directly), what the server spends on the ledger, and what the client sees. Run it
+// alone:
 //
 //	go test -run X -bench PacketsPG1M -benchtime 1x ./query
 func BenchmarkPacketsPG1M(b *testing.B) {

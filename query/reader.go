@@ -66,9 +66,9 @@ type Reader interface {
 	// deadline, the wait for a connection included.
 	//
 	// A deadline and not a context, because this is the call every /v1/packets makes:
-	// a context that can end costs it 5 allocations to make and pgx 6 more to watch
-	// (a goroutine-free AfterFunc, still garbage), where a deadline on the
-	// connection's socket costs none.
+	// a context that can end costs it 5 allocations to make and 6 more for pgx to
+	// watch it (context.AfterFunc), where a deadline on the connection's socket costs
+	// none.
 	Packets(deadline time.Time, uid uint64, campaign string, pos *Position, limit int, dst []Packet) ([]Packet, error)
 	// Campaign returns the figures of a registered campaign in one statement; found is
 	// false when the ledger knows no such campaign.
@@ -137,8 +137,9 @@ type rows interface {
 // row's scan targets, with the []any slices that point at them. The variadic slices
 // of Query and Scan escape to the heap, and with them every value they hold: made per
 // call, they cost a page of 10 rows 15 allocations, a third of the request's, and the
-// garbage collector cycles that come with them (GOGC=800 took /v1/packets' p99 at
-// half its saturation rate from 2.1-16.1 ms to 2.2-3.8 ms). Readers keep them in a
+// garbage collector cycles that come with them (at half its saturation rate,
+// /v1/packets' p99 was 2.1-16.1 ms with GOGC=100 and 2.1-3.8 ms with GOGC=800, in
+// alternated runs). Readers keep them in a
 // sync.Pool; clear drops what they borrowed before one goes back.
 type packetsCall[B ~[]byte] struct {
 	// The statement's arguments, in its order. Values, not pointers to fields: pgx
