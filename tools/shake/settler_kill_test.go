@@ -18,8 +18,8 @@ import (
 // and a watchdog that could not interrupt a blocked fetch, the second (dead) settler
 // could keep its partitions for ever: about one such round in four left claims
 // unsettled. Each of the rounds must have every claim posted within settleBound of
-// the third settler's start.
-//
+// the third settler's start. It runs beside the other whole-process tests (it mostly
+// waits out sessions); each round logs how far apart its kills landed.
 func TestSettlerKilledTwiceWithinSessionTimeout(t *testing.T) {
 	t.Parallel()
 	const (
