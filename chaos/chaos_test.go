@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"shake/bench"
+	"shake/internal/testproxy"
 	"shake/settler/ledger"
 )
 
@@ -149,7 +150,7 @@ type chaosRun struct {
 	vers    []*service // uid-sharded: vers[i] runs --uid-shard i/len(vers)
 	set     *service
 	brk     *service
-	proxy   *tcpProxy
+	proxy   *testproxy.Proxy
 	vkafka  *kafkaProxy // between the verifiers and the broker
 	skafka  *kafkaProxy // between the settler and the broker
 	pgURL   string
@@ -262,9 +263,9 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		sleep(ctx, f.down)
 		return restart(r.brk)
 	case fPGDown:
-		r.proxy.down()
+		r.proxy.Down()
 		sleep(ctx, f.down)
-		return r.proxy.up()
+		return r.proxy.Up()
 	case fTermPeak:
 		switch {
 		case f.target < len(r.edges):
@@ -283,24 +284,24 @@ func (r *chaosRun) inject(ctx context.Context, f fault) error {
 		r.set.kill()
 		return restart(r.set)
 	case fHoleVerifierKafka, fSpoolFull:
-		r.vkafka.gate.hole(true)
+		r.vkafka.gate.Hole(true)
 		sleep(ctx, f.down)
-		r.vkafka.gate.hole(false)
+		r.vkafka.gate.Hole(false)
 		return nil
 	case fHoleSettlerKafka:
-		r.skafka.gate.hole(true)
+		r.skafka.gate.Hole(true)
 		sleep(ctx, f.down)
-		r.skafka.gate.hole(false)
+		r.skafka.gate.Hole(false)
 		return nil
 	case fHolePG:
-		r.proxy.gate.hole(true)
+		r.proxy.Gate.Hole(true)
 		sleep(ctx, f.down)
-		r.proxy.gate.hole(false)
+		r.proxy.Gate.Hole(false)
 		return nil
 	case fSlowLedger:
-		r.proxy.gate.slow(time.Duration(f.target) * time.Millisecond)
+		r.proxy.Gate.Slow(time.Duration(f.target) * time.Millisecond)
 		sleep(ctx, f.down)
-		r.proxy.gate.slow(0)
+		r.proxy.Gate.Slow(0)
 		return nil
 	}
 	if switchKind(f.kind) {
@@ -417,13 +418,13 @@ func TestChaos(t *testing.T) {
 	if pu.Port() == "" {
 		target += ":5432"
 	}
-	proxy, err := startTCPProxy(target)
+	proxy, err := testproxy.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer proxy.close()
+	defer proxy.Close()
 	su := *pu
-	su.Host = proxy.addr
+	su.Host = proxy.Addr()
 	settlerLedger := su.String()
 
 	r := &chaosRun{t: t, replay: replay, c: c, bin: bin, proxy: proxy, pgURL: pgURL}
@@ -583,11 +584,11 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Restore everything.
-	for _, g := range []*gate{&proxy.gate, &r.vkafka.gate, &r.skafka.gate} {
-		g.hole(false)
-		g.slow(0)
+	for _, g := range []*testproxy.Gate{&proxy.Gate, &r.vkafka.gate, &r.skafka.gate} {
+		g.Hole(false)
+		g.Slow(0)
 	}
-	if err := proxy.up(); err != nil {
+	if err := proxy.Up(); err != nil {
 		t.Fatalf("PostgreSQL proxy cannot listen again: %v", err)
 	}
 	for _, s := range append([]*service{r.brk}, r.servers()...) {

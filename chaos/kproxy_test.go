@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"shake/broker"
+	"shake/internal/testproxy"
 )
 
 // kafkaProxy stands between one client (the verifier, or the settler) and the broker,
@@ -31,7 +32,7 @@ type kafkaProxy struct {
 	addr   string
 	host   string
 	port   int32
-	gate   gate
+	gate   testproxy.Gate
 
 	ln    net.Listener
 	mu    sync.Mutex
@@ -48,7 +49,7 @@ func startKafkaProxy(name, target string) (*kafkaProxy, error) {
 	pn, _ := strconv.Atoi(port)
 	p := &kafkaProxy{name: name, target: target, addr: ln.Addr().String(), host: host, port: int32(pn), ln: ln,
 		conns: map[net.Conn]struct{}{}}
-	acceptLoop(ln, &p.wg, p.serve)
+	testproxy.AcceptLoop(ln, &p.wg, p.serve)
 	return p, nil
 }
 
@@ -141,7 +142,7 @@ func (p *kafkaProxy) frames(dst io.Writer, src io.Reader, fn func([]byte) []byte
 		}
 		buf = f
 		f = fn(f)
-		p.gate.pass()
+		p.gate.Pass()
 		if _, err := dst.Write(f); err != nil {
 			return
 		}
@@ -188,7 +189,7 @@ func (p *kafkaProxy) rewrite(f []byte, key, ver int16) ([]byte, bool) {
 }
 
 func (p *kafkaProxy) close() {
-	p.gate.hole(false)
+	p.gate.Hole(false)
 	p.ln.Close()
 	p.mu.Lock()
 	for c := range p.conns {
@@ -219,7 +220,7 @@ func TestKafkaProxy(t *testing.T) {
 	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
-	p.gate.hole(true)
+	p.gate.Hole(true)
 	done := make(chan error, 1)
 	go func() { done <- w.WriteMessages(ctx, kafka.Message{Value: []byte("b")}) }()
 	select {
@@ -227,7 +228,7 @@ func TestKafkaProxy(t *testing.T) {
 		t.Fatalf("a write went through a black-holed proxy: %v", err)
 	case <-time.After(time.Second):
 	}
-	p.gate.hole(false)
+	p.gate.Hole(false)
 	if err := <-done; err != nil {
 		t.Fatalf("write after the black-hole ended: %v", err)
 	}

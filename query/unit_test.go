@@ -3,16 +3,14 @@ package query
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"shake/internal/testpg"
+	"shake/internal/testproxy"
 	"shake/settler/ledger"
 )
 
@@ -244,8 +242,12 @@ func TestPacketsDeadlineOnHungLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startHoldProxy(t, u.Host)
-	u.Host = p.addr
+	p, err := testproxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	u.Host = p.Addr()
 	r, err := openPG(ctx, u.String(), 2)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +256,7 @@ func TestPacketsDeadlineOnHungLedger(t *testing.T) {
 	if code, body := ts.get(t, PacketsPath, session(7)); code != 200 {
 		t.Fatalf("before the hang: %d %s", code, body)
 	}
-	p.held.Store(true)
+	p.Gate.Hole(true)
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.Packets(time.Now().Add(200*time.Millisecond), 7, "", nil, PageSize+1, nil)
@@ -278,76 +280,10 @@ func TestPacketsDeadlineOnHungLedger(t *testing.T) {
 	if open != 0 {
 		t.Fatalf("%d connections still counted open after both timed out: a hung one went back to the pool", open)
 	}
-	p.held.Store(false)
+	p.Gate.Hole(false)
 	if code, body := ts.get(t, PacketsPath, session(7)); code != 200 {
 		t.Fatalf("after the ledger came back: %d %s", code, body)
 	}
-}
-
-// holdProxy forwards loopback connections to target; while held it drops every byte
-// both ways and closes nothing.
-type holdProxy struct {
-	addr string
-	held atomic.Bool
-}
-
-func startHoldProxy(t *testing.T, target string) *holdProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holdProxy{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		defer dst.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 && !p.held.Load() {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			wg.Add(2)
-			go pipe(s, c)
-			go pipe(c, s)
-		}
-	}()
-	return p
 }
 
 // migratedPG returns the URL of a fresh PostgreSQL schema the settler's migrations have

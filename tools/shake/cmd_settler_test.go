@@ -299,54 +299,6 @@ func TestSettlerKill9(t *testing.T) {
 	}
 }
 
-// tcpProxy forwards loopback connections to target and can be taken down (listener
-// and every live connection closed) and brought back on the same port.
-type tcpProxy struct {
-	addr, target string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func (p *tcpProxy) up(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go func() { io.Copy(c, u); c.Close() }()
-		}
-	}()
-}
-
-func (p *tcpProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestSettlerPostgresOutage makes PostgreSQL unreachable mid-run (through a proxy, so
 // the shared server keeps running): the breaker opens, the settler stops consuming, and
 // once PostgreSQL is back it recovers by itself with nothing lost.
@@ -370,11 +322,9 @@ func TestSettlerPostgresOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &tcpProxy{addr: "127.0.0.1:0", target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
-	p.up(t)
-	defer p.down()
+	p := startProxy(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
 	direct := base + "&search_path=" + schema
-	viaProxy := strings.Replace(direct, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), p.addr, 1)
+	viaProxy := strings.Replace(direct, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), p.Addr(), 1)
 
 	e.produceClaims(t, 1, count/2)
 	listen := freePort(t)
@@ -383,7 +333,7 @@ func TestSettlerPostgresOutage(t *testing.T) {
 	for settledTickets(t, direct, e.m.Campaign) < count/2 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	p.down()
+	p.Down()
 	e.produceClaims(t, count/2+1, count)
 	opened := false
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -400,7 +350,7 @@ func TestSettlerPostgresOutage(t *testing.T) {
 	}
 	during := settledTickets(t, direct, e.m.Campaign)
 	time.Sleep(time.Second)
-	p.up(t)
+	proxyUp(t, p)
 	deadline = time.Now().Add(time.Minute)
 	for settledTickets(t, direct, e.m.Campaign) < count && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,57 +18,35 @@ import (
 	_ "modernc.org/sqlite"
 
 	"shake/internal/testpg"
+	"shake/internal/testproxy"
 )
 
-// pgProxy forwards TCP connections from a loopback port to PostgreSQL once up is
-// called; before that nothing listens on the port (connection refused), as when the
-// ledger's host is down.
-type pgProxy struct {
-	addr, target string
-	mu           sync.Mutex
-	ln           net.Listener
-}
-
-func newPGProxy(t *testing.T, target string) *pgProxy {
+// startProxy starts a proxy to target (see internal/testproxy), closed when the test
+// ends; reserveProxy one that is down (connection refused, as when the ledger's host is
+// down) until its Up.
+func startProxy(t *testing.T, target string) *testproxy.Proxy {
 	t.Helper()
-	p := &pgProxy{addr: freePort(t), target: target}
-	t.Cleanup(func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.ln != nil {
-			p.ln.Close()
-		}
-	})
-	return p
-}
-
-func (p *pgProxy) up(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
+	p, err := testproxy.Start(target)
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
 	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", p.target)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
-				io.Copy(c, s)
-			}()
-		}
-	}()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func reserveProxy(t *testing.T, target string) *testproxy.Proxy {
+	t.Helper()
+	p := startProxy(t, target)
+	p.Down()
+	return p
+}
+
+// proxyUp brings p back up or fails t.
+func proxyUp(t *testing.T, p *testproxy.Proxy) {
+	t.Helper()
+	if err := p.Up(); err != nil {
+		t.Fatalf("proxy up: %v", err)
+	}
 }
 
 // viaProxy rewrites a postgres URL to go through addr.
@@ -142,8 +119,8 @@ func TestSettlerWaitsForLedger(t *testing.T) {
 	e := newSettlerEnv(t, n)
 	e.produceClaims(t, 1, n)
 	_, target := viaProxy(t, pg, "")
-	p := newPGProxy(t, target)
-	proxy, _ := viaProxy(t, pg, p.addr)
+	p := reserveProxy(t, target)
+	proxy, _ := viaProxy(t, pg, p.Addr())
 	listen := freePort(t)
 	cmd, logs := e.startSettler(t, proxy, listen, "--ledger-wait", "60s")
 	// Two failed attempts logged: the settler is waiting, not gone.
@@ -158,7 +135,7 @@ func TestSettlerWaitsForLedger(t *testing.T) {
 	if code, body := httpStatus("http://" + listen + "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger_unreachable") {
 		t.Fatalf("/readyz while waiting for the ledger: %d %s (want 503 ledger_unreachable)", code, body)
 	}
-	p.up(t)
+	proxyUp(t, p)
 	for deadline := time.Now().Add(60 * time.Second); settledTickets(t, pg, e.m.Campaign) != n; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d claims posted 60 s after the ledger came up:\n%s", settledTickets(t, pg, e.m.Campaign), n, logText(logs))
