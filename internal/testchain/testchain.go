@@ -111,12 +111,12 @@ func StartVerifierWith(t testing.TB, dir, sessionPath string, brokers []string, 
 }
 
 // WaitReady waits until GET base/readyz answers 200 (a verifier has rebuilt what it
-// knows from the topic; until then it answers every open 503), or fails t after 20 s.
+// knows from the topic; until then it answers every open 503), or fails t after 30 s.
 func WaitReady(t testing.TB, base string) {
 	t.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	var last string
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		resp, err := hc.Get(base + "/readyz")
 		if err != nil {
 			last = err.Error()
@@ -129,7 +129,7 @@ func WaitReady(t testing.TB, base string) {
 		}
 		last = fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}
-	t.Fatalf("%s/readyz not ready after 20s: %s", base, last)
+	t.Fatalf("%s/readyz not ready after 30s: %s", base, last)
 }
 
 // Start generates a campaign of count always-open tickets and starts its edge

@@ -23,6 +23,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"shake/internal/testchain"
 	"shake/settler/ledger"
 	"shake/ticket"
 )
@@ -188,17 +189,10 @@ func (e *settlerEnv) reconcile(t *testing.T, url string, extra ...string) (int, 
 	return code, rep
 }
 
+// waitReady waits for the server at host:port addr to answer /readyz 200.
 func waitReady(t *testing.T, addr string) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-	}
-	t.Fatalf("%s never ready", addr)
+	testchain.WaitReady(t, "http://"+addr)
 }
 
 func metric(addr, name string) (float64, bool) {
