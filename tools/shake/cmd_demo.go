@@ -53,12 +53,18 @@ Runs the whole event on this machine, with nothing installed, through the real c
   5. waits until the settler has posted every opened ticket, stops the servers in order
      (SIGTERM), and reconciles the ledger against the manifest;
   6. checks every ticket a user was told it opened against the ledger, ticket by ticket;
-  7. writes DIR/report.html (the pause shaded on its charts) and DIR/summary.json and
+  7. gives its verdict, target by target (k6 style): shake p99 (--max-shake-p99, default
+     5ms), open p99 (--max-open-p99, 10ms), drop rate (--max-drop-rate, 0.001: the share
+     of shakes and opens never answered: "dropped" because the load generator's bound of
+     requests in flight was full, timed out, or not connected), settlement lag p99 (from
+     a claim reaching Kafka to its posting committed; --max-settle-lag, 5s) and money
+     (reconcile and the ticket-by-ticket cross-check);
+  8. writes DIR/report.html (the pause shaded on its charts) and DIR/summary.json and
      prints a summary.
 
-Exit codes: 0 the money reconciles and every opened ticket is settled exactly once;
-1 a check failed, a server failed, or the run was interrupted (Ctrl-C stops everything
-cleanly and says what was reached); 2 bad usage.
+Exit codes: 0 the money reconciles, every opened ticket is settled exactly once and every
+target held; 1 a target was missed, a check failed, a server failed, or the run was
+interrupted (Ctrl-C stops everything cleanly and says what was reached); 2 bad usage.
 `
 
 // demoStartup is the time the round allows for starting the servers before the load.
@@ -76,6 +82,7 @@ type demoConfig struct {
 	brokers      string
 	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
+	targets      demoTargets
 	progress     io.Writer
 }
 
@@ -97,6 +104,7 @@ type demoSummary struct {
 	Servers      map[string]string `json:"servers"`
 	Admin        map[string]string `json:"admin"` // each server's admin listener
 	Pause        *demoPause        `json:"pause,omitempty"`
+	Targets      []bench.Check     `json:"targets"`
 	OK           bool              `json:"ok"`
 	Failures     []string          `json:"failures"`
 }
@@ -125,9 +133,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
 	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
+	c.targets.addFlags(fs)
 	kf := addKafkaFlags(fs, false)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
+	}
+	if msg := c.targets.check(); msg != "" {
+		return usageError(stderr, "demo: %s", msg)
 	}
 	if _, err := kf.load(); err != nil {
 		return usageError(stderr, "demo: %v", err)
@@ -198,6 +210,11 @@ type demo struct {
 	summary demoSummary
 	// adminKeyPath is the admin.key the servers are started with (shake ctl needs it).
 	adminKeyPath string
+	// settleLag is the settler's claim-to-commit p99 over settleLagClaims claims, read
+	// from its metrics before it stops (settleLagErr when it could not be).
+	settleLag       time.Duration
+	settleLagClaims float64
+	settleLagErr    error
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -324,6 +341,7 @@ func (d *demo) run(ctx context.Context) int {
 	d.waitSettled(ctx, l, m.Campaign, res.OpenedN)
 	s.SettleWait = time.Since(settleStart).Seconds()
 	d.showPackets(ctx, skPath, sessionKey, ledgerURL, res)
+	d.settleLag, d.settleLagClaims, d.settleLagErr = scrapeSettleLag(ctx, s.Admin["settler"])
 	d.stopAll()
 
 	rep, err := settler.Reconcile(context.Background(), m, c.out, l)
@@ -337,9 +355,10 @@ func (d *demo) run(ctx context.Context) int {
 	}
 	d.crossCheck(l, m.Campaign, res)
 
-	// 6. Report.
+	// 6. Verdict and report.
 	s.TotalSeconds = time.Since(start).Seconds()
-	s.OK = len(s.Failures) == 0
+	s.Targets = d.verdict(res, rep)
+	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
 	d.writeOutputs(res, m, rep)
 	d.printSummary(m, res, rep)
 	if !s.OK {
@@ -530,7 +549,7 @@ func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.
 func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.ReportSection {
 	s := &d.summary
 	cc := &s.CrossCheck
-	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Rows: [][2]string{
+	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Checks: s.Targets, Rows: [][2]string{
 		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards))},
 		{"broker", s.Brokers}, {"ledger", s.Ledger},
 		{"settlement wait after the load", fmt.Sprintf("%.1fs", s.SettleWait)},
@@ -580,11 +599,19 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 		fen(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
 	fmt.Fprintf(w, "cross-check: %d opened tickets checked against the ledger: %d missing, %d wrong amount, %d posted but never opened: %s\n",
 		s.CrossCheck.Checked, s.CrossCheck.Missing, s.CrossCheck.WrongAmount, s.CrossCheck.NotOpened, okWord(s.CrossCheck.ExactlyMatched))
-	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
+	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
+	writeVerdict(w, s.Targets)
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
-	fmt.Fprintf(w, "demo %s in %.1fs\n", map[bool]string{true: "OK: the money reconciles", false: "FAILED"}[s.OK], s.TotalSeconds)
+	switch missed := failedTargets(s.Targets); {
+	case s.OK:
+		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
+	case len(missed) > 0:
+		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
+	default:
+		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
+	}
 }
 
 func okWord(ok bool) string {
