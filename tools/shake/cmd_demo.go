@@ -258,7 +258,7 @@ func (d *demo) run(ctx context.Context) int {
 	}
 	s.Campaign, s.Budget, s.GenSeconds = m.Campaign, m.Budget, time.Since(genStart).Seconds()
 	d.say("campaign %q: %d red packets, budget %s, %d edge shards, generated in %.2fs into %s",
-		m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
+		m.Campaign, m.Count, ticket.FormatAmount(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
 	d.say("round 0 open %s to %s, tickets paced evenly over it", round.Start.Format(time.TimeOnly), round.End.Format(time.TimeOnly))
 
 	// 2. Broker.
@@ -328,7 +328,7 @@ func (d *demo) run(ctx context.Context) int {
 	if res.Interrupted || ctx.Err() != nil {
 		d.fail("interrupted during the load")
 	}
-	d.say("load done: %d shakes, %d opened (%s)", res.Shake.Requests, res.OpenedN, fen(res.OpenedSum, m.Currency))
+	d.say("load done: %d shakes, %d opened (%s)", res.Shake.Requests, res.OpenedN, ticket.FormatAmount(res.OpenedSum, m.Currency))
 
 	// 5. Settlement, then stop the servers in order and reconcile.
 	l, err := ledger.Open(context.Background(), ledgerURL)
@@ -550,7 +550,7 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 	s := &d.summary
 	cc := &s.CrossCheck
 	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Checks: s.Targets, Rows: [][2]string{
-		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards))},
+		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, ticket.FormatAmount(m.Budget, m.Currency), len(m.Shards))},
 		{"broker", s.Brokers}, {"ledger", s.Ledger},
 		{"settlement wait after the load", fmt.Sprintf("%.1fs", s.SettleWait)},
 		{"total time", fmt.Sprintf("%.1fs", s.TotalSeconds)},
@@ -569,15 +569,15 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 	}
 	return append(verdict,
 		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{
-			{"budget", fen(rep.Budget, m.Currency)},
-			{"settled", fmt.Sprintf("%s in %d tickets", fen(rep.SettledAmount, m.Currency), rep.SettledTickets)},
-			{"refunded", fen(rep.RefundedAmount, m.Currency)},
-			{"outstanding", fen(rep.OutstandingAmount, m.Currency)},
+			{"budget", ticket.FormatAmount(rep.Budget, m.Currency)},
+			{"settled", fmt.Sprintf("%s in %d tickets", ticket.FormatAmount(rep.SettledAmount, m.Currency), rep.SettledTickets)},
+			{"refunded", ticket.FormatAmount(rep.RefundedAmount, m.Currency)},
+			{"outstanding", ticket.FormatAmount(rep.OutstandingAmount, m.Currency)},
 			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
 			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
 		}},
 		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
-			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, fen(cc.OpenedAmount, m.Currency))},
+			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, ticket.FormatAmount(cc.OpenedAmount, m.Currency))},
 			{"checked one by one", fmt.Sprintf("%d", cc.Checked)},
 			{"missing from the ledger", fmt.Sprintf("%d", cc.Missing)},
 			{"posted with another amount", fmt.Sprintf("%d", cc.WrongAmount)},
@@ -593,10 +593,10 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 	}
 	fmt.Fprintf(w, "\nsettlement: %d tickets posted (%s) within %.1fs after the load\n",
-		rep.SettledTickets, fen(rep.SettledAmount, m.Currency), s.SettleWait)
+		rep.SettledTickets, ticket.FormatAmount(rep.SettledAmount, m.Currency), s.SettleWait)
 	fmt.Fprintf(w, "reconcile:  budget %s = settled %s + refunded %s + outstanding %s; duplicates %d, mismatches %d, unknown %d: %s\n",
-		fen(rep.Budget, m.Currency), fen(rep.SettledAmount, m.Currency), fen(rep.RefundedAmount, m.Currency),
-		fen(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
+		ticket.FormatAmount(rep.Budget, m.Currency), ticket.FormatAmount(rep.SettledAmount, m.Currency), ticket.FormatAmount(rep.RefundedAmount, m.Currency),
+		ticket.FormatAmount(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
 	fmt.Fprintf(w, "cross-check: %d opened tickets checked against the ledger: %d missing, %d wrong amount, %d posted but never opened: %s\n",
 		s.CrossCheck.Checked, s.CrossCheck.Missing, s.CrossCheck.WrongAmount, s.CrossCheck.NotOpened, okWord(s.CrossCheck.ExactlyMatched))
 	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
@@ -619,13 +619,4 @@ func okWord(ok bool) string {
 		return "ok"
 	}
 	return "NOT OK"
-}
-
-// fen formats an amount in minor units as major.minor with its currency, for people.
-func fen(amount int64, currency string) string {
-	sign := ""
-	if amount < 0 {
-		sign, amount = "-", -amount
-	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, amount/100, amount%100, currency)
 }

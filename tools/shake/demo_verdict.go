@@ -13,6 +13,7 @@ import (
 	"shake/internal/control"
 	"shake/internal/promscrape"
 	"shake/settler"
+	"shake/ticket"
 )
 
 // demoTargets are what the demo's verdict holds the users' experience to, besides the
@@ -142,7 +143,7 @@ func (d *demo) verdict(res *bench.Result, rep *settler.Report) []bench.Check {
 		OK: rep != nil && rep.OK && cc.ExactlyMatched}
 	if rep != nil {
 		money.Measured = fmt.Sprintf("%s settled of %s; %d of %d opened tickets matched the ledger",
-			fen(rep.SettledAmount, rep.Currency), fen(rep.Budget, rep.Currency), cc.Checked-cc.Missing-cc.WrongAmount, cc.OpenedTickets)
+			ticket.FormatAmount(rep.SettledAmount, rep.Currency), ticket.FormatAmount(rep.Budget, rep.Currency), cc.Checked-cc.Missing-cc.WrongAmount, cc.OpenedTickets)
 		if !money.OK {
 			money.Measured += "; " + strings.Join(append(append([]string(nil), rep.Problems...), crossCheckProblems(cc)...), "; ")
 		}
