@@ -39,7 +39,7 @@ func (s shape) String() string {
 
 // contract is what openapi.json documents.
 type contract struct {
-	shapes  map[shape]string    // -> "" or the issue it is pending on (x-pending)
+	shapes  map[shape]string    // -> "" or why it is not produced yet (x-pending)
 	items   map[string]string   // "endpoint status prop" -> sorted keys of the array's items
 	headers map[string][]string // "endpoint status" -> required response headers
 }
@@ -254,7 +254,7 @@ func (failReader) Close() error               { return nil }
 // TestContract drives the real edge, verifier and query handlers through every answer
 // openapi.json documents, and fails on any answer it does not document (status, keys,
 // result or error code, array items, Retry-After) and on any documented answer no
-// request produced (unless it is marked x-pending on an issue not landed yet).
+// request produced (unless it is marked x-pending with the reason it is not produced yet).
 func TestContract(t *testing.T) {
 	c := loadContract(t)
 	o := &observer{t: t, c: c, seen: map[shape]bool{}}

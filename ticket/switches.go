@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// The switches document (SPEC.md, "Admin listeners and switches"): what an operator may
+// The switches document (docs/switches.md): what an operator may
 // change in a running event, the same document on every server, each acting on its own
 // section. Parse is strict: an unknown field or an out-of-range value is refused with
 // the field named, so a typo never silently does nothing.

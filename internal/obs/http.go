@@ -73,7 +73,7 @@ type ServerConfig struct {
 	Common
 }
 
-// DefaultAdminListen is the admin address SPEC.md gives a server whose public listener is
+// DefaultAdminListen is the admin address docs/api.md gives a server whose public listener is
 // listen: 127.0.0.1 and listen's port plus 1000 (port 0, any free port, stays 0).
 func DefaultAdminListen(listen string) (string, error) {
 	_, port, err := net.SplitHostPort(listen)
