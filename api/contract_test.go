@@ -196,17 +196,7 @@ func (o *observer) do(ep, method, base, target, auth, body string) (int, map[str
 	if err := json.Unmarshal(b, &m); err != nil {
 		o.t.Fatalf("%s %s: %d, not a JSON object: %s", method, target, resp.StatusCode, b)
 	}
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	sh := shape{endpoint: ep, status: resp.StatusCode, keys: strings.Join(keys, ",")}
-	for _, f := range []string{"result", "error"} {
-		if v, ok := m[f].(string); ok {
-			sh.disc = v
-		}
-	}
+	sh := shapeOf(ep, resp.StatusCode, m)
 	if _, documented := o.c.shapes[sh]; !documented {
 		o.t.Errorf("undocumented answer %v to %s %s: %s", sh, method, target, b)
 	}
