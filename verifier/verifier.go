@@ -484,7 +484,7 @@ func (s *Server) appendOpened(o *op) {
 func prepare(cfg Config) (*Server, error) {
 	started := time.Now()
 	if cfg.Topic == "" {
-		cfg.Topic = "shake.claims"
+		cfg.Topic = ikafka.ClaimsTopic
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8081"

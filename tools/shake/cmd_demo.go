@@ -247,7 +247,7 @@ func (d *demo) run(ctx context.Context) int {
 	// 2. Broker.
 	brokers := c.brokers
 	if brokers == "embedded" {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{"shake.claims"}})
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{broker.DefaultTopic}})
 		if err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: starting the embedded broker: %v\n", err)
 			return 1

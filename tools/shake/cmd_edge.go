@@ -82,7 +82,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (shard, keys, state file, switches, listen addresses), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
@@ -95,9 +95,6 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireFlag(fs, "tickets", "key", "session-key", "state"); err != nil {
 		return usageError(stderr, "edge: %v", err)
-	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usageError(stderr, "edge: --log-format must be text or json, not %q", *logFormat)
 	}
 	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)

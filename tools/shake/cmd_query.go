@@ -66,7 +66,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
 	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
 	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "check the session key, the listen addresses and the ledger (reachable within 5s, this version's schema), print what was checked, exit 0 or 2; serve nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -75,8 +75,6 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "query: %v", err)
 	}
 	switch {
-	case *logFormat != "text" && *logFormat != "json":
-		return usageError(stderr, "query: --log-format must be text or json, not %q", *logFormat)
 	case *conns < 1 || *conns > 1024:
 		return usageError(stderr, "query: --db-conns must be in 1..1024, have %d", *conns)
 	case *maxInFlight < 1:

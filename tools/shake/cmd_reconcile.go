@@ -75,7 +75,7 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
 	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
-	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	logFormat := logFormatFlag(fs, "with --watch: log format, text or json")
 	dryRun := fs.Bool("dry-run", false, "check the manifest, the shard files, the ledger (read-only, within 5s) and, with --watch, --listen; print what was checked, exit 0 or 2; reconcile nothing")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -94,8 +94,6 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--watch must be > 0")
 	case *watch > 0 && *refund:
 		return flagError(fs, "--refund and --watch do not go together: refund once, by hand")
-	case *logFormat != "text" && *logFormat != "json":
-		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
 	}
 	var m *ticket.Manifest
 	var err error

@@ -117,7 +117,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
-	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	logFormat := logFormatFlag(fs, "log format: `json` or text")
 	ledgerWait := fs.Duration("ledger-wait", settler.DefaultLedgerWait, "at start, how long to retry a ledger that cannot be reached (0 = fail at once)")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, shards, switches, listen address, ledger, topics), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, false)
@@ -140,8 +140,6 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		*ledgerURL = u
 	}
 	switch {
-	case *logFormat != "json" && *logFormat != "text":
-		return chk.fail("--log-format must be json or text, not %q", *logFormat)
 	case *batch < 1 || *batch > settler.MaxBatch:
 		return chk.fail("--batch must be in 1..%d, not %d", settler.MaxBatch, *batch)
 	case *linger <= 0 || *linger > time.Minute:

@@ -83,12 +83,12 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "campaign.key (required)")
 	sessionKey := fs.String("session-key", "", "session.key shared with the login system (required)")
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,...] (required)")
-	topic := fs.String("topic", "shake.claims", "claims topic")
+	topic := fs.String("topic", ikafka.ClaimsTopic, "claims topic")
 	spool := fs.String("spool", "", "spool directory for claims while Kafka is unreachable (required)")
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
 	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, spool, switches, listen addresses, topics), print what was checked, exit 0 or 2; serve, write and produce nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
@@ -102,9 +102,6 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireFlag(fs, "manifest", "key", "session-key", "brokers", "spool"); err != nil {
 		return usageError(stderr, "verifier: %v", err)
-	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usageError(stderr, "verifier: --log-format must be text or json, not %q", *logFormat)
 	}
 	bl, err := ikafka.ParseBrokers(*brokers)
 	if err != nil {
