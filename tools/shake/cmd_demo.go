@@ -196,7 +196,8 @@ type demo struct {
 	stderr  io.Writer
 	procs   []*proc.Proc
 	summary demoSummary
-	// adminKeyPath is the admin.key the servers are started with (shake ctl needs it).
+	// adminKeyPath is the operator's admin.key (shake ctl needs it); each server is
+	// started with its role's admin-ROLE.key beside it.
 	adminKeyPath string
 }
 
@@ -217,11 +218,16 @@ func (d *demo) run(ctx context.Context) int {
 	defer d.stopAll()
 
 	// 1. Keys and campaign.
-	campaignKey, sessionKey, adminKey := ticket.NewKey(), ticket.NewKey(), ticket.NewKey()
+	keys, err := newKeySet()
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+		return 1
+	}
+	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey, d.adminKeyPath: adminKey} {
-		if err := ticket.WriteKeyFile(path, k); err != nil {
+	for name, k := range keys {
+		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 			return 1
 		}
@@ -283,7 +289,7 @@ func (d *demo) run(ctx context.Context) int {
 		for i := 0; i < c.edges; i++ {
 			edgeAdmins = append(edgeAdmins, s.Admin[fmt.Sprintf("edge-%03d", i)])
 		}
-		go func() { pausec <- d.runPause(pctx, ticket.AdminToken(adminKey), edgeAdmins, at, hold) }()
+		go func() { pausec <- d.runPause(pctx, adminKey, edgeAdmins, at, hold) }()
 	} else {
 		pausec <- nil
 	}
@@ -377,7 +383,8 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 			"--key", ckPath}},
 	)
 	for i := range specs {
-		specs[i].args = append(specs[i].args, "--admin-key", d.adminKeyPath)
+		role, _, _ := strings.Cut(specs[i].name, "-") // edge-000 is an edge
+		specs[i].args = append(specs[i].args, "--admin-key", filepath.Join(c.out, ticket.AdminRoleKeyFile(role)))
 	}
 	for i := len(specs) - 2; i < len(specs); i++ {
 		specs[i].args = append(specs[i].args, c.kafkaArgs...)
