@@ -169,7 +169,7 @@ func printManifestReport(w io.Writer, r *ticketgen.ManifestReport, withKey bool)
 		fmt.Fprintf(w, "  round %-3d %s\n", rw.Index, fmtWindow(rw))
 	}
 	fmt.Fprintf(w, "  issue     until %s, tickets expire by %s\n", fmtTime(m.IssueUntil), fmtTime(m.ExpiresAt))
-	fmt.Fprintf(w, "  created   %s, seed %d\n", fmtTime(m.CreatedAt), m.Seed)
+	fmt.Fprintf(w, "  created   %s, %s\n", fmtTime(m.CreatedAt), seedLine(m))
 	fmt.Fprintf(w, "  shards    %d\n", len(m.Shards))
 	var count uint64
 	var amount int64
@@ -202,4 +202,16 @@ func printManifestReport(w io.Writer, r *ticketgen.ManifestReport, withKey bool)
 		fmt.Fprintf(w, "  macs      not checked (no --key)\n")
 	}
 	return problems
+}
+
+// seedLine says what the manifest holds of the seed: the commitment (seed_sha256) of a
+// current manifest, or the plain seed of one written before commit and reveal.
+func seedLine(m *ticket.Manifest) string {
+	switch {
+	case m.SeedSHA256 != "":
+		return "seed_sha256 " + m.SeedSHA256
+	case m.Seed != nil:
+		return fmt.Sprintf("seed %d (plain: written before commit and reveal)", *m.Seed)
+	}
+	return "no seed recorded"
 }
