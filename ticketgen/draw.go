@@ -86,6 +86,21 @@ func (p *plan) checkChunks() error {
 	return nil
 }
 
+// feasible reports whether n lucky tickets can carry exactly lucky in [minA, maxA]:
+// n*minA <= lucky <= n*maxA, in 128 bits, with 1 <= minA <= maxA (what the splitter
+// needs to terminate exactly).
+func feasible(n uint64, lucky, minA, maxA int64) bool {
+	if minA < 1 || maxA < minA || lucky < 0 {
+		return false
+	}
+	hi, lo := bits.Mul64(n, uint64(minA))
+	if hi != 0 || lo > uint64(lucky) {
+		return false
+	}
+	hi, lo = bits.Mul64(n, uint64(maxA))
+	return hi != 0 || lo >= uint64(lucky)
+}
+
 func ones(n uint64) []uint64 {
 	w := make([]uint64, n)
 	for i := range w {
@@ -100,6 +115,9 @@ func ones(n uint64) []uint64 {
 // amounts are in a uniformly random order over the ids: the amount a shaker gets does not
 // depend on when in the round they shake. buf is reused across calls and returned.
 func drawSegment(rng *rand.Rand, s segment, prizeAmounts []int64, minA, maxA int64, buf []uint32, emit func(uint32) error) ([]uint32, error) {
+	if !feasible(s.luckyCount(), s.lucky, minA, maxA) {
+		return buf, fmt.Errorf("%d lucky tickets cannot carry %d in [%d, %d]", s.luckyCount(), s.lucky, minA, maxA)
+	}
 	parts, err := s.chunks()
 	if err != nil {
 		return buf, err

@@ -117,7 +117,7 @@ func (p *plan) split(counts []uint64) error {
 				b = int64(rb[j])
 			}
 			// Second check of the plan where it is made: every segment must be feasible.
-			if lc := seg.luckyCount(); int64(lc)*p.min > b || int64(lc)*p.max < b {
+			if lc := seg.luckyCount(); !feasible(lc, b, p.min, p.max) {
 				return fmt.Errorf("BUG: shard %d round %d: %d lucky tickets cannot carry %d", i, j, lc, b)
 			}
 			s.Rounds[j].Amount = b + p.prizeMoney(seg.prizes)
