@@ -112,7 +112,7 @@ func TestGenAndInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Currency != "USD" || m.Min != 10 || m.Max != 500 || m.TTL != "48h0m0s" || len(m.Rounds) != 2 || m.Seed != 9 ||
+	if m.Currency != "USD" || m.Min != 10 || m.Max != 500 || m.TTL != "48h0m0s" || len(m.Rounds) != 2 || m.Seed != nil || len(m.SeedSHA256) != 64 ||
 		m.Shards[3].Count != 400 || m.Shards[0].Count != 100 {
 		t.Fatalf("manifest %+v", m)
 	}
