@@ -90,6 +90,9 @@ type endpoint struct {
 	curErr int64
 	curWon int64
 	curCl  int64
+	curMis int64
+	curRet int64
+	curAmt int64
 	series []Second
 }
 
@@ -126,17 +129,19 @@ func (e *endpoint) record(now time.Time, lat time.Duration, isErr bool) {
 func (e *endpoint) rollLocked(sec int) {
 	for e.curSec < sec {
 		if len(e.series) < MaxSeriesSeconds {
-			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, Won: e.curWon, Closed: e.curCl, P99: e.cur.Quantile(0.99)})
+			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, Won: e.curWon, Closed: e.curCl,
+				Miss: e.curMis, Retry: e.curRet, Amount: e.curAmt, P99: e.cur.Quantile(0.99)})
 		}
 		e.cur.Reset()
-		e.curN, e.curErr, e.curWon, e.curCl = 0, 0, 0, 0
+		e.curN, e.curErr, e.curWon, e.curCl, e.curMis, e.curRet, e.curAmt = 0, 0, 0, 0, 0, 0, 0
 		e.curSec++
 	}
 }
 
-// recordResult counts a won or closed shake in the per-second series at now (the
-// charts show when tickets were handed out, and when the event was closed).
-func (e *endpoint) recordResult(now time.Time, res int) {
+// recordResult counts a result in the per-second series at now (the charts show when
+// tickets were handed out, missed, refused, and when the event was closed); amount is
+// an opened ticket's, 0 for the rest.
+func (e *endpoint) recordResult(now time.Time, res int, amount int64) {
 	sec := int(now.Sub(e.start) / time.Second)
 	e.mu.Lock()
 	if sec > e.curSec {
@@ -147,6 +152,12 @@ func (e *endpoint) recordResult(now time.Time, res int) {
 		e.curWon++
 	case resClosed:
 		e.curCl++
+	case resMiss:
+		e.curMis++
+	case resRetry:
+		e.curRet++
+	case resOpened:
+		e.curAmt += amount
 	}
 	e.mu.Unlock()
 }
@@ -162,14 +173,18 @@ func (e *endpoint) lastSecond() (Second, bool) {
 }
 
 // Second is one second of an endpoint's time series: completions (answers, timeouts
-// and drops) in that second, how many of them were errors, the shakes won and answered
-// closed, and their p99 latency.
+// and drops) in that second, how many of them were errors, the shakes won, missed,
+// answered closed and answered retry (429), the amount opened (minor units), and their
+// p99 latency.
 type Second struct {
 	T      int           `json:"t"`
 	Count  int64         `json:"count"`
 	Errors int64         `json:"errors"`
 	Won    int64         `json:"won,omitempty"`
 	Closed int64         `json:"closed,omitempty"`
+	Miss   int64         `json:"miss,omitempty"`
+	Retry  int64         `json:"retry,omitempty"`
+	Amount int64         `json:"amount,omitempty"`
 	P99    time.Duration `json:"-"`
 }
 
@@ -179,12 +194,15 @@ type secondJSON struct {
 	Errors int64   `json:"errors"`
 	Won    int64   `json:"won,omitempty"`
 	Closed int64   `json:"closed,omitempty"`
+	Miss   int64   `json:"miss,omitempty"`
+	Retry  int64   `json:"retry,omitempty"`
+	Amount int64   `json:"amount,omitempty"`
 	P99    float64 `json:"p99_ms"`
 }
 
 // MarshalJSON writes the p99 in milliseconds, like Latency.
 func (s Second) MarshalJSON() ([]byte, error) {
-	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, s.Won, s.Closed, ms(s.P99)})
+	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, s.Won, s.Closed, s.Miss, s.Retry, s.Amount, ms(s.P99)})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -193,7 +211,7 @@ func (s *Second) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = Second{j.T, j.Count, j.Errors, j.Won, j.Closed, fromMS(j.P99)}
+	*s = Second{j.T, j.Count, j.Errors, j.Won, j.Closed, j.Miss, j.Retry, j.Amount, fromMS(j.P99)}
 	return nil
 }
 

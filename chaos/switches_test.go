@@ -50,7 +50,7 @@ func switchKind(k faultKind) bool { return k >= fSwPause && k <= fSwEdgePerUser 
 
 // adminClient is the control-plane client with the campaign's admin token.
 func (r *chaosRun) adminClient() *control.Client {
-	return &control.Client{Token: ticket.AdminToken(r.c.adminKey), Timeout: 15 * time.Second}
+	return &control.Client{Key: r.c.adminKey, Timeout: 15 * time.Second}
 }
 
 // setSwitches applies change to every server in svcs through PUT /admin/switches and

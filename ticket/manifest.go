@@ -51,8 +51,21 @@ type Manifest struct {
 	// ExpiresAt is when every ticket ever issued has expired: IssueUntil + ttl. Refunds
 	// of the unopened remainder are allowed only after it.
 	ExpiresAt time.Time `json:"expires_at"`
-	Seed      uint64    `json:"seed"`
-	CreatedAt time.Time `json:"created_at"`
+	// Seed is the plain seed of a manifest written before commit and reveal; new
+	// manifests leave it out (nil) and carry SeedSHA256 instead. A pointer, so an old
+	// manifest's "seed": 0 re-encodes exactly and its signature still verifies.
+	Seed *uint64 `json:"seed,omitempty"`
+	// SeedSHA256 is the commitment to the seed: the hex SHA-256 of the seed file's exact
+	// bytes (`sha256sum DIR/seed`). The seed itself stays with the operator until the
+	// reveal (`shake inspect --reveal`).
+	SeedSHA256 string    `json:"seed_sha256,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	// Prizes are the campaign's fixed prizes: exactly Count tickets of exactly Amount
+	// each. Min and Max bound every ticket, prizes included; LuckyMin and LuckyMax (set
+	// when there are prizes) bound the lucky amounts of the other tickets.
+	Prizes   []Prize `json:"prizes,omitempty"`
+	LuckyMin int64   `json:"lucky_min,omitempty"`
+	LuckyMax int64   `json:"lucky_max,omitempty"`
 	// PerUser is the campaign's rule: at most PerUser tickets opened per user per round,
 	// across every edge (0 = no limit).
 	PerUser int `json:"per_user"`
@@ -64,6 +77,59 @@ type Manifest struct {
 	// Signature is base64url HMAC-SHA256, under a key derived from campaign.key, over the
 	// manifest's canonical encoding (see Sign). Empty in an unsigned manifest.
 	Signature string `json:"signature,omitempty"`
+}
+
+// Prize is a fixed prize of a campaign: exactly Count tickets of exactly Amount.
+type Prize struct {
+	Amount int64  `json:"amount"`
+	Count  uint64 `json:"count"`
+}
+
+// MaxPrizes bounds the number of distinct prizes of one campaign.
+const MaxPrizes = 64
+
+// validatePrizes checks the prize list and the lucky bounds against the campaign's.
+func (m *Manifest) validatePrizes() error {
+	if m.SeedSHA256 != "" && !isLowerHex(m.SeedSHA256, 64) {
+		return fmt.Errorf("bad seed_sha256 %q", m.SeedSHA256)
+	}
+	if len(m.Prizes) == 0 {
+		if m.LuckyMin != 0 || m.LuckyMax != 0 {
+			return errors.New("lucky_min / lucky_max without prizes")
+		}
+		return nil
+	}
+	if len(m.Prizes) > MaxPrizes {
+		return fmt.Errorf("%d prizes, at most %d", len(m.Prizes), MaxPrizes)
+	}
+	var n uint64
+	var money int64
+	for i, p := range m.Prizes {
+		if p.Amount < m.Min || p.Amount > m.Max || p.Count == 0 || p.Count > m.Count-n {
+			return fmt.Errorf("prize %d: %d x %d outside the campaign's amounts or count", i, p.Amount, p.Count)
+		}
+		if !mulAtMost(p.Count, p.Amount, m.Budget-money) {
+			return fmt.Errorf("prize %d: %d x %d exceeds the budget", i, p.Amount, p.Count)
+		}
+		n += p.Count
+		money += int64(p.Count) * p.Amount
+	}
+	if m.LuckyMin < m.Min || m.LuckyMax < m.LuckyMin || m.LuckyMax > m.Max {
+		return fmt.Errorf("lucky amounts [%d, %d] outside [%d, %d]", m.LuckyMin, m.LuckyMax, m.Min, m.Max)
+	}
+	return nil
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Limits Validate enforces, so that no sum, product or id range derived from a manifest
@@ -201,6 +267,9 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)
 	}
 	if err := validateWindows(m.Rounds); err != nil {
+		return err
+	}
+	if err := m.validatePrizes(); err != nil {
 		return err
 	}
 	if len(m.Shards) == 0 || len(m.Shards) > MaxShards {

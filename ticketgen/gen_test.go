@@ -108,9 +108,20 @@ func checkOutput(t *testing.T, cfg Config, m *ticket.Manifest) [][]ticket.Record
 	if nextID-1 != cfg.Count || total != cfg.Budget {
 		t.Fatalf("shards hold %d tickets / %d, want %d / %d", nextID-1, total, cfg.Count, cfg.Budget)
 	}
+	// The seed: 0600, and only its SHA-256 in the manifest.
+	seed, sum, err := ReadSeedFile(filepath.Join(cfg.OutDir, SeedFile))
+	if err != nil || sum != onDisk.SeedSHA256 || onDisk.Seed != nil {
+		t.Fatalf("seed file: %v, sha256 %s, manifest seed_sha256 %s, plain seed %v", err, sum, onDisk.SeedSHA256, onDisk.Seed)
+	}
+	if seed == nil || SeedCommitment(seed) != onDisk.SeedSHA256 {
+		t.Fatal("seed commitment does not match the seed")
+	}
+	if st, _ := os.Stat(filepath.Join(cfg.OutDir, SeedFile)); st.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file mode %v, want 0600", st.Mode())
+	}
 	// Nothing but the output: no temporary files left behind.
 	ents, _ := os.ReadDir(cfg.OutDir)
-	if len(ents) != 2*cfg.Edges+1 {
+	if len(ents) != 2*cfg.Edges+2 {
 		var names []string
 		for _, e := range ents {
 			names = append(names, e.Name())
@@ -138,7 +149,7 @@ func TestGenerateRoundTrip(t *testing.T) {
 	if m.Currency != "CNY" || m.TTLSeconds != 86400 || m.TTL != "24h0m0s" || m.Min != 1 || m.Max != 14_000_000-140000 {
 		t.Fatalf("defaults: %+v", m)
 	}
-	if !m.IssueUntil.Equal(testNow.Add(5*time.Hour)) || !m.ExpiresAt.Equal(testNow.Add(29*time.Hour)) || m.Seed != 42 {
+	if !m.IssueUntil.Equal(testNow.Add(5*time.Hour)) || !m.ExpiresAt.Equal(testNow.Add(29*time.Hour)) {
 		t.Fatalf("times: %v %v", m.IssueUntil, m.ExpiresAt)
 	}
 	for i, r := range m.Rounds {

@@ -96,7 +96,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
-	httpCfg, swOpts, err := sf.build(*listen)
+	httpCfg, swOpts, err := sf.build(*listen, ticket.RoleVerifier)
 	if err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}

@@ -110,8 +110,16 @@ func TestAttackTamperedManifestCommands(t *testing.T) {
 		t.Fatalf("inspect --key of the tampered manifest: exit %d\n%s", code, stdout)
 	}
 	code, _, errOut := runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--refund")
-	if code != 2 || !strings.Contains(errOut, "differs from the one this ledger was funded with") || strings.Count(errOut, "\n") != 1 {
-		t.Fatalf("reconcile --refund of the tampered manifest: exit %d %q", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "--key") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("reconcile --refund without --key: exit %d %q", code, errOut)
+	}
+	code, errOut, _ = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL)
+	if code != 1 || !strings.Contains(errOut, "differs from the one this ledger was funded with") || !strings.Contains(errOut, `"reason":"manifest_changed"`) {
+		t.Fatalf("reconcile of the tampered manifest without a key: exit %d %q", code, errOut)
+	}
+	code, _, errOut = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--key", ck, "--refund")
+	if code != 2 || !strings.Contains(errOut, "signature") {
+		t.Fatalf("reconcile --refund --key of the tampered manifest: exit %d %q", code, errOut)
 	}
 	code, _, errOut = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--key", ck)
 	if code != 2 || !strings.Contains(errOut, "signature") {
