@@ -113,11 +113,7 @@ func repoFiles(t *testing.T, root string) []string {
 	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
 	cmd.Dir = root
 	if out, err := cmd.Output(); err == nil {
-		for _, f := range strings.Split(string(out), "\x00") {
-			if f != "" {
-				files = append(files, f)
-			}
-		}
+		files = gitFiles(out)
 	} else {
 		t.Logf("git ls-files: %v; walking the directory instead", err)
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -152,6 +148,20 @@ func repoFiles(t *testing.T, root string) []string {
 	return kept
 }
 
+// gitFiles splits the output of git ls-files -z. A file in conflict is listed once per
+// stage of the merge, so each name is kept once.
+func gitFiles(out []byte) []string {
+	var files []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(string(out), "\x00") {
+		if f != "" && !seen[f] {
+			seen[f] = true
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
 func isBinary(src []byte) bool {
 	head := src
 	if len(head) > 8192 {
@@ -169,6 +179,15 @@ func goFunc(lines int) []byte {
 	}
 	b.WriteString("}\n")
 	return []byte(b.String())
+}
+
+// TestGitFilesOncePerName: during a merge a conflicted file is listed once per stage,
+// which counted its long functions three times.
+func TestGitFilesOncePerName(t *testing.T) {
+	got := strings.Join(gitFiles([]byte("a.go\x00b.go\x00b.go\x00b.go\x00c.md\x00")), ",")
+	if got != "a.go,b.go,c.md" {
+		t.Fatalf("files %s, want a.go,b.go,c.md", got)
+	}
 }
 
 func TestFunctionOf71LinesFails(t *testing.T) {
