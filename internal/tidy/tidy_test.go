@@ -445,3 +445,30 @@ func TestMissingLinksOnlyShrink(t *testing.T) {
 		t.Errorf("round trip: %v, %v", l, err)
 	}
 }
+
+// TestReadmeIsTheFrontDoor: README.md stays a front door (at most 250 lines; the rest
+// lives in docs/), and its two set-up commands are the ones that work: the demo, and the
+// test command exactly as CI (.ci/run) runs it.
+func TestReadmeIsTheFrontDoor(t *testing.T) {
+	root, _ := moduleRoot(t)
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile(filepath.Join(root, ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countLines(readme); n > 250 {
+		t.Errorf("README.md is %d lines, over 250: move the details to docs/", n)
+	}
+	const demo, test = "go run ./tools/shake demo", "go test -race -count=1 ./..."
+	for _, cmd := range []string{demo, test} {
+		if !bytes.Contains(readme, []byte("\n"+cmd+" ")) {
+			t.Errorf("README.md's set-up does not start a line with %q", cmd)
+		}
+	}
+	if !bytes.Contains(ci, []byte("\n"+test+"\n")) {
+		t.Errorf(".ci/run does not run %q, the test command README.md gives", test)
+	}
+}
