@@ -59,7 +59,7 @@ or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 
 func runQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query", queryUsage, stderr)
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
@@ -84,6 +84,12 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
+		return usageError(stderr, "query: %v", err)
+	} else {
+		*ledgerURL = u
+	}
 	sk, err := ticket.ReadKeyFile(*sessionKey)
 	if err != nil {
 		return usageError(stderr, "query: --session-key: %v", err)
@@ -105,7 +111,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		case err != nil:
 			return chk.fail("--ledger: %v", err)
 		case !p.Exists:
-			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", *ledgerURL)
+			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(*ledgerURL))
 		case p.Version < p.Latest:
 			return chk.fail("--ledger: schema version %d, this query server reads version %d: start the settler of this version once to migrate it", p.Version, p.Latest)
 		}
@@ -121,7 +127,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, query.ErrBadURL) || errors.Is(err, query.ErrSchema) {
 			return usageError(stderr, "query: --ledger: %v", err)
 		}
-		return usageError(stderr, "query: --ledger: cannot open %s: %v", *ledgerURL, err)
+		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(*ledgerURL), err)
 	}
 	httpCfg := obs.Common{AdminListen: *adminListen}
 	if httpCfg.AdminListen == "" {

@@ -69,8 +69,7 @@ Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable 
 func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
@@ -84,7 +83,8 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
 		return flagError(fs, "%v", err)
 	} else {
 		*ledgerURL = u
