@@ -216,13 +216,21 @@ func (s *Store) Reload() error {
 // it (the servers' --dry-run). A missing file is an error wrapping os.ErrNotExist.
 func ReadFile(path string) (*ticket.Switches, error) { return readFile(path) }
 
-// readFile reads and validates a switches file.
+// readFile reads and validates a switches file, refusing one another user could have
+// written (checkTrusted).
 func readFile(path string) (*ticket.Switches, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTrusted(path, fi); err != nil {
+		return nil, err
+	}
 	b, err := io.ReadAll(io.LimitReader(f, ticket.MaxSwitchesBytes+1))
 	if err != nil {
 		return nil, err
