@@ -52,7 +52,11 @@ type Config struct {
 	// Apply compiles doc into the role's hot-path value and publishes it (Live.Publish),
 	// returning once it is in force. It must refuse (and change nothing) a document the
 	// role cannot honour.
-	Apply        func(ctx context.Context, doc *ticket.Switches) error
+	Apply func(ctx context.Context, doc *ticket.Switches) error
+	// Check, when set, refuses a document that names what the campaign does not have
+	// (a round, a shard), with a *ticket.FieldError; it runs before anything is
+	// written or applied, at start, on PUT and on SIGHUP.
+	Check        func(doc *ticket.Switches) error
 	ApplyTimeout time.Duration // default DefaultApplyTimeout
 	Logger       *slog.Logger
 	Registry     *obs.Registry
@@ -125,6 +129,9 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("switches file %s: %w", cfg.File, err)
 	} else {
 		s.log.Info("switches file does not exist yet: starting from the defaults", "file", cfg.File)
+	}
+	if err := s.check(doc); err != nil {
+		return nil, fmt.Errorf("switches file %s: %w", cfg.File, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ApplyTimeout)
 	defer cancel()
@@ -278,6 +285,9 @@ func writeFile(path string, d *ticket.Switches) error {
 // applyLocked persists (when persist and there is a file), applies, logs and records
 // d. s.mu is held.
 func (s *Store) applyLocked(d *ticket.Switches, source string, persist bool) error {
+	if err := s.check(d); err != nil {
+		return err
+	}
 	old := s.cur.load()
 	if persist && s.cfg.File != "" {
 		if err := writeFile(s.cfg.File, d); err != nil {
@@ -298,6 +308,14 @@ func (s *Store) applyLocked(d *ticket.Switches, source string, persist bool) err
 		}
 	}
 	return err
+}
+
+// check runs Config.Check, if any.
+func (s *Store) check(d *ticket.Switches) error {
+	if s.cfg.Check == nil {
+		return nil
+	}
+	return s.cfg.Check(d)
 }
 
 // Auth reports whether ctx carries the admin token. Without a configured key nothing
