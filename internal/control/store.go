@@ -112,7 +112,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "switches")}
 	if cfg.AdminKey != nil {
-		s.token = []byte("Bearer " + ticket.AdminToken(cfg.AdminKey))
+		s.token = bearer(cfg.AdminKey)
 	} else {
 		s.log.Warn("no --admin-key: PUT /admin/switches is refused, switches cannot be changed")
 	}
@@ -320,12 +320,28 @@ func (s *Store) check(d *ticket.Switches) error {
 
 // Auth reports whether ctx carries the admin token. Without a configured key nothing
 // is authorised.
-func (s *Store) Auth(ctx *fasthttp.RequestCtx) bool {
-	if s.token == nil {
+func (s *Store) Auth(ctx *fasthttp.RequestCtx) bool { return authorized(ctx, s.token) }
+
+// bearer is the Authorization header value an admin key's token gives.
+func bearer(key []byte) []byte { return []byte("Bearer " + ticket.AdminToken(key)) }
+
+// authorized reports whether ctx carries want ("Bearer <token>"); a nil want authorises
+// nothing.
+func authorized(ctx *fasthttp.RequestCtx, want []byte) bool {
+	if want == nil {
 		return false
 	}
-	got := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	return subtle.ConstantTimeCompare(got, s.token) == 1
+	return subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), want) == 1
+}
+
+// TokenAuth is the admin check of a server without switches (the query server, reconcile
+// --watch): the request must carry key's token. A nil key authorises nothing.
+func TokenAuth(key []byte) func(*fasthttp.RequestCtx) bool {
+	var want []byte
+	if key != nil {
+		want = bearer(key)
+	}
+	return func(ctx *fasthttp.RequestCtx) bool { return authorized(ctx, want) }
 }
 
 // Wire returns c with the admin listener's /admin/... handler and its token check set

@@ -34,8 +34,9 @@ type Common struct {
 	AdminListen string
 	// Admin serves every /admin/... path of the admin listener (nil: 404).
 	Admin fasthttp.RequestHandler
-	// AdminAuth, when set, must approve a /debug/pprof/ request (the admin token):
-	// profiles are expensive enough to be a denial of service.
+	// AdminAuth must approve a /debug/pprof/ request (the role's admin token); nil
+	// approves none. Profiles are expensive enough to be a denial of service, and
+	// /debug/pprof/cmdline shows the command line.
 	AdminAuth func(*fasthttp.RequestCtx) bool
 	// Drain is how long /readyz answers 503 {"status":"draining"} after the shutdown
 	// began while requests are still served, so that load balancers move away first.
@@ -373,7 +374,7 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) {
 			WriteError(ctx, fasthttp.StatusInternalServerError, "internal")
 		}
 	case bytes.HasPrefix(path, prefixPprof):
-		if s.cfg.AdminAuth != nil && !s.cfg.AdminAuth(ctx) {
+		if s.cfg.AdminAuth == nil || !s.cfg.AdminAuth(ctx) {
 			WriteError(ctx, fasthttp.StatusUnauthorized, "unauthorized")
 			return
 		}

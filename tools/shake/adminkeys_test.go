@@ -40,10 +40,15 @@ func TestServersRefuseAnotherRolesKey(t *testing.T) {
 		"--brokers", "127.0.0.1:1", "--spool", t.TempDir(), "--listen", "127.0.0.1:0"}
 	settler := []string{"settler", "--brokers", "127.0.0.1:1", "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "l.db"),
 		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0"}
+	query := []string{"query", "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "none.db"), "--session-key", f.key("session.key")}
+	watch := []string{"reconcile", "--manifest", man, "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "none.db"), "--watch", "1s"}
 	cases := []struct {
 		args      []string
 		key, want string
 	}{
+		{query, "admin.key", "give the query admin-query.key"},
+		{query, "admin-settler.key", "is the settler's admin key: give the query admin-query.key"},
+		{watch, "admin.key", "give the query admin-query.key"},
 		{f.edgeArgs(t, 0), "admin.key", "give the edge admin-edge.key"},
 		{f.edgeArgs(t, 0), "admin-verifier.key", "is the verifier's admin key: give the edge admin-edge.key"},
 		{verifier, "admin.key", "give the verifier admin-verifier.key"},

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/query"
 	"shake/settler/ledger"
@@ -53,7 +54,8 @@ and -shm files), reads the session key, binds and closes --listen and
 --admin-listen, prints one "ok" line per check and exits 0, or one line naming the flag
 and exit 2.
 
-Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen. SIGTERM
+Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen, and
+/debug/pprof/ there with the token of --admin-key admin-query.key (never without). SIGTERM
 or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 `
 
@@ -63,6 +65,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
+	adminKey := fs.String("admin-key", "", "admin-query.key `file`: /debug/pprof/ needs its token (without it no profile is served)")
 	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
 	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
 	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
@@ -93,6 +96,12 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	sk, err := ticket.ReadKeyFile(*sessionKey)
 	if err != nil {
 		return usageError(stderr, "query: --session-key: %v", err)
+	}
+	var ak []byte
+	if *adminKey != "" {
+		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
+			return usageError(stderr, "query: %v", err)
+		}
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
 	chk.ok("session-key", "%s", *sessionKey)
@@ -129,7 +138,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		}
 		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(*ledgerURL), err)
 	}
-	httpCfg := obs.Common{AdminListen: *adminListen}
+	httpCfg := obs.Common{AdminListen: *adminListen, AdminAuth: control.TokenAuth(ak)}
 	if httpCfg.AdminListen == "" {
 		if httpCfg.AdminListen, err = obs.DefaultAdminListen(*listen); err != nil {
 			rd.Close()
