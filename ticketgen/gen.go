@@ -86,6 +86,9 @@ type Config struct {
 	// (0 = no limit). Unlike the other fields its zero value is not a default: `shake
 	// gen` passes 1 unless told otherwise.
 	PerUser int
+	// Verifiers is the number of uid shards of the verifier fleet, recorded in the
+	// manifest; 0 means 1.
+	Verifiers int
 	// Generation is the campaign generation id; empty means a fresh random one
 	// (ticket.NewGeneration), which is what every real run wants.
 	Generation string
@@ -130,6 +133,10 @@ func check(cfg Config) (*plan, error) {
 	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
 		return nil, configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
 	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return nil, configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
+	p.cfg.Verifiers = max(cfg.Verifiers, 1)
 	p.gen = cfg.Generation
 	if p.gen == "" {
 		p.gen = ticket.NewGeneration()
@@ -292,7 +299,7 @@ func (p *plan) manifest() *ticket.Manifest {
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
-		PerUser: p.cfg.PerUser, Generation: p.gen, Shards: p.shards,
+		PerUser: p.cfg.PerUser, Verifiers: p.cfg.Verifiers, Generation: p.gen, Shards: p.shards,
 	}
 	if len(p.cfg.Prizes) > 0 {
 		// Min and Max bound every ticket, prizes included; the lucky bounds are apart.

@@ -78,7 +78,8 @@ type demoConfig struct {
 	users        int
 	duration     time.Duration
 	rate         float64
-	ledgerURL    string
+	ledgerURL    string   // the ledger to open ("": DIR/ledger.db)
+	ledgerArgs   []string // how the settler is given it, with no password on its command line
 	brokers      string
 	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
@@ -129,7 +130,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.users, "users", 200000, "simulated users")
 	fs.DurationVar(&c.duration, "duration", 40*time.Second, "how long users keep arriving")
 	fs.Float64Var(&c.rate, "rate", 5000, "shakes per second offered (open loop)")
-	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
+	lf := addLedgerFlags(fs, "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
 	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
@@ -143,6 +144,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	if _, err := kf.load(); err != nil {
 		return usageError(stderr, "demo: %v", err)
+	}
+	if lf.url.raw != "" {
+		u, err := lf.resolve()
+		if err != nil {
+			return usageError(stderr, "demo: %v", err)
+		}
+		c.ledgerURL, c.ledgerArgs = u, lf.childArgs()
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
 		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
@@ -283,8 +291,9 @@ func (d *demo) run(ctx context.Context) int {
 	ledgerURL := c.ledgerURL
 	if ledgerURL == "" {
 		ledgerURL = "sqlite://" + filepath.Join(c.out, "ledger.db")
+		c.ledgerArgs = []string{"--ledger", ledgerURL}
 	}
-	s.Ledger = ledgerURL
+	s.Ledger = redactLedgerURL(ledgerURL)
 
 	// 3. Servers.
 	if err := d.startServers(ctx, m, ckPath, skPath, brokers, ledgerURL); err != nil {
@@ -398,8 +407,8 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
 			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
-		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
-			"--key", ckPath}},
+		spec{"settler", append([]string{"settler", "--brokers", brokers, "--manifest", manifest,
+			"--key", ckPath}, d.cfg.ledgerArgs...)},
 	)
 	for i := range specs {
 		role, _, _ := strings.Cut(specs[i].name, "-") // edge-000 is an edge

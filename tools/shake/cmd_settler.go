@@ -104,8 +104,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated `HOST:PORT` list (required)")
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "admin listener `HOST:PORT`: /healthz, /readyz, /metrics, /debug/pprof/, /admin/switches")
@@ -134,7 +133,8 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return chk.fail("%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
 		return chk.fail("%v", err)
 	} else {
 		*ledgerURL = u

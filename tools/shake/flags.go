@@ -147,6 +147,8 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 		if e := fs.Set(f.Name, v); e != nil {
 			err = fmt.Errorf("$%s (for --%s): invalid value %q: %v", envName(f.Name), f.Name, v, e)
+		} else if m, ok := f.Value.(interface{ markFromEnv() }); ok {
+			m.markFromEnv() // --ledger: a password is fine in the environment, not on argv
 		}
 	})
 	return err
