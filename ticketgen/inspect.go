@@ -45,12 +45,13 @@ func (r *ShardReport) problem(format string, args ...any) {
 // The error is non-nil only when the file cannot be read (wrapping ErrUnreadable);
 // corruption is reported in Problems.
 func InspectShard(path string, campaignKey []byte) (*ShardReport, error) {
-	return inspectShard(path, campaignKey, nil)
+	return inspectShard(path, campaignKey, nil, nil)
 }
 
 // inspectShard is InspectShard; a non-nil tm (already keyed for the campaign) replaces
-// the derivation from campaignKey.
-func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*ShardReport, error) {
+// the derivation from campaignKey, and a non-nil visit is handed every round's records
+// of a shard that loaded.
+func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC, visit func(ticket.RoundRange, []ticket.Record)) (*ShardReport, error) {
 	r := &ShardReport{Path: path}
 	f, err := os.Open(path)
 	if err != nil {
@@ -103,6 +104,9 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*Shard
 		if s != rr.Amount {
 			r.problem("round %d: tickets sum to %d, header says %d", rr.Round, s, rr.Amount)
 		}
+		if visit != nil {
+			visit(rr, sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count])
+		}
 	}
 	if tm == nil && campaignKey != nil {
 		mk, err := ticket.MACKey(campaignKey, sh.Header.Campaign, sh.Header.Generation)
@@ -142,7 +146,10 @@ type ManifestReport struct {
 	Manifest *ticket.Manifest // nil when the manifest itself is corrupt
 	Shards   []*ShardReport
 	KeyFiles int // shard key files checked against the campaign key
-	Problems []string
+	// Distribution is how the amounts in the files are spread: every amount, the largest
+	// per shard-round, and the tickets holding each prize's amount.
+	Distribution *Distribution
+	Problems     []string
 }
 
 func (r *ManifestReport) problem(format string, args ...any) {
@@ -194,10 +201,25 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 		}
 	}
 	dir := filepath.Dir(path)
+	d := newDistribution(m.Prizes, m.Shards)
+	r.Distribution = d
 	for i := range m.Shards {
 		ms := &m.Shards[i]
 		sp := filepath.Join(dir, ms.File)
-		sr, err := inspectShard(sp, nil, tm)
+		sr, err := inspectShard(sp, nil, tm, func(rr ticket.RoundRange, recs []ticket.Record) {
+			if rr.Round < 0 || rr.Round >= len(d.Largest[i]) {
+				return // the header's ranges disagree with the manifest: reported below
+			}
+			for _, rec := range recs {
+				d.Amounts.Add(rec.Amount)
+				d.Largest[i][rr.Round] = max(d.Largest[i][rr.Round], rec.Amount)
+				for k, pr := range m.Prizes {
+					if int64(rec.Amount) == pr.Amount {
+						d.PrizeTickets[i][rr.Round][k]++
+					}
+				}
+			}
+		})
 		if err != nil {
 			r.problem("shard %d: %v", i, err)
 			continue
@@ -247,7 +269,35 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 			}
 		}
 	}
+	r.checkPrizes(m)
 	return r, nil
+}
+
+// checkPrizes compares the prize tickets found in the files with the plan's spread. A
+// prize above the lucky amounts' largest must be found exactly as planned in every
+// shard-round; one a lucky amount can equal, at least as planned.
+func (r *ManifestReport) checkPrizes(m *ticket.Manifest) {
+	if len(m.Prizes) == 0 || len(r.Shards) != len(m.Shards) {
+		return
+	}
+	plan, err := allocatePrizes(m.Prizes, m.Shards, m.Count)
+	if err != nil {
+		r.problem("the manifest's prizes cannot be spread over its shards: %v", err)
+		return
+	}
+	for i := range plan {
+		if !r.Shards[i].Loaded {
+			continue
+		}
+		for j := range plan[i] {
+			for k, pr := range m.Prizes {
+				got, want := r.Distribution.PrizeTickets[i][j][k], plan[i][j][k]
+				if got < want || (pr.Amount > m.LuckyMax && got != want) {
+					r.problem("shard %d round %d: %d tickets of prize %d, the manifest's plan gives %d", i, j, got, pr.Amount, want)
+				}
+			}
+		}
+	}
 }
 
 func sameRounds(a, b []ticket.RoundWindow) bool {

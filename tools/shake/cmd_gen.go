@@ -193,11 +193,12 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.CampaignKey = key
 	if *dryRun {
-		m, err := ticketgen.Plan(cfg)
+		m, d, err := ticketgen.Preview(context.Background(), cfg)
 		if err != nil {
 			return genError(stderr, err)
 		}
 		printGenPlan(stdout, m, *out)
+		printDistribution(stdout, m, d, false)
 		return 0
 	}
 	if isTerminal(stderr) {
