@@ -291,6 +291,29 @@ func mixChart(b *strings.Builder, eps []*EndpointResult) {
 	b.WriteString(`</svg>`)
 }
 
+// writeChecks renders a verdict's checks as a table, red when any failed.
+func writeChecks(b *strings.Builder, checks []Check) {
+	if len(checks) == 0 {
+		return
+	}
+	cls := "pass"
+	for _, c := range checks {
+		if !c.OK {
+			cls = "fail"
+		}
+	}
+	fmt.Fprintf(b, `<table class="verdict %s"><tr><th></th><th>target</th><th>measured</th><th>threshold</th><th>flag</th></tr>`, cls)
+	for _, c := range checks {
+		mark, color := "✓", "#1a7f37"
+		if !c.OK {
+			mark, color = "✗", "#cf222e"
+		}
+		fmt.Fprintf(b, `<tr><td style="color:%s;font-weight:bold">%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>`,
+			color, mark, esc(c.Target), esc(c.Measured), esc(c.Threshold), esc(c.Flag))
+	}
+	b.WriteString("</table>")
+}
+
 func stripScheme(u string) string {
 	if i := strings.Index(u, "://"); i >= 0 {
 		return u[i+3:]
@@ -304,7 +327,19 @@ func stripScheme(u string) string {
 type ReportSection struct {
 	Title   string
 	Verdict *bool
-	Rows    [][2]string
+	// Checks, when set, are shown first, one line per target with a ✓ or a ✗.
+	Checks []Check
+	Rows   [][2]string
+}
+
+// Check is one target of a verdict, k6 style: what was measured against its threshold.
+type Check struct {
+	Target    string `json:"target"`
+	Threshold string `json:"threshold"`
+	Measured  string `json:"measured"`
+	OK        bool   `json:"ok"`
+	// Flag names the command-line flag that sets the threshold.
+	Flag string `json:"flag,omitempty"`
 }
 
 // WriteHTML writes one self-contained HTML page for res: inline CSS and SVG charts, no
@@ -329,7 +364,9 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 				b.WriteString(` <span style="color:#cf222e">FAILED</span>`)
 			}
 		}
-		b.WriteString("</h2><table>")
+		b.WriteString("</h2>")
+		writeChecks(&b, sec.Checks)
+		b.WriteString("<table>")
 		for _, r := range sec.Rows {
 			fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td></tr>", esc(r[0]), esc(r[1]))
 		}

@@ -14,7 +14,7 @@ import (
 	ikafka "shake/internal/kafka"
 )
 
-// DefaultTopic is the claims topic SPEC.md names.
+// DefaultTopic is the claims topic docs/cli.md names.
 const DefaultTopic = "shake.claims"
 
 // DefaultPartitions is the partition count of every seeded and auto-created topic.

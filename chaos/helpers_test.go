@@ -43,7 +43,7 @@ type campaign struct {
 	manPath     string
 	ckPath      string
 	skPath      string
-	akPath      string // admin.key: guards the admin listeners (switches)
+	akPath      string // admin.key: the operator's key (ctl); servers get admin-ROLE.key
 	campaignKey []byte
 	adminKey    []byte
 	sessionKey  []byte

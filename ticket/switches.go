@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// The switches document (SPEC.md, "Admin listeners and switches"): what an operator may
+// The switches document (docs/switches.md): what an operator may
 // change in a running event, the same document on every server, each acting on its own
 // section. Parse is strict: an unknown field or an out-of-range value is refused with
 // the field named, so a typo never silently does nothing.
@@ -34,6 +34,13 @@ const (
 	MaxSwitchRetryAfterMs = 3_600_000
 	// MaxSwitchMessage bounds verifier.message, in bytes.
 	MaxSwitchMessage = 256
+	// MaxSwitchesVersion is the highest version a document may carry (2^53-1: every
+	// JSON reader holds it exactly), far below where ctl's "one above the current" wraps.
+	MaxSwitchesVersion = 1<<53 - 1
+	// MaxSwitchesVersionStep is the most a PUT may raise the version above the current:
+	// one stolen key cannot push a server's version out of the operator's reach in one
+	// request (reaching MaxSwitchesVersion takes 2^33 of them).
+	MaxSwitchesVersionStep = 1 << 20
 	// adminTokenLabel is the HMAC message of the admin token.
 	adminTokenLabel = "shake-admin-v1"
 )
@@ -104,7 +111,9 @@ func ParseSwitches(b []byte) (*Switches, error) {
 	for k, v := range top {
 		switch k {
 		case "version":
-			err = field(v, k, &d.Version)
+			if err = field(v, k, &d.Version); err == nil && d.Version > MaxSwitchesVersion {
+				err = &FieldError{Field: k, Reason: fmt.Sprintf("%d is above the highest version %d (2^53-1)", d.Version, uint64(MaxSwitchesVersion))}
+			}
 		case "edge":
 			err = d.Edge.parse(v)
 		case "verifier":

@@ -35,8 +35,14 @@ type Options struct {
 	// File persists the document (--switches): read at start, written (fsync, rename)
 	// before a PUT answers 200, reread on SIGHUP. "" keeps it in memory only.
 	File string
-	// AdminKey is the raw admin.key (--admin-key); without it every PUT is refused.
+	// AdminKey is the raw admin key of the role (--admin-key admin-ROLE.key); without it
+	// every PUT is refused.
 	AdminKey []byte
+	// Reset (--switches-reset) starts from the default document, version 0, whatever
+	// File holds, and writes that to File before serving: the operator's way out of a
+	// hostile document (a version no change can follow). Given knowingly: every switch
+	// the file held is gone.
+	Reset bool
 }
 
 // Config configures New.
@@ -107,7 +113,11 @@ func New(cfg Config) (*Store, error) {
 		s.log.Warn("no --admin-key: PUT /admin/switches is refused, switches cannot be changed")
 	}
 	doc := ticket.DefaultSwitches()
-	if cfg.File == "" {
+	if cfg.Reset {
+		if err := s.reset(); err != nil {
+			return nil, err
+		}
+	} else if cfg.File == "" {
 		s.log.Warn("no --switches file: switches changed at run time will not survive a restart")
 	} else if d, err := readFile(cfg.File); err == nil {
 		doc = d
@@ -147,6 +157,28 @@ func New(cfg Config) (*Store, error) {
 		}()
 	}
 	return s, nil
+}
+
+// reset replaces the switches file with the default document (--switches-reset),
+// logging what it held.
+func (s *Store) reset() error {
+	if s.cfg.File == "" {
+		s.log.Warn("--switches-reset without --switches: starting from the defaults, as always")
+		return nil
+	}
+	old, err := os.ReadFile(s.cfg.File)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--switches-reset: %w", err)
+	}
+	if len(old) > ticket.MaxSwitchesBytes {
+		old = old[:ticket.MaxSwitchesBytes]
+	}
+	if err := writeFile(s.cfg.File, ticket.DefaultSwitches()); err != nil {
+		return fmt.Errorf("--switches-reset: cannot write %s: %w", s.cfg.File, err)
+	}
+	s.log.Warn("--switches-reset: the switches file is replaced by the defaults, version 0",
+		"file", s.cfg.File, "old", string(bytes.TrimSpace(old)))
+	return nil
 }
 
 // Close stops rereading the file on SIGHUP. A nil Store is closed already.
@@ -333,6 +365,12 @@ func (s *Store) put(ctx *fasthttp.RequestCtx) {
 	if d.Version <= cur.Version {
 		s.refuse(ctx, fasthttp.StatusConflict, "stale_version", "version",
 			"version "+strconv.FormatUint(d.Version, 10)+" is not above the current "+strconv.FormatUint(cur.Version, 10))
+		return
+	}
+	if d.Version-cur.Version > ticket.MaxSwitchesVersionStep {
+		s.refuse(ctx, fasthttp.StatusConflict, "version_jump", "version",
+			"version "+strconv.FormatUint(d.Version, 10)+" is more than "+strconv.Itoa(ticket.MaxSwitchesVersionStep)+
+				" above the current "+strconv.FormatUint(cur.Version, 10))
 		return
 	}
 	if err := s.applyLocked(d, "put", true); err != nil {

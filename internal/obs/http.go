@@ -50,7 +50,7 @@ type Common struct {
 
 // ServerConfig configures a Server. Zero durations and sizes take the defaults above.
 type ServerConfig struct {
-	Name            string        // role name ("edge"), used in logs and the Server header ("shake-edge")
+	Name            string        // role name ("edge"), used in logs, /healthz's "role" and the Server header ("shake-edge")
 	Listen          string        // host:port; port 0 picks a free port (see Server.Addr)
 	MaxBodySize     int           // bytes; a larger request gets 413 {"error":"too_large"}
 	ReadTimeout     time.Duration // default 5s
@@ -73,7 +73,7 @@ type ServerConfig struct {
 	Common
 }
 
-// DefaultAdminListen is the admin address SPEC.md gives a server whose public listener is
+// DefaultAdminListen is the admin address docs/api.md gives a server whose public listener is
 // listen: 127.0.0.1 and listen's port plus 1000 (port 0, any free port, stays 0).
 func DefaultAdminListen(listen string) (string, error) {
 	_, port, err := net.SplitHostPort(listen)
@@ -104,6 +104,9 @@ type Server struct {
 	log      *slog.Logger
 	served   atomic.Bool
 	draining atomic.Bool
+	// healthBody is the /healthz answer, naming the role: {"status":"ok","role":"edge"}
+	// (shake ctl learns each server's role from it).
+	healthBody []byte
 }
 
 // listener is one bound socket and the fasthttp server on it.
@@ -115,7 +118,6 @@ type listener struct {
 }
 
 var (
-	bodyHealthOK  = []byte(`{"status":"ok"}`)
 	bodyReady     = []byte(`{"status":"ready"}`)
 	bodyNotReady  = []byte(`{"status":"not_ready"}`)
 	bodyDraining  = []byte(`{"status":"draining"}`)
@@ -164,6 +166,8 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	}
 	RegisterProcessMetrics(cfg.Registry)
 	s := &Server{cfg: cfg, h: h, log: cfg.Logger.With("server", cfg.Name)}
+	s.healthBody = appendJSONString([]byte(`{"status":"ok","role":"`), cfg.Name)
+	s.healthBody = append(s.healthBody, `"}`...)
 	pubHandler, pubName, pubMax := s.handle, "public", cfg.MaxConns
 	if cfg.AdminOnly {
 		pubHandler, pubName, pubMax = s.handleAdmin, "admin", max(cfg.MaxConns/8, adminMaxConns)
@@ -388,7 +392,7 @@ func (s *Server) health(ctx *fasthttp.RequestCtx, path []byte) {
 		return
 	}
 	if string(path) == "/healthz" {
-		WriteJSON(ctx, fasthttp.StatusOK, bodyHealthOK)
+		WriteJSON(ctx, fasthttp.StatusOK, s.healthBody)
 		return
 	}
 	switch {

@@ -70,6 +70,7 @@ func TestServerEndpoints(t *testing.T) {
 	reg.Counter("shake_test_total", "Test counter.", "result", "won").Add(7)
 	var ready atomic.Bool
 	ts := startServer(t, ServerConfig{
+		Name:        "test",
 		Common:      Common{AdminListen: "127.0.0.1:0"},
 		Registry:    reg,
 		Ready:       ready.Load,
@@ -98,7 +99,7 @@ func TestServerEndpoints(t *testing.T) {
 		ctype        string
 	}
 	checks := []check{
-		{"GET", "/healthz", nil, 200, `{"status":"ok"}`, "application/json"},
+		{"GET", "/healthz", nil, 200, `{"status":"ok","role":"test"}`, "application/json"},
 		{"GET", "/readyz", nil, 503, `{"status":"not_ready"}`, "application/json"},
 		{"POST", "/healthz", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
 		{"GET", "/metrics", nil, 404, `{"error":"not_found"}`, "application/json"},
@@ -312,8 +313,8 @@ func TestJSONHelpersZeroAllocs(t *testing.T) {
 }
 
 func TestHandlerPassThroughZeroAllocs(t *testing.T) {
-	s := &Server{cfg: ServerConfig{Registry: NewRegistry()}, h: func(ctx *fasthttp.RequestCtx) {
-		WriteJSON(ctx, 200, bodyHealthOK)
+	s := &Server{cfg: ServerConfig{Registry: NewRegistry()}, healthBody: []byte(`{"status":"ok","role":"edge"}`), h: func(ctx *fasthttp.RequestCtx) {
+		WriteJSON(ctx, 200, bodyReady)
 	}}
 	var ctx fasthttp.RequestCtx
 	ctx.Request.SetRequestURI("/v1/shake")

@@ -9,6 +9,7 @@ import (
 
 	"shake/edge"
 	"shake/internal/obs"
+	"shake/ticket"
 )
 
 func init() {
@@ -89,7 +90,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
-	httpCfg, swOpts, err := sf.build(*listen)
+	httpCfg, swOpts, err := sf.build(*listen, ticket.RoleEdge)
 	if err != nil {
 		return usageError(stderr, "edge: %v", err)
 	}

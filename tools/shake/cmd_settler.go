@@ -127,7 +127,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
-	httpCfg, swOpts, err := sf.build(*listen)
+	httpCfg, swOpts, err := sf.build(*listen, ticket.RoleSettler)
 	if err != nil {
 		return chk.fail("%v", err)
 	}

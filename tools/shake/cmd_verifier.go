@@ -45,7 +45,7 @@ that it has not expired. Answers:
                                (Kafka and spool both failed, spool or queue full); retry
 
 A claim is durable when every in-sync Kafka replica acknowledged it (topic --topic, key =
-ticket id, value = the claim JSON of SPEC.md), or, while Kafka is unreachable, when it is
+ticket id, value = the claim JSON of docs/formats.md), or, while Kafka is unreachable, when it is
 fsynced to the append-only spool under --spool (at most --spool-max-bytes waiting). A
 replayer moves spooled claims to Kafka in order once it is back; claims still spooled at
 exit, including after kill -9, are replayed at the next start. Concurrent opens are
@@ -96,7 +96,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
-	httpCfg, swOpts, err := sf.build(*listen)
+	httpCfg, swOpts, err := sf.build(*listen, ticket.RoleVerifier)
 	if err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}

@@ -32,10 +32,18 @@ func wantUsage(t *testing.T, args []string, prefix, want string) {
 
 func TestKeysInit(t *testing.T) {
 	dir := keysDir(t)
-	for _, n := range []string{"campaign.key", "session.key", "admin.key"} {
+	for _, n := range []string{"campaign.key", "session.key", "admin.key", "admin-edge.key", "admin-verifier.key", "admin-settler.key", "admin-query.key"} {
 		st, err := os.Stat(filepath.Join(dir, n))
 		if err != nil || st.Size() != ticket.KeySize || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", n, err, st)
+		}
+	}
+	// Each role key is admin.key's derivation for its role.
+	op, _ := ticket.ReadKeyFile(filepath.Join(dir, "admin.key"))
+	for _, role := range ticket.AdminRoles {
+		got, _ := ticket.ReadKeyFile(filepath.Join(dir, ticket.AdminRoleKeyFile(role)))
+		if want, err := ticket.RoleAdminKey(op, role); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s is not admin.key's %s key (%v)", ticket.AdminRoleKeyFile(role), role, err)
 		}
 	}
 	a, _ := os.ReadFile(filepath.Join(dir, "campaign.key"))
