@@ -87,6 +87,25 @@ func newDistribution(prizes []ticket.Prize, shards []ticket.ManifestShard) *Dist
 	return d
 }
 
+// visitor returns what counts shard i's records as a shard file is inspected: every
+// amount, each round's largest, and the tickets holding each prize's amount.
+func (d *Distribution) visitor(i int) func(ticket.RoundRange, []ticket.Record) {
+	return func(rr ticket.RoundRange, recs []ticket.Record) {
+		if rr.Round < 0 || rr.Round >= len(d.Largest[i]) {
+			return // the header's ranges disagree with the manifest: reported apart
+		}
+		for _, rec := range recs {
+			d.Amounts.Add(rec.Amount)
+			d.Largest[i][rr.Round] = max(d.Largest[i][rr.Round], rec.Amount)
+			for k, pr := range d.Prizes {
+				if int64(rec.Amount) == pr.Amount {
+					d.PrizeTickets[i][rr.Round][k]++
+				}
+			}
+		}
+	}
+}
+
 // PerShard returns the prize's tickets in each shard.
 func (d *Distribution) PerShard(prize int) []uint64 {
 	out := make([]uint64, len(d.PrizeTickets))

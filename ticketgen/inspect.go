@@ -96,18 +96,7 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC, visit f
 	if r.Sum != sh.Header.Amount || uint64(len(sh.Records)) != sh.Header.Count {
 		r.problem("records hold %d tickets / %d, header says %d / %d", len(sh.Records), r.Sum, sh.Header.Count, sh.Header.Amount)
 	}
-	for _, rr := range sh.Header.RoundRanges {
-		var s int64
-		for _, rec := range sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count] {
-			s += int64(rec.Amount)
-		}
-		if s != rr.Amount {
-			r.problem("round %d: tickets sum to %d, header says %d", rr.Round, s, rr.Amount)
-		}
-		if visit != nil {
-			visit(rr, sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count])
-		}
-	}
+	r.checkRounds(sh, visit)
 	if tm == nil && campaignKey != nil {
 		mk, err := ticket.MACKey(campaignKey, sh.Header.Campaign, sh.Header.Generation)
 		if err != nil {
@@ -138,6 +127,24 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC, visit f
 		}
 	}
 	return r, nil
+}
+
+// checkRounds checks that every round's tickets sum to the header's amount for it, and
+// hands each round's records to visit (when not nil).
+func (r *ShardReport) checkRounds(sh *ticket.Shard, visit func(ticket.RoundRange, []ticket.Record)) {
+	for _, rr := range sh.Header.RoundRanges {
+		recs := sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count]
+		var s int64
+		for _, rec := range recs {
+			s += int64(rec.Amount)
+		}
+		if s != rr.Amount {
+			r.problem("round %d: tickets sum to %d, header says %d", rr.Round, s, rr.Amount)
+		}
+		if visit != nil {
+			visit(rr, recs)
+		}
+	}
 }
 
 // ManifestReport is what InspectManifest found: the manifest and every shard it lists.
@@ -177,11 +184,8 @@ func (r *ManifestReport) OK() bool {
 // manifest cannot be read at all.
 func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 	r := &ManifestReport{Path: path}
-	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
-		if err == nil {
-			err = errors.New("not a regular file")
-		}
-		return nil, fmt.Errorf("%w manifest %s: %v", ErrUnreadable, path, err)
+	if err := checkRegular("manifest", path); err != nil {
+		return nil, err
 	}
 	m, err := ticket.LoadManifest(path)
 	if err != nil {
@@ -201,25 +205,11 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 		}
 	}
 	dir := filepath.Dir(path)
-	d := newDistribution(m.Prizes, m.Shards)
-	r.Distribution = d
+	r.Distribution = newDistribution(m.Prizes, m.Shards)
 	for i := range m.Shards {
 		ms := &m.Shards[i]
 		sp := filepath.Join(dir, ms.File)
-		sr, err := inspectShard(sp, nil, tm, func(rr ticket.RoundRange, recs []ticket.Record) {
-			if rr.Round < 0 || rr.Round >= len(d.Largest[i]) {
-				return // the header's ranges disagree with the manifest: reported below
-			}
-			for _, rec := range recs {
-				d.Amounts.Add(rec.Amount)
-				d.Largest[i][rr.Round] = max(d.Largest[i][rr.Round], rec.Amount)
-				for k, pr := range m.Prizes {
-					if int64(rec.Amount) == pr.Amount {
-						d.PrizeTickets[i][rr.Round][k]++
-					}
-				}
-			}
-		})
+		sr, err := inspectShard(sp, nil, tm, r.Distribution.visitor(i))
 		if err != nil {
 			r.problem("shard %d: %v", i, err)
 			continue
@@ -298,6 +288,18 @@ func (r *ManifestReport) checkPrizes(m *ticket.Manifest) {
 			}
 		}
 	}
+}
+
+// checkRegular returns an error wrapping ErrUnreadable unless path is a regular file.
+func checkRegular(kind, path string) error {
+	st, err := os.Stat(path)
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		return fmt.Errorf("%w %s %s: %v", ErrUnreadable, kind, path, err)
+	}
+	return nil
 }
 
 func sameRounds(a, b []ticket.RoundWindow) bool {
