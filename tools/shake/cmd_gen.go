@@ -202,12 +202,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.CampaignKey = key
 	if *dryRun {
-		m, err := ticketgen.Plan(cfg)
-		if err != nil {
-			return genError(stderr, err)
-		}
-		printGenPlan(stdout, m, *out)
-		return 0
+		return genDryRun(cfg, stdout, stderr)
 	}
 	if isTerminal(stderr) {
 		cfg.Progress = stderr
@@ -220,6 +215,17 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), *out)
 	fmt.Fprintf(stdout, "seed in %s (keep it private until the event is over), seed_sha256 %s in the manifest\n",
 		filepath.Join(*out, ticketgen.SeedFile), m.SeedSHA256)
+	return 0
+}
+
+// genDryRun is `shake gen --dry-run`: the plan and the amounts' spread, nothing written.
+func genDryRun(cfg ticketgen.Config, stdout, stderr io.Writer) int {
+	m, d, err := ticketgen.Preview(context.Background(), cfg)
+	if err != nil {
+		return genError(stderr, err)
+	}
+	printGenPlan(stdout, m, cfg.OutDir)
+	printDistribution(stdout, m, d, false)
 	return 0
 }
 

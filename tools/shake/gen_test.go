@@ -216,6 +216,14 @@ func TestGenBadInput(t *testing.T) {
 		{[]string{"--key", filepath.Join(keys, "missing.key")}, "--key"},
 		{[]string{"--count", "ten"}, "-count"},
 		{[]string{"stray"}, "stray"},
+		{[]string{"--prize", "888"}, "-prize"},
+		{[]string{"--prize", "0x8"}, "-prize"},
+		{[]string{"--prize", "888x0"}, "-prize"},
+		{[]string{"--prize", "88xx8"}, "-prize"},
+		{[]string{"--prize", "100001x1"}, "--prize"},                       // more than the budget
+		{[]string{"--prize", "1x1001"}, "--prize"},                         // more than the count
+		{[]string{"--prize", "50000x2"}, "--prize"},                        // nothing left for the other 998
+		{[]string{"--prize", "100x1000", "--budget", "100001"}, "--prize"}, // every ticket, money left over
 	} {
 		out := filepath.Join(t.TempDir(), "out")
 		wantUsage(t, genArgs(keys, out, tc.args...), "shake gen: ", tc.want)
