@@ -69,7 +69,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// fakeChain is an in-process edge and verifier that answer per SPEC.md and count what
+// fakeChain is an in-process edge and verifier that answer per docs/api.md and count what
 // they answered, so the bench's counts can be checked against the servers' own.
 type fakeChain struct {
 	sk                        *ticket.SessionKey

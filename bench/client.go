@@ -170,7 +170,7 @@ func (c *client) openAnswer(j *job, status int, body []byte, now time.Time) bool
 	}
 	c.errorAnswer(ep, body)
 	if status == fasthttp.StatusServiceUnavailable && !r.cfg.NoRetry && !j.retry {
-		// SPEC.md: the claim could be made durable nowhere; retry with the same token.
+		// docs/api.md: the claim could be made durable nowhere; retry with the same token.
 		c.retryLater(j, body, now, ep)
 	}
 	return false

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Result kinds: the outcomes SPEC.md names for the two endpoints.
+// Result kinds: the outcomes docs/api.md names for the two endpoints.
 const (
 	resWon = iota
 	resMiss
@@ -22,7 +22,7 @@ const (
 var resultNames = [nResults]string{"won", "miss", "closed", "retry", "opened", "page"}
 
 // Error kinds. The first ones are the client's own; the rest are the error codes of
-// SPEC.md's JSON error bodies, counted by code, so "unauthorized" and "already_opened"
+// The documented JSON error bodies, counted by code, so "unauthorized" and "already_opened"
 // are told apart. An error body with another code counts as http_error; the status
 // breakdown is in EndpointResult.Status.
 const (
@@ -32,7 +32,7 @@ const (
 	errConnect            // could not connect
 	errTransport          // any other client-side failure (reset, malformed HTTP)
 	errBadResponse        // an answer the bench cannot classify (unknown result, no token)
-	errHTTP               // an error status whose code is not one of SPEC.md's
+	errHTTP               // an error status whose code is not one of docs/api.md's
 	errUnauthorized
 	errNotYourTicket
 	errExpired
@@ -226,7 +226,7 @@ type EndpointResult struct {
 	// Throughput is Responses per second over the endpoint's active window (from the
 	// start to its last completion).
 	Throughput float64 `json:"throughput_rps"`
-	// Results counts outcomes by SPEC.md's result names (won, miss, closed, retry,
+	// Results counts outcomes by the documented result names (won, miss, closed, retry,
 	// opened); only names that occurred are present.
 	Results map[string]int64 `json:"results"`
 	// Errors counts failures by kind: client-side (dropped, queue_full, timeout,

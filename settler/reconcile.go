@@ -20,7 +20,7 @@ var ErrNotExpired = errors.New("refund refused: tickets of this campaign can sti
 // ErrShardFile reports a shard file that reconcile needs and cannot read.
 var ErrShardFile = errors.New("cannot read shard file")
 
-// Report is the output of reconcile; its JSON keys are fixed by SPEC.md (the first
+// Report is the output of reconcile; its JSON keys are fixed by docs/cli.md (shake reconcile) (the first
 // thirteen), the rest are additions that say where a failure is.
 type Report struct {
 	Campaign          string `json:"campaign"`
@@ -53,6 +53,51 @@ type Report struct {
 	BalanceSum      int64    `json:"balance_sum"`
 	DriftedAccounts int64    `json:"drifted_accounts"`
 	Problems        []string `json:"problems"`
+	// Reason names, when ok is false, the first kind of failure (one of ReconcileReasons): what
+	// a dashboard or an alert shows.
+	Reason string `json:"reason,omitempty"`
+}
+
+// The reasons a reconciliation is not ok, most fundamental first.
+const (
+	ReasonLedgerMissing   = "ledger_missing"   // the SQLite file does not exist
+	ReasonNoSchema        = "no_schema"        // no settler ever migrated this database
+	ReasonSchemaNewer     = "schema_newer"     // migrated by a newer shake
+	ReasonSchemaOlder     = "schema_older"     // migrated by an older shake
+	ReasonNotRegistered   = "not_registered"   // this campaign was never registered (funded) here
+	ReasonOtherGeneration = "other_generation" // the ledger settles another generation of the campaign id
+	ReasonManifestChanged = "manifest_changed" // funded with another manifest (its digest differs)
+	ReasonNotFunded       = "not_funded"       // registered, never funded
+	ReasonMoney           = "money"            // the money does not reconcile
+	ReasonCannotCheck     = "cannot_check"     // the ledger could not be read (unreachable, timed out)
+)
+
+// ReconcileReasons lists every reason a reconciliation is not ok, for exporters that want a series per reason.
+var ReconcileReasons = []string{ReasonLedgerMissing, ReasonNoSchema, ReasonSchemaNewer, ReasonSchemaOlder, ReasonNotRegistered,
+	ReasonOtherGeneration, ReasonManifestChanged, ReasonNotFunded, ReasonMoney, ReasonCannotCheck}
+
+// LedgerProblem turns an error of ledger.OpenReadOnly (or of reading the registry)
+// that says the ledger is not this campaign's into its reason; ok is false for any
+// other error (the ledger could not be reached: nothing was checked).
+func LedgerProblem(err error) (reason string, ok bool) {
+	for _, c := range []struct {
+		err    error
+		reason string
+	}{{ledger.ErrNoLedger, ReasonLedgerMissing}, {ledger.ErrNoSchema, ReasonNoSchema}, {ledger.ErrSchemaNewer, ReasonSchemaNewer},
+		{ledger.ErrSchemaOlder, ReasonSchemaOlder}, {ledger.ErrOtherGeneration, ReasonOtherGeneration},
+		{ledger.ErrManifestChanged, ReasonManifestChanged}} {
+		if errors.Is(err, c.err) {
+			return c.reason, true
+		}
+	}
+	return "", false
+}
+
+// Refused is the report of a reconciliation that could not look at the money: ok is
+// false, reason says why and the problem is the one line an operator reads.
+func Refused(m *ticket.Manifest, reason, problem string) *Report {
+	return &Report{Campaign: m.Campaign, Budget: m.Budget, Tickets: m.Count, Currency: m.Currency,
+		OutstandingAmount: m.Budget, Problems: []string{problem}, Reason: reason}
 }
 
 func (r *Report) problem(format string, args ...any) {
@@ -71,8 +116,8 @@ func (r *Report) problem(format string, args ...any) {
 // manifest (ErrOtherGeneration, ErrManifestChanged): reconciling against a manifest
 // changed after funding (expires_at moved, say) would prove the wrong thing.
 func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Ledger) (*Report, error) {
-	if err := CheckRegistered(ctx, m, l); err != nil {
-		return nil, err
+	if rep, err := checkFundedHere(ctx, m, l); rep != nil || err != nil {
+		return rep, err
 	}
 	st, err := l.Stats(ctx, m.Campaign)
 	if err != nil {
@@ -183,7 +228,55 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 	r.OK = r.Duplicates == 0 && r.Mismatches == 0 && r.UnknownTickets == 0 && r.OutstandingAmount >= 0 &&
 		uint64(r.SettledTickets) <= m.Count && au.BalanceSum == 0 && au.DriftedAccounts == 0 && balanceOK && lateOK &&
 		r.OverLimitUsers == 0 && r.ConflictingClaims == 0
+	if !r.OK {
+		r.Reason = ReasonMoney
+	}
+	if !st.Funded {
+		r.problem("campaign %s is registered in this ledger but was never funded (a settler registers and funds it at its start)", m.Campaign)
+		r.OK, r.Reason = false, ReasonNotFunded
+	}
 	return r, nil
+}
+
+// ReconcileURL reconciles m against the ledger at url opened read-only
+// (ledger.OpenReadOnly): it never creates, migrates or writes the ledger. A ledger that
+// is not this campaign's to reconcile (missing, no shake schema, another schema version,
+// this campaign not registered, another generation or manifest) is a report with ok
+// false and its reason; an error means nothing could be checked (unreachable, a shard
+// file unreadable).
+func ReconcileURL(ctx context.Context, m *ticket.Manifest, dir, url string) (*Report, error) {
+	l, err := ledger.OpenReadOnly(ctx, url)
+	if err != nil {
+		if reason, ok := LedgerProblem(err); ok {
+			return Refused(m, reason, err.Error()), nil
+		}
+		return nil, err
+	}
+	defer l.Close()
+	return Reconcile(ctx, m, dir, l)
+}
+
+// checkFundedHere returns the refusal report when the ledger does not settle this
+// campaign's generation with this manifest: nothing registered, another generation,
+// another digest. Reconciling such a ledger would prove nothing about this campaign.
+func checkFundedHere(ctx context.Context, m *ticket.Manifest, l ledger.Ledger) (*Report, error) {
+	want, err := Info(m)
+	if err != nil {
+		return nil, err
+	}
+	have, ok, err := l.Registered(ctx, m.Campaign)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return Refused(m, ReasonNotRegistered, fmt.Sprintf("campaign %s (generation %s) is not registered in this ledger: no settler of this campaign funded it; is --ledger the settler's?",
+			m.Campaign, m.Generation)), nil
+	}
+	if err := ledger.CompareInfo(have, want); err != nil {
+		reason, _ := LedgerProblem(err)
+		return Refused(m, reason, err.Error()), nil
+	}
+	return nil, nil
 }
 
 // Info returns the ledger registration of m: its campaign, generation and digest, and

@@ -82,6 +82,10 @@ func settleAs(t *testing.T, l ledger.Ledger, c *testCampaign, uid uint64, ids ..
 	t.Helper()
 	ctx := context.Background()
 	m := c.manifest
+	// As the settler does at its start: register, then fund.
+	if err := Register(ctx, m, l); err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Fund(ctx, m.Campaign, m.Currency, m.Budget); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +261,7 @@ func TestReconcilePerUserAndConflicts(t *testing.T) {
 	}
 }
 
-// TestAttackTamperedManifestRefused: the attack of issue 10 item 4. An operator (or an
+// TestAttackTamperedManifestRefused: moving expires_at to refund early. An operator (or an
 // intruder) moves expires_at into the past in a live campaign's manifest to refund what
 // is still openable. The old reconcile refunded it. The ledger recorded the funded
 // manifest's digest, so reconcile and refund refuse the changed one, without any key.
@@ -279,16 +283,16 @@ func TestAttackTamperedManifestRefused(t *testing.T) {
 			settle(t, l, c, 1, 2)
 			moved := *c.manifest
 			moved.ExpiresAt, moved.IssueUntil = time.Now().Add(-time.Minute), time.Now().Add(-2*time.Minute)
-			if _, err := Reconcile(ctx, &moved, c.dir, l); !errors.Is(err, ledger.ErrManifestChanged) {
-				t.Fatalf("reconcile of a moved expires_at: %v", err)
+			if r, err := Reconcile(ctx, &moved, c.dir, l); err != nil || r.OK || r.Reason != ReasonManifestChanged {
+				t.Fatalf("reconcile of a moved expires_at: %+v %v", r, err)
 			}
 			if _, err := Refund(ctx, &moved, l, time.Now()); !errors.Is(err, ledger.ErrManifestChanged) {
 				t.Fatalf("refund with a moved expires_at: %v", err)
 			}
 			again := *c.manifest
 			again.Generation = ticket.NewGeneration()
-			if _, err := Reconcile(ctx, &again, c.dir, l); !errors.Is(err, ledger.ErrOtherGeneration) {
-				t.Fatalf("reconcile of another generation: %v", err)
+			if r, err := Reconcile(ctx, &again, c.dir, l); err != nil || r.OK || r.Reason != ReasonOtherGeneration {
+				t.Fatalf("reconcile of another generation: %+v %v", r, err)
 			}
 			if err := Register(ctx, &again, l); !errors.Is(err, ledger.ErrOtherGeneration) {
 				t.Fatalf("settler start with another generation: %v", err)
@@ -303,8 +307,8 @@ func TestAttackTamperedManifestRefused(t *testing.T) {
 			// The registered figures (what shake query shows) changed behind the
 			// settler's back: reconcile checks them against the manifest too.
 			execSQL(t, url, `UPDATE campaigns SET budget = budget + 1 WHERE campaign = 'tamper'`)
-			if _, err := Reconcile(ctx, c.manifest, c.dir, l); !errors.Is(err, ledger.ErrManifestChanged) {
-				t.Fatalf("reconcile with a tampered registered budget: %v", err)
+			if r, err := Reconcile(ctx, c.manifest, c.dir, l); err != nil || r.OK || r.Reason != ReasonManifestChanged {
+				t.Fatalf("reconcile with a tampered registered budget: %+v %v", r, err)
 			}
 			if err := Register(ctx, c.manifest, l); !errors.Is(err, ledger.ErrManifestChanged) {
 				t.Fatalf("settler start with a tampered registered budget: %v", err)

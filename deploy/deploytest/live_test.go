@@ -126,7 +126,7 @@ func TestLivePrometheus(t *testing.T) {
 	edgeMetrics := edgeAddr
 	if hasFlag(bin, "edge", "admin-listen") {
 		edgeMetrics = freePort(t)
-		edgeArgs = append(edgeArgs, "--admin-listen", edgeMetrics, "--admin-key", filepath.Join(dir, "admin.key"))
+		edgeArgs = append(edgeArgs, "--admin-listen", edgeMetrics, "--admin-key", filepath.Join(dir, "admin-edge.key"))
 	}
 	procs = append(procs, startProc(t, dir, "edge", "shake-edge", edgeMetrics, bin, edgeArgs...))
 
@@ -137,7 +137,7 @@ func TestLivePrometheus(t *testing.T) {
 	verMetrics := verAddr
 	if hasFlag(bin, "verifier", "admin-listen") {
 		verMetrics = freePort(t)
-		verArgs = append(verArgs, "--admin-listen", verMetrics, "--admin-key", filepath.Join(dir, "admin.key"))
+		verArgs = append(verArgs, "--admin-listen", verMetrics, "--admin-key", filepath.Join(dir, "admin-verifier.key"))
 	}
 	if hasFlag(bin, "verifier", "min-replication") {
 		verArgs = append(verArgs, "--min-replication", "1")

@@ -22,6 +22,8 @@ type pgLedger struct {
 	conn *pgx.Conn
 	// migrated is set once the embedded migrations have been applied by this process.
 	migrated bool
+	// readOnly sessions (OpenReadOnly) never migrate nor create the staging table.
+	readOnly bool
 }
 
 // stagingDDL is the per-connection staging table the batch is copied into before the
@@ -68,6 +70,13 @@ func openPostgres(ctx context.Context, url string) (*pgLedger, error) {
 func (l *pgLedger) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if (l.conn == nil || l.conn.IsClosed()) && l.readOnly {
+		c, err := dialReadOnly(ctx, l.url)
+		if err != nil {
+			return err
+		}
+		l.conn = c
+	}
 	if l.conn == nil || l.conn.IsClosed() {
 		c, err := pgx.Connect(ctx, l.url)
 		if err != nil {

@@ -18,6 +18,40 @@ import (
 
 // Schema versions: what a ledger has applied against what this binary knows.
 
+// openSQLiteRO opens the existing SQLite file at path read-only. With no -wal file
+// there, no writer has it open (a settler removes the -wal file when it closes):
+// immutable keeps SQLite from creating -wal and -shm files for this read, which a
+// read-only open of a WAL database otherwise does. With a -wal file there, a settler
+// may be writing, and the normal read-only open finds its files.
+func openSQLiteRO(path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Set("mode", "ro")
+	if _, err := os.Stat(path + "-wal"); errors.Is(err, fs.ErrNotExist) {
+		q.Set("immutable", "1")
+	}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "query_only(1)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("cannot open sqlite ledger %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// pgReadOnlyConfig is the connection config of url for a session that cannot write.
+func pgReadOnlyConfig(url, app string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadURL, err)
+	}
+	cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = app
+	}
+	return cfg, nil
+}
+
 // checkSchemaVersion refuses a ledger whose applied schema is newer than the newest
 // migration this binary embeds (ErrSchemaNewer).
 func checkSchemaVersion(applied, known int) error {
@@ -90,12 +124,10 @@ func probePostgres(ctx context.Context, url, campaign string) (Probe, error) {
 		return Probe{}, err
 	}
 	p := Probe{Backend: "postgres", Exists: true, Latest: len(ms)}
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgReadOnlyConfig(url, "shake-dry-run")
 	if err != nil {
-		return p, fmt.Errorf("%w: %v", ErrBadURL, err)
+		return p, err
 	}
-	cfg.RuntimeParams["default_transaction_read_only"] = "on"
-	cfg.RuntimeParams["application_name"] = "shake-dry-run"
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return p, fmt.Errorf("cannot connect to postgres ledger: %w", err)
@@ -134,20 +166,9 @@ func probeSQLite(ctx context.Context, path, campaign string) (Probe, error) {
 		return p, fmt.Errorf("sqlite ledger %s: %w", path, err)
 	}
 	p.Exists = true
-	q := url.Values{}
-	q.Set("mode", "ro")
-	if _, err := os.Stat(path + "-wal"); errors.Is(err, fs.ErrNotExist) {
-		// No writer has it open (a settler removes the -wal file when it closes):
-		// immutable keeps SQLite from creating -wal and -shm files for this read, which
-		// a read-only open of a WAL database otherwise does. With a -wal file there, a
-		// settler may be writing, and the normal read-only open finds its files.
-		q.Set("immutable", "1")
-	}
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "query_only(1)")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := openSQLiteRO(path)
 	if err != nil {
-		return p, fmt.Errorf("cannot open sqlite ledger %s: %w", path, err)
+		return p, err
 	}
 	defer db.Close()
 	if p.Version, err = sqliteSchemaVersion(ctx, db); err != nil {
@@ -183,7 +204,7 @@ func Transient(err error) bool {
 	if err == nil {
 		return false
 	}
-	for _, perm := range []error{ErrBadURL, ErrSchemaNewer, ErrOtherGeneration, ErrManifestChanged, ErrInvalid, ErrConflict} {
+	for _, perm := range []error{ErrBadURL, ErrSchemaNewer, ErrNoLedger, ErrNoSchema, ErrSchemaOlder, ErrOtherGeneration, ErrManifestChanged, ErrInvalid, ErrConflict} {
 		if errors.Is(err, perm) {
 			return false
 		}

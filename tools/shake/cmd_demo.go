@@ -77,7 +77,8 @@ type demoConfig struct {
 	users        int
 	duration     time.Duration
 	rate         float64
-	ledgerURL    string
+	ledgerURL    string   // the ledger to open ("": DIR/ledger.db)
+	ledgerArgs   []string // how the settler is given it, with no password on its command line
 	brokers      string
 	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
@@ -132,7 +133,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.users, "users", 200000, "simulated users")
 	fs.DurationVar(&c.duration, "duration", 40*time.Second, "how long users keep arriving")
 	fs.Float64Var(&c.rate, "rate", 5000, "shakes per second offered (open loop)")
-	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
+	lf := addLedgerFlags(fs, "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
 	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
@@ -146,6 +147,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	if _, err := kf.load(); err != nil {
 		return usageError(stderr, "demo: %v", err)
+	}
+	if lf.url.raw != "" {
+		u, err := lf.resolve()
+		if err != nil {
+			return usageError(stderr, "demo: %v", err)
+		}
+		c.ledgerURL, c.ledgerArgs = u, lf.childArgs()
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
 		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
@@ -211,7 +219,8 @@ type demo struct {
 	stderr  io.Writer
 	procs   []*proc.Proc
 	summary demoSummary
-	// adminKeyPath is the admin.key the servers are started with (shake ctl needs it).
+	// adminKeyPath is the operator's admin.key (shake ctl needs it); each server is
+	// started with its role's admin-ROLE.key beside it.
 	adminKeyPath string
 	// settleLag is the settler's claim-to-commit p99 over settleLagClaims claims, read
 	// from its metrics before it stops (settleLagErr when it could not be).
@@ -238,11 +247,16 @@ func (d *demo) run(ctx context.Context) int {
 	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
-	campaignKey, sessionKey, adminKey := ticket.NewKey(), ticket.NewKey(), ticket.NewKey()
+	keys, err := newKeySet()
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+		return 1
+	}
+	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey, d.adminKeyPath: adminKey} {
-		if err := ticket.WriteKeyFile(path, k); err != nil {
+	for name, k := range keys {
+		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 			return 1
 		}
@@ -268,7 +282,7 @@ func (d *demo) run(ctx context.Context) int {
 	// 2. Broker.
 	brokers := c.brokers
 	if brokers == "embedded" {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{"shake.claims"}})
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{broker.DefaultTopic}})
 		if err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: starting the embedded broker: %v\n", err)
 			return 1
@@ -281,8 +295,9 @@ func (d *demo) run(ctx context.Context) int {
 	ledgerURL := c.ledgerURL
 	if ledgerURL == "" {
 		ledgerURL = "sqlite://" + filepath.Join(c.out, "ledger.db")
+		c.ledgerArgs = []string{"--ledger", ledgerURL}
 	}
-	s.Ledger = ledgerURL
+	s.Ledger = redactLedgerURL(ledgerURL)
 
 	// 3. Servers.
 	if err := d.startServers(ctx, m, ckPath, skPath, brokers, ledgerURL); err != nil {
@@ -304,7 +319,7 @@ func (d *demo) run(ctx context.Context) int {
 		for i := 0; i < c.edges; i++ {
 			edgeAdmins = append(edgeAdmins, s.Admin[fmt.Sprintf("edge-%03d", i)])
 		}
-		go func() { pausec <- d.runPause(pctx, ticket.AdminToken(adminKey), edgeAdmins, at, hold) }()
+		go func() { pausec <- d.runPause(pctx, adminKey, edgeAdmins, at, hold) }()
 	} else {
 		pausec <- nil
 	}
@@ -403,11 +418,12 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
 			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
-		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
-			"--key", ckPath}},
+		spec{"settler", append([]string{"settler", "--brokers", brokers, "--manifest", manifest,
+			"--key", ckPath}, d.cfg.ledgerArgs...)},
 	)
 	for i := range specs {
-		specs[i].args = append(specs[i].args, "--admin-key", d.adminKeyPath)
+		role, _, _ := strings.Cut(specs[i].name, "-") // edge-000 is an edge
+		specs[i].args = append(specs[i].args, "--admin-key", filepath.Join(c.out, ticket.AdminRoleKeyFile(role)))
 	}
 	for i := len(specs) - 2; i < len(specs); i++ {
 		specs[i].args = append(specs[i].args, c.kafkaArgs...)

@@ -36,23 +36,32 @@ postings in one round (over_limit_users; per_user 0 is no limit), the account ba
 sum to zero and each equals its recorded transfers, and budget = settled + refunded +
 outstanding with outstanding >= 0 (outstanding is what was never opened).
 
-The ledger records the generation and the digest of the manifest the campaign was funded
-with: a manifest that differs (expires_at moved, say) or another generation of the same
-campaign id is refused with exit 2, no key needed. --key also checks the manifest's
-signature.
+reconcile only reads: it opens the ledger read-only (a SQLite file read-only, a
+PostgreSQL session with default_transaction_read_only) and never creates, migrates or
+writes it, except for the one refund of --refund. A ledger that is not this campaign's
+to reconcile is ok:false, exit 1, with "reason" and a problem saying which:
+ledger_missing (no such SQLite file), no_schema (no settler ever used it), schema_newer
+or schema_older (migrated by another shake), not_registered (this campaign and
+generation were never registered there: is --ledger the settler's?), other_generation,
+manifest_changed (the manifest's digest is not the one the campaign was funded with:
+expires_at moved, say), not_funded. A failed money check is reason "money". --key also
+checks the manifest's signature.
 
---refund, allowed only after the manifest's expires_at (every ticket has expired),
-first reconciles and refuses (exit 1) if that fails; then it moves the outstanding
-remainder from the campaign's budget account back to the sponsor account, once: a
-second --refund posts nothing. A claim that still arrives after the refund (a ticket
-opened before expiry whose claim sat in a verifier's spool) is paid, once, from the
-sponsor account, which got that ticket's money back in the refund; refunded_amount is
-reported net of such late claims.
+--refund needs --key. Allowed only after the manifest's expires_at (every ticket has
+expired), it first reconciles read-only and refuses (exit 1) if that fails; then it
+moves the outstanding remainder from the campaign's budget account back to the sponsor
+account, once: a second --refund posts nothing. A claim that still arrives after the
+refund (a ticket opened before expiry whose claim sat in a verifier's spool) is paid,
+once, from the sponsor account, which got that ticket's money back in the refund;
+refunded_amount is reported net of such late claims.
 
 --watch D repeats the check every D until SIGTERM (the continuous reconciliation an
-event is watched by): each result is logged (an error with the problems when it fails)
-and exported on --listen (default 127.0.0.1:8084) /metrics as shake_reconcile_ok,
-shake_reconcile_<field> for every number of the object above (labelled campaign),
+event is watched by), opening the ledger read-only each time: each result is logged
+(an error with the reason and problems when it fails) and exported on --listen
+(default 127.0.0.1:8084) /metrics as shake_reconcile_ok, shake_reconcile_<field> for
+every number of the object above (labelled campaign),
+shake_reconcile_problem{campaign,reason} (1 for the reason the last attempt is not ok;
+cannot_check when the ledger could not be read, which also sets shake_reconcile_ok 0),
 shake_reconcile_last_run_timestamp_seconds, shake_reconcile_runs_total{result} and
 shake_reconcile_duration_seconds; /readyz is 200 while the last check completed. It
 exits 0 on SIGTERM.
@@ -69,13 +78,13 @@ Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable 
 func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
-	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
-	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz, /debug/pprof/")
+	adminKey := fs.String("admin-key", "", "with --watch: admin-query.key `file`; /debug/pprof/ needs its token (without it no profile is served)")
+	logFormat := logFormatFlag(fs, "with --watch: log format, text or json")
 	dryRun := fs.Bool("dry-run", false, "check the manifest, the shard files, the ledger (read-only, within 5s) and, with --watch, --listen; print what was checked, exit 0 or 2; reconcile nothing")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -84,7 +93,8 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
 		return flagError(fs, "%v", err)
 	} else {
 		*ledgerURL = u
@@ -94,8 +104,8 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--watch must be > 0")
 	case *watch > 0 && *refund:
 		return flagError(fs, "--refund and --watch do not go together: refund once, by hand")
-	case *logFormat != "text" && *logFormat != "json":
-		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
+	case *refund && *keyPath == "":
+		return flagError(fs, "--refund needs --key campaign.key: a refund moves money, so the manifest's signature is checked first")
 	}
 	var m *ticket.Manifest
 	var err error
@@ -111,11 +121,20 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
 	}
+	var ak []byte
+	if *adminKey != "" {
+		if *watch == 0 {
+			return flagError(fs, "--admin-key goes with --watch (it guards the watch's /debug/pprof/)")
+		}
+		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
+			return flagError(fs, "%v", err)
+		}
+	}
 	if *dryRun {
 		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, *ledgerURL, *watch, *listen, *keyPath != "")
 	}
 	if *watch > 0 {
-		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, manifest: m, dir: filepath.Dir(*manifestPath),
+		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, adminKey: ak, manifest: m, dir: filepath.Dir(*manifestPath),
 			ledgerURL: *ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
 	}
 	if *refund {
@@ -126,25 +145,15 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	l, err := ledger.Open(ctx, *ledgerURL)
-	if err != nil {
-		return flagError(fs, "--ledger: %v", err)
-	}
-	defer l.Close()
 	dir := filepath.Dir(*manifestPath)
-	rep, err := settler.Reconcile(ctx, m, dir, l)
+	rep, err := settler.ReconcileURL(ctx, m, dir, *ledgerURL)
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
 	if *refund && rep.OK {
-		rr, err := settler.Refund(ctx, m, l, time.Now())
-		if err != nil {
+		if rep, err = reconcileRefund(ctx, m, dir, *ledgerURL); err != nil {
 			return flagError(fs, "--refund: %v", err)
 		}
-		if rep, err = settler.Reconcile(ctx, m, dir, l); err != nil {
-			return flagError(fs, "%v", err)
-		}
-		rep.RefundPosted = rr.Posted
 	}
 	b, err := json.Marshal(rep)
 	if err != nil {
@@ -155,6 +164,27 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// reconcileRefund is --refund once the read-only reconciliation passed: the one write
+// reconcile makes, on the ledger opened for writing (it is at this binary's schema
+// version, so opening it migrates nothing), then the check again, read-only.
+func reconcileRefund(ctx context.Context, m *ticket.Manifest, dir, url string) (*settler.Report, error) {
+	l, err := ledger.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	rr, err := settler.Refund(ctx, m, l, time.Now())
+	l.Close()
+	if err != nil {
+		return nil, err
+	}
+	rep, err := settler.ReconcileURL(ctx, m, dir, url)
+	if err != nil {
+		return nil, err
+	}
+	rep.RefundPosted = rr.Posted
+	return rep, nil
 }
 
 // reconcileDryRun is reconcile's --dry-run: what a check would read, read-only.

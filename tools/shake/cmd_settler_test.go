@@ -283,11 +283,11 @@ func TestSettlerKill9(t *testing.T) {
 
 	// The tickets expired (ttl 1s); refund the (empty) remainder once.
 	time.Sleep(time.Until(e.m.ExpiresAt) + 100*time.Millisecond)
-	code, rep = e.reconcile(t, url, "--refund")
+	code, rep = e.reconcile(t, url, "--refund", "--key", filepath.Join(e.dir, "campaign.key"))
 	if code != 0 || rep["outstanding_amount"] != float64(0) || rep["refund_posted"] != true {
 		t.Fatalf("refund exit %d: %v", code, rep)
 	}
-	code, rep = e.reconcile(t, url, "--refund")
+	code, rep = e.reconcile(t, url, "--refund", "--key", filepath.Join(e.dir, "campaign.key"))
 	if code != 0 || rep["refund_posted"] == true {
 		t.Fatalf("second refund exit %d: %v", code, rep)
 	}

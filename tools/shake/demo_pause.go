@@ -39,13 +39,13 @@ func pauseWindow(d time.Duration) (at, hold time.Duration, ok bool) {
 
 // runPause pauses the edges at admins after at, holds for hold, and resumes them. It
 // returns nil if the run ends first.
-func (d *demo) runPause(ctx context.Context, token string, admins []string, at, hold time.Duration) *demoPause {
+func (d *demo) runPause(ctx context.Context, adminKey []byte, admins []string, at, hold time.Duration) *demoPause {
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-time.After(at):
 	}
-	c := &control.Client{Token: token}
+	c := &control.Client{Key: adminKey}
 	p := &demoPause{Confirmed: true}
 	set := func(paused bool) {
 		for _, r := range c.Change(admins, func(s *ticket.Switches) error { s.Edge.Paused = paused; return nil }) {

@@ -14,7 +14,7 @@ import (
 	"shake/ticket"
 )
 
-// The money-safety refusals of issue 10 through the commands themselves.
+// The money-safety refusals through the commands themselves.
 
 func TestGenPerUserAndModes(t *testing.T) {
 	keys := keysDir(t)
@@ -49,7 +49,7 @@ func TestGenPerUserAndModes(t *testing.T) {
 	wantUsage(t, genArgs(keys, filepath.Join(t.TempDir(), "x"), "--per-user", "-1"), "shake gen:", "--per-user")
 }
 
-// moveExpiry rewrites manifest.json as the attack of issue 10 item 4 does: issue_until
+// moveExpiry rewrites manifest.json as an operator moving the expiry to refund early would: issue_until
 // and expires_at moved into the past, everything else as it was (so the manifest stays
 // internally consistent; only its signature tells).
 func moveExpiry(t *testing.T, path string) {
@@ -110,8 +110,16 @@ func TestAttackTamperedManifestCommands(t *testing.T) {
 		t.Fatalf("inspect --key of the tampered manifest: exit %d\n%s", code, stdout)
 	}
 	code, _, errOut := runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--refund")
-	if code != 2 || !strings.Contains(errOut, "differs from the one this ledger was funded with") || strings.Count(errOut, "\n") != 1 {
-		t.Fatalf("reconcile --refund of the tampered manifest: exit %d %q", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "--key") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("reconcile --refund without --key: exit %d %q", code, errOut)
+	}
+	code, errOut, _ = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL)
+	if code != 1 || !strings.Contains(errOut, "differs from the one this ledger was funded with") || !strings.Contains(errOut, `"reason":"manifest_changed"`) {
+		t.Fatalf("reconcile of the tampered manifest without a key: exit %d %q", code, errOut)
+	}
+	code, _, errOut = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--key", ck, "--refund")
+	if code != 2 || !strings.Contains(errOut, "signature") {
+		t.Fatalf("reconcile --refund --key of the tampered manifest: exit %d %q", code, errOut)
 	}
 	code, _, errOut = runCLI("reconcile", "--manifest", manPath, "--ledger", ledgerURL, "--key", ck)
 	if code != 2 || !strings.Contains(errOut, "signature") {

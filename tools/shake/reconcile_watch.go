@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
@@ -26,6 +27,7 @@ const defaultReconcileListen = "127.0.0.1:8084"
 type reconcileWatch struct {
 	every     time.Duration
 	listen    string
+	adminKey  []byte // admin-query.key: /debug/pprof/ needs its token (nil: never served)
 	manifest  *ticket.Manifest
 	dir       string // the manifest's directory, where the shard files are
 	ledgerURL string
@@ -41,7 +43,8 @@ type reconcileWatcher struct {
 	mu     sync.Mutex
 	fields map[string]bool // gauges registered so far, by report field
 	last   atomic.Pointer[map[string]float64]
-	ready  atomic.Bool // a check completed (ok or not) and the last attempt did too
+	reason atomic.Pointer[string] // why the last attempt is not ok ("" when it is)
+	ready  atomic.Bool            // a check completed (ok or not) and the last attempt did too
 
 	lastRun                       *obs.Gauge
 	runsOK, runsFailed, runsError *obs.Counter
@@ -59,18 +62,20 @@ type reconcileWatcher struct {
 func runReconcileWatch(cfg reconcileWatch) int {
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	l, err := ledger.Open(octx, cfg.ledgerURL)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0
-		}
+	if err := ledger.CheckURL(cfg.ledgerURL); err != nil {
 		return usageError(cfg.stderr, "reconcile: --ledger: %v", err)
 	}
-	defer l.Close()
 
 	w := &reconcileWatcher{cfg: cfg, reg: obs.NewRegistry(), fields: make(map[string]bool)}
+	w.reason.Store(new(string))
+	for _, r := range settler.ReconcileReasons {
+		w.reg.GaugeFunc("shake_reconcile_problem", "1 for the reason the last reconciliation is not ok (see shake reconcile -h), 0 for the others.", func() float64 {
+			if *w.reason.Load() == r {
+				return 1
+			}
+			return 0
+		}, "campaign", cfg.manifest.Campaign, "reason", r)
+	}
 	w.lastRun = w.reg.Gauge("shake_reconcile_last_run_timestamp_seconds", "Unix time of the last completed reconciliation (0: none yet).")
 	const runsHelp = "Reconciliation attempts by result: ok, failed (the money does not reconcile), error (could not check)."
 	w.runsOK = w.reg.Counter("shake_reconcile_runs_total", runsHelp, "result", "ok")
@@ -81,7 +86,8 @@ func runReconcileWatch(cfg reconcileWatch) int {
 		func() float64 { return cfg.every.Seconds() })
 
 	// --listen is reconcile --watch's admin listener (like the settler's): it serves /metrics.
-	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load, AdminOnly: true},
+	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load, AdminOnly: true,
+		Common: obs.Common{AdminAuth: control.TokenAuth(cfg.adminKey)}},
 		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
 	if err != nil {
 		return usageError(cfg.stderr, "reconcile: --listen: %v", err)
@@ -94,7 +100,7 @@ func runReconcileWatch(cfg reconcileWatch) int {
 	tick := time.NewTicker(cfg.every)
 	defer tick.Stop()
 	for {
-		w.once(ctx, l)
+		w.once(ctx)
 		select {
 		case <-ctx.Done():
 			stopSrv()
@@ -108,18 +114,23 @@ func runReconcileWatch(cfg reconcileWatch) int {
 }
 
 // once runs one reconciliation, bounded so that a hung ledger cannot stop the watch.
-func (w *reconcileWatcher) once(ctx context.Context, l ledger.Ledger) {
+// It opens the ledger read-only each time (settler.ReconcileURL), so a ledger created or
+// migrated after the watch started is seen, and nothing is ever written. An attempt
+// that cannot check sets shake_reconcile_ok to 0 with reason cannot_check: what was not
+// checked is not ok.
+func (w *reconcileWatcher) once(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, max(w.cfg.every, 30*time.Second))
 	defer cancel()
 	start := time.Now()
-	rep, err := settler.Reconcile(rctx, w.cfg.manifest, w.cfg.dir, l)
+	rep, err := settler.ReconcileURL(rctx, w.cfg.manifest, w.cfg.dir, w.cfg.ledgerURL)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // SIGTERM during the check: not a failure
 		}
 		w.runsError.Inc()
 		w.ready.Store(false)
-		w.cfg.log.Error("cannot reconcile", "campaign", w.cfg.manifest.Campaign, "err", err)
+		w.notOK(settler.ReasonCannotCheck)
+		w.cfg.log.Error("cannot reconcile", "campaign", w.cfg.manifest.Campaign, "reason", settler.ReasonCannotCheck, "err", err)
 		return
 	}
 	w.duration.ObserveDuration(time.Since(start))
@@ -128,6 +139,7 @@ func (w *reconcileWatcher) once(ctx context.Context, l ledger.Ledger) {
 		panic("BUG: reconcile report does not encode: " + err.Error())
 	}
 	w.publish(vals)
+	w.reason.Store(&rep.Reason)
 	w.lastRun.Set(time.Now().Unix())
 	w.ready.Store(true)
 	attrs := []any{"campaign", rep.Campaign, "ok", rep.OK, "settled_tickets", rep.SettledTickets,
@@ -137,8 +149,25 @@ func (w *reconcileWatcher) once(ctx context.Context, l ledger.Ledger) {
 		w.cfg.log.Info("reconciled", attrs...)
 	} else {
 		w.runsFailed.Inc()
-		w.cfg.log.Error("the money does not reconcile", append(attrs, "problems", rep.Problems)...)
+		msg := "the money does not reconcile"
+		if rep.Reason != settler.ReasonMoney {
+			msg = "the ledger is not this campaign's to reconcile"
+		}
+		w.cfg.log.Error(msg, append(attrs, "reason", rep.Reason, "problems", rep.Problems)...)
 	}
+}
+
+// notOK exports ok 0 with reason, keeping the other figures of the last completed check.
+func (w *reconcileWatcher) notOK(reason string) {
+	vals := map[string]float64{}
+	if last := w.last.Load(); last != nil {
+		for k, v := range *last {
+			vals[k] = v
+		}
+	}
+	vals["ok"] = 0
+	w.publish(vals)
+	w.reason.Store(&reason)
 }
 
 // reportValues turns the report's numeric and boolean fields into gauge values, by
