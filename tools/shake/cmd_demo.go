@@ -34,7 +34,8 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
   1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
-     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
+     (budget N x 188 fen, amounts in [1, 2000] fen, one prize of 1888 fen per 1000
+     tickets) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
@@ -197,6 +198,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	return d.run(ctx)
 }
 
+// demoPrizes is the demo campaign's fixed prizes: one of ¥18.88 per thousand tickets
+// (none under a thousand), for the report's list of prizes.
+func demoPrizes(tickets uint64) []ticket.Prize {
+	if tickets < 1000 {
+		return nil
+	}
+	return []ticket.Prize{{Amount: 1888, Count: tickets / 1000}}
+}
+
 // prepareOutDir creates dir, or accepts it if it exists and is empty: the demo never
 // mixes a new campaign with an old one's files.
 func prepareOutDir(dir string) error {
@@ -269,6 +279,7 @@ func (d *demo) run(ctx context.Context) int {
 	m, err := ticketgen.Generate(ctx, ticketgen.Config{
 		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
 		Edges: c.edges, Min: 1, Max: 2000, Rounds: []ticket.RoundWindow{round}, OutDir: c.out, Now: genStart,
+		Prizes: demoPrizes(c.tickets),
 	})
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
@@ -381,7 +392,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count,
+	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count, Prizes: m.Prizes,
 		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
 		s.OK = false

@@ -101,7 +101,8 @@ func TestDemoReconciles(t *testing.T) {
 	}
 	for _, want := range []string{"<title>shake demo report</title>", "Reconciliation <span", "Every opened ticket against the ledger",
 		"Control plane: the event paused mid-load <span style=\"color:#1a7f37\">OK", "paused (shake ctl pause)", "Shake results per second",
-		"The budget burning down", "Tickets left per edge shard", "Settlement lag", "The luckiest ten", "What ran", "load average"} {
+		"The budget burning down", "Tickets left per edge shard", "Settlement lag", "The luckiest ten", "What ran", "load average",
+		"The prizes", "¥18.88", "seed_sha256 "} {
 		if !bytes.Contains(html, []byte(want)) {
 			t.Errorf("report.html lacks %q", want)
 		}
