@@ -24,7 +24,7 @@ import (
 func sampleEvent(res *Result) *Event {
 	ev := &Event{Campaign: "gala", Currency: "CNY", Budget: 5_640_00, Tickets: 3000, Shards: []string{"edge-000", "edge-001"},
 		Prizes: []ticket.Prize{{Amount: 1888, Count: 3}},
-		Ran: [][2]string{{"shake", "(devel)"}, {"machine", "2 cores"}}}
+		Ran:    [][2]string{{"shake", "(devel)"}, {"machine", "2 cores"}}}
 	for i := 0; i <= 4; i++ {
 		lag := 0.02 * float64(i)
 		if i == 2 {
