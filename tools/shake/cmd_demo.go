@@ -198,15 +198,6 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	return d.run(ctx)
 }
 
-// demoPrizes is the demo campaign's fixed prizes: one of ¥18.88 per thousand tickets
-// (none under a thousand), for the report's list of prizes.
-func demoPrizes(tickets uint64) []ticket.Prize {
-	if tickets < 1000 {
-		return nil
-	}
-	return []ticket.Prize{{Amount: 1888, Count: tickets / 1000}}
-}
-
 // prepareOutDir creates dir, or accepts it if it exists and is empty: the demo never
 // mixes a new campaign with an old one's files.
 func prepareOutDir(dir string) error {
@@ -392,8 +383,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count, Prizes: m.Prizes,
-		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
+	if err := d.writeOutputs(res, m, rep, d.event(m, loadBefore, samples)); err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
 		s.OK = false
 	}
@@ -638,11 +628,4 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	default:
 		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
 	}
-}
-
-func okWord(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "NOT OK"
 }

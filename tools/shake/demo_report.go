@@ -139,3 +139,18 @@ func perUserRule(n int) string {
 	}
 	return fmt.Sprintf("per_user %d: at most %d tickets opened per user per round", n, n)
 }
+
+// demoPrizes is the demo campaign's fixed prizes: one of ¥18.88 per thousand tickets
+// (none under a thousand), for the report's list of prizes.
+func demoPrizes(tickets uint64) []ticket.Prize {
+	if tickets < 1000 {
+		return nil
+	}
+	return []ticket.Prize{{Amount: 1888, Count: tickets / 1000}}
+}
+
+// event is what the report shows of the event beyond the load.
+func (d *demo) event(m *ticket.Manifest, loadBefore string, samples []bench.EventSample) *bench.Event {
+	return &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count, Prizes: m.Prizes,
+		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, d.cfg.args, loadBefore), Samples: samples}
+}

@@ -193,3 +193,10 @@ func failedTargets(checks []bench.Check) []string {
 	}
 	return names
 }
+
+func okWord(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "NOT OK"
+}
