@@ -67,7 +67,9 @@ func lineChart(b *strings.Builder, spec lineSpec) {
 			if math.IsNaN(v) {
 				continue
 			}
-			fmt.Fprintf(&pts, "%.1f,%.1f ", px(s.x(i)), float64(padT+plotH)-float64(plotH)*v/ymax)
+			// A sample taken just before the start (the servers' first reading) is the
+			// state at the start.
+			fmt.Fprintf(&pts, "%.1f,%.1f ", px(math.Max(s.x(i), 0)), float64(padT+plotH)-float64(plotH)*v/ymax)
 		}
 		if pts.Len() > 0 {
 			fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`, s.color, dash(k), strings.TrimSpace(pts.String()))
