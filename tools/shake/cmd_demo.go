@@ -590,7 +590,7 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *benc
 			{"refunded", ticket.FormatAmount(rep.RefundedAmount, m.Currency)},
 			{"outstanding", ticket.FormatAmount(rep.OutstandingAmount, m.Currency)},
 			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
-			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
+			{"account balances sum to (double entry: zero)", ticket.FormatAmount(rep.BalanceSum, m.Currency)},
 		}},
 		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
 			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, ticket.FormatAmount(cc.OpenedAmount, m.Currency))},
