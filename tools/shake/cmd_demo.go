@@ -103,15 +103,17 @@ type demoSummary struct {
 	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
 	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
 	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
-	OpenedFile string            `json:"opened_file"`
-	Reconcile  *settler.Report   `json:"reconcile"`
-	CrossCheck demoCrossCheck    `json:"cross_check"`
-	Servers    map[string]string `json:"servers"`
-	Admin      map[string]string `json:"admin"` // each server's admin listener
-	Pause      *demoPause        `json:"pause,omitempty"`
-	Targets    []bench.Check     `json:"targets"`
-	OK         bool              `json:"ok"`
-	Failures   []string          `json:"failures"`
+	OpenedFile string `json:"opened_file"`
+	// ServersSeries is the servers' own counters about once a second (see demoReading).
+	ServersSeries []demoReading     `json:"servers_series,omitempty"`
+	Reconcile     *settler.Report   `json:"reconcile"`
+	CrossCheck    demoCrossCheck    `json:"cross_check"`
+	Servers       map[string]string `json:"servers"`
+	Admin         map[string]string `json:"admin"` // each server's admin listener
+	Pause         *demoPause        `json:"pause,omitempty"`
+	Targets       []bench.Check     `json:"targets"`
+	OK            bool              `json:"ok"`
+	Failures      []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
