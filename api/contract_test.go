@@ -40,7 +40,7 @@ func (s shape) String() string {
 
 // contract is what openapi.json documents.
 type contract struct {
-	shapes  map[shape]string    // -> "" or the issue it is pending on (x-pending)
+	shapes  map[shape]string    // -> "" or why it is not produced yet (x-pending)
 	items   map[string]string   // "endpoint status prop" -> sorted keys of the array's items
 	headers map[string][]string // "endpoint status" -> required response headers
 }
@@ -197,17 +197,7 @@ func (o *observer) do(ep, method, base, target, auth, body string) (int, map[str
 	if err := json.Unmarshal(b, &m); err != nil {
 		o.t.Fatalf("%s %s: %d, not a JSON object: %s", method, target, resp.StatusCode, b)
 	}
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	sh := shape{endpoint: ep, status: resp.StatusCode, keys: strings.Join(keys, ",")}
-	for _, f := range []string{"result", "error"} {
-		if v, ok := m[f].(string); ok {
-			sh.disc = v
-		}
-	}
+	sh := shapeOf(ep, resp.StatusCode, m)
 	if _, documented := o.c.shapes[sh]; !documented {
 		o.t.Errorf("undocumented answer %v to %s %s: %s", sh, method, target, b)
 	}
@@ -268,7 +258,7 @@ func pausedEdge(t *testing.T, dir, sessionPath string) string {
 // TestContract drives the real edge, verifier and query handlers through every answer
 // openapi.json documents, and fails on any answer it does not document (status, keys,
 // result or error code, array items, Retry-After) and on any documented answer no
-// request produced (unless it is marked x-pending on an issue not landed yet).
+// request produced (unless it is marked x-pending with the reason it is not produced yet).
 func TestContract(t *testing.T) {
 	c := loadContract(t)
 	o := &observer{t: t, c: c, seen: map[shape]bool{}}

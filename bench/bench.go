@@ -36,7 +36,7 @@ const (
 	// MaxUsers bounds Config.Users: every user's session token is minted up front and
 	// kept in memory (about 70 bytes each).
 	MaxUsers = 1 << 22
-	// MaxTokenLen is the longest ticket token the bench will carry to /v1/open (SPEC.md
+	// MaxTokenLen is the longest ticket token the bench will carry to /v1/open (docs/api.md
 	// promises at most 160 characters).
 	MaxTokenLen = 160
 	// maxRetryAfter caps a server's retry_after_ms hint.

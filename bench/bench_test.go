@@ -69,7 +69,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// fakeChain is an in-process edge and verifier that answer per SPEC.md and count what
+// fakeChain is an in-process edge and verifier that answer per docs/api.md and count what
 // they answered, so the bench's counts can be checked against the servers' own.
 type fakeChain struct {
 	sk                        *ticket.SessionKey
@@ -221,11 +221,21 @@ func TestBenchCountsResults(t *testing.T) {
 	if len(s.Series) == 0 {
 		t.Error("no time series")
 	}
-	var seriesN int64
+	var seriesN, won, miss, closed, retry, openedAmount int64
 	for _, p := range s.Series {
 		seriesN += p.Count
+		won, miss, closed, retry = won+p.Won, miss+p.Miss, closed+p.Closed, retry+p.Retry
 	}
 	check("series total", seriesN, s.Latency.Count)
+	// Every result class is in the per-second series, and the opened money too.
+	check("series won", won, s.Results["won"])
+	check("series miss", miss, s.Results["miss"])
+	check("series closed", closed, s.Results["closed"])
+	check("series retry", retry, s.Results["retry"])
+	for _, p := range o.Series {
+		openedAmount += p.Amount
+	}
+	check("series opened amount", openedAmount, res.OpenedSum)
 }
 
 func TestBenchNoRetry(t *testing.T) {

@@ -114,7 +114,7 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 				return false
 			}
 			ep.results[resWon].Add(1)
-			ep.recordResult(now, resWon)
+			ep.recordResult(now, resWon, 0)
 			if r.verifier != nil {
 				o := job{intended: now.Add(r.cfg.Think), uid: j.uid, kind: kindOpen, tokLen: uint8(len(tok))}
 				copy(o.tok[:], tok)
@@ -122,9 +122,10 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 			}
 		case "miss":
 			ep.results[resMiss].Add(1)
+			ep.recordResult(now, resMiss, 0)
 		case "closed":
 			ep.results[resClosed].Add(1)
-			ep.recordResult(now, resClosed)
+			ep.recordResult(now, resClosed, 0)
 		default:
 			ep.errors[errBadResponse].Add(1)
 			return false
@@ -132,6 +133,7 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 		return true
 	case fasthttp.StatusTooManyRequests:
 		ep.results[resRetry].Add(1)
+		ep.recordResult(now, resRetry, 0)
 		if !r.cfg.NoRetry && !j.retry {
 			c.retryLater(j, body, now, ep)
 		}
@@ -156,6 +158,7 @@ func (c *client) openAnswer(j *job, status int, body []byte, now time.Time) bool
 			return false
 		}
 		ep.results[resOpened].Add(1)
+		ep.recordResult(now, resOpened, amount)
 		camp, _ := jsonField(body, keyCampaign)
 		r.addOpened(OpenedTicket{Ticket: tid, UID: j.uid, Amount: amount}, camp)
 		if r.query != nil {
@@ -167,7 +170,7 @@ func (c *client) openAnswer(j *job, status int, body []byte, now time.Time) bool
 	}
 	c.errorAnswer(ep, body)
 	if status == fasthttp.StatusServiceUnavailable && !r.cfg.NoRetry && !j.retry {
-		// SPEC.md: the claim could be made durable nowhere; retry with the same token.
+		// docs/api.md: the claim could be made durable nowhere; retry with the same token.
 		c.retryLater(j, body, now, ep)
 	}
 	return false

@@ -61,7 +61,7 @@ func FuzzJSONField(f *testing.F) {
 	})
 }
 
-// Every error code of SPEC.md's verifier answers is counted under its own name; the
+// Every error code of the verifier's documented answers is counted under its own name; the
 // revoked_shards switch's 422 "revoked" was counted as http_error before.
 func TestErrorKindSpecCodes(t *testing.T) {
 	for _, code := range []string{"unauthorized", "not_your_ticket", "expired", "invalid_token", "already_opened",

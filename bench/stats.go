@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Result kinds: the outcomes SPEC.md names for the two endpoints.
+// Result kinds: the outcomes docs/api.md names for the two endpoints.
 const (
 	resWon = iota
 	resMiss
@@ -22,7 +22,7 @@ const (
 var resultNames = [nResults]string{"won", "miss", "closed", "retry", "opened", "page"}
 
 // Error kinds. The first ones are the client's own; the rest are the error codes of
-// SPEC.md's JSON error bodies, counted by code, so "unauthorized" and "already_opened"
+// The documented JSON error bodies, counted by code, so "unauthorized" and "already_opened"
 // are told apart. An error body with another code counts as http_error; the status
 // breakdown is in EndpointResult.Status.
 const (
@@ -32,7 +32,7 @@ const (
 	errConnect            // could not connect
 	errTransport          // any other client-side failure (reset, malformed HTTP)
 	errBadResponse        // an answer the bench cannot classify (unknown result, no token)
-	errHTTP               // an error status whose code is not one of SPEC.md's
+	errHTTP               // an error status whose code is not one of docs/api.md's
 	errUnauthorized
 	errNotYourTicket
 	errExpired
@@ -90,6 +90,9 @@ type endpoint struct {
 	curErr int64
 	curWon int64
 	curCl  int64
+	curMis int64
+	curRet int64
+	curAmt int64
 	series []Second
 }
 
@@ -126,17 +129,19 @@ func (e *endpoint) record(now time.Time, lat time.Duration, isErr bool) {
 func (e *endpoint) rollLocked(sec int) {
 	for e.curSec < sec {
 		if len(e.series) < MaxSeriesSeconds {
-			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, Won: e.curWon, Closed: e.curCl, P99: e.cur.Quantile(0.99)})
+			e.series = append(e.series, Second{T: e.curSec, Count: e.curN, Errors: e.curErr, Won: e.curWon, Closed: e.curCl,
+				Miss: e.curMis, Retry: e.curRet, Amount: e.curAmt, P99: e.cur.Quantile(0.99)})
 		}
 		e.cur.Reset()
-		e.curN, e.curErr, e.curWon, e.curCl = 0, 0, 0, 0
+		e.curN, e.curErr, e.curWon, e.curCl, e.curMis, e.curRet, e.curAmt = 0, 0, 0, 0, 0, 0, 0
 		e.curSec++
 	}
 }
 
-// recordResult counts a won or closed shake in the per-second series at now (the
-// charts show when tickets were handed out, and when the event was closed).
-func (e *endpoint) recordResult(now time.Time, res int) {
+// recordResult counts a result in the per-second series at now (the charts show when
+// tickets were handed out, missed, refused, and when the event was closed); amount is
+// an opened ticket's, 0 for the rest.
+func (e *endpoint) recordResult(now time.Time, res int, amount int64) {
 	sec := int(now.Sub(e.start) / time.Second)
 	e.mu.Lock()
 	if sec > e.curSec {
@@ -147,6 +152,12 @@ func (e *endpoint) recordResult(now time.Time, res int) {
 		e.curWon++
 	case resClosed:
 		e.curCl++
+	case resMiss:
+		e.curMis++
+	case resRetry:
+		e.curRet++
+	case resOpened:
+		e.curAmt += amount
 	}
 	e.mu.Unlock()
 }
@@ -162,14 +173,18 @@ func (e *endpoint) lastSecond() (Second, bool) {
 }
 
 // Second is one second of an endpoint's time series: completions (answers, timeouts
-// and drops) in that second, how many of them were errors, the shakes won and answered
-// closed, and their p99 latency.
+// and drops) in that second, how many of them were errors, the shakes won, missed,
+// answered closed and answered retry (429), the amount opened (minor units), and their
+// p99 latency.
 type Second struct {
 	T      int           `json:"t"`
 	Count  int64         `json:"count"`
 	Errors int64         `json:"errors"`
 	Won    int64         `json:"won,omitempty"`
 	Closed int64         `json:"closed,omitempty"`
+	Miss   int64         `json:"miss,omitempty"`
+	Retry  int64         `json:"retry,omitempty"`
+	Amount int64         `json:"amount,omitempty"`
 	P99    time.Duration `json:"-"`
 }
 
@@ -179,12 +194,15 @@ type secondJSON struct {
 	Errors int64   `json:"errors"`
 	Won    int64   `json:"won,omitempty"`
 	Closed int64   `json:"closed,omitempty"`
+	Miss   int64   `json:"miss,omitempty"`
+	Retry  int64   `json:"retry,omitempty"`
+	Amount int64   `json:"amount,omitempty"`
 	P99    float64 `json:"p99_ms"`
 }
 
 // MarshalJSON writes the p99 in milliseconds, like Latency.
 func (s Second) MarshalJSON() ([]byte, error) {
-	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, s.Won, s.Closed, ms(s.P99)})
+	return json.Marshal(secondJSON{s.T, s.Count, s.Errors, s.Won, s.Closed, s.Miss, s.Retry, s.Amount, ms(s.P99)})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -193,7 +211,7 @@ func (s *Second) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = Second{j.T, j.Count, j.Errors, j.Won, j.Closed, fromMS(j.P99)}
+	*s = Second{j.T, j.Count, j.Errors, j.Won, j.Closed, j.Miss, j.Retry, j.Amount, fromMS(j.P99)}
 	return nil
 }
 
@@ -208,7 +226,7 @@ type EndpointResult struct {
 	// Throughput is Responses per second over the endpoint's active window (from the
 	// start to its last completion).
 	Throughput float64 `json:"throughput_rps"`
-	// Results counts outcomes by SPEC.md's result names (won, miss, closed, retry,
+	// Results counts outcomes by the documented result names (won, miss, closed, retry,
 	// opened); only names that occurred are present.
 	Results map[string]int64 `json:"results"`
 	// Errors counts failures by kind: client-side (dropped, queue_full, timeout,

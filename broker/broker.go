@@ -14,14 +14,14 @@ import (
 	ikafka "shake/internal/kafka"
 )
 
-// DefaultTopic is the claims topic SPEC.md names.
-const DefaultTopic = "shake.claims"
+// DefaultTopic is the claims topic docs/cli.md names.
+const DefaultTopic = ikafka.ClaimsTopic
 
 // DefaultPartitions is the partition count of every seeded and auto-created topic.
 const DefaultPartitions = 8
 
 // DLQSuffix is appended to a topic name to name its dead-letter topic.
-const DLQSuffix = ".dlq"
+const DLQSuffix = ikafka.DLQSuffix
 
 // ErrConfig wraps every configuration error Start reports.
 var ErrConfig = errors.New("bad broker configuration")
@@ -73,7 +73,7 @@ func Start(cfg Config) (*Broker, error) {
 		if !validTopic(t) {
 			return nil, fmt.Errorf("%w: topic %q must be 1..245 characters of [a-zA-Z0-9._-]", ErrConfig, t)
 		}
-		topics = append(topics, t, t+DLQSuffix)
+		topics = append(topics, t, ikafka.DLQTopic(t))
 	}
 	if cfg.Nodes == 0 {
 		cfg.Nodes = 1

@@ -406,7 +406,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := "chaos-" + strconv.FormatUint(seed, 36) + "-" + strconv.FormatInt(time.Now().Unix(), 36)
-	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, rng.Uint64())
+	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, verifiers, rng.Uint64())
 	t.Logf("campaign %s: %d tickets, budget %d, %d shards, in %s", id, c.manifest.Count, c.manifest.Budget, len(c.manifest.Shards), c.dir)
 
 	// PostgreSQL, reached by the settler only through the proxy.
@@ -446,7 +446,8 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	switches := func(name string) []string {
-		return []string{"--admin-key", c.akPath, "--switches", filepath.Join(swDir, name+".json")}
+		role, _, _ := strings.Cut(name, "-") // edge-000 is an edge
+		return []string{"--admin-key", filepath.Join(c.dir, ticket.AdminRoleKeyFile(role)), "--switches", filepath.Join(swDir, name+".json")}
 	}
 	r.brk = mk("broker", []string{"broker", "--data", filepath.Join(work, "broker"), "--partitions", "4", "--log-format", "json"}, false)
 	for i := 0; i < edges; i++ {

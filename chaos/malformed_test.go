@@ -129,7 +129,7 @@ func (t *tally) String() string {
 // TestMalformedRequests starts a real edge and a real verifier (with a real broker) and
 // replays a few thousand malformed requests over raw TCP (truncated, oversized bodies and
 // headers, slow clients, wrong content types, bit-flipped and other users' tokens,
-// garbage), interleaved with good ones. No answer may be a 5xx other than those SPEC.md
+// garbage), interleaved with good ones. No answer may be a 5xx other than those docs/api.md
 // names (the verifier's 503), every answer must be JSON, both servers must stay up, and
 // every good request must be answered correctly.
 func TestMalformedRequests(t *testing.T) {
@@ -138,7 +138,7 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	bin := shakeBinary(t)
 	dir := t.TempDir()
-	c := newCampaign(t, bin, filepath.Join(dir, "campaign"), "malformed", 6000, 2, 1)
+	c := newCampaign(t, bin, filepath.Join(dir, "campaign"), "malformed", 6000, 2, 1, 1)
 	logs := filepath.Join(dir, "logs")
 	ctx := context.Background()
 	mk := func(name string, args []string, http bool) *service {
@@ -190,7 +190,7 @@ func TestMalformedRequests(t *testing.T) {
 		}
 		tl.add(server+" "+cat, strconv.Itoa(a.status))
 		if a.status >= 500 && !(server == "verifier" && a.status == 503) {
-			fail("%s %s: status %d, a 5xx SPEC.md does not name: %s", server, cat, a.status, a.body)
+			fail("%s %s: status %d, a 5xx docs/api.md does not name: %s", server, cat, a.status, a.body)
 		}
 		if !json.Valid(a.body) {
 			fail("%s %s: status %d with a body that is not JSON: %q", server, cat, a.status, a.body)

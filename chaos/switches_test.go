@@ -20,7 +20,7 @@ import (
 // client as `shake ctl`), holds it a while, and flips it back. The episode remembers when
 // each server confirmed the change (the PUT answers 200 only once it is in force) and when
 // the release was sent, so that the checks can hold every answer given in between to what
-// SPEC.md says the switch does.
+// docs/switches.md says the switch does.
 type episode struct {
 	kind    faultKind
 	target  int    // sw-shed: percent; sw-revoke-shard: the shard; sw-edge-per-user: the rule
@@ -50,7 +50,7 @@ func switchKind(k faultKind) bool { return k >= fSwPause && k <= fSwEdgePerUser 
 
 // adminClient is the control-plane client with the campaign's admin token.
 func (r *chaosRun) adminClient() *control.Client {
-	return &control.Client{Token: ticket.AdminToken(r.c.adminKey), Timeout: 15 * time.Second}
+	return &control.Client{Key: r.c.adminKey, Timeout: 15 * time.Second}
 }
 
 // setSwitches applies change to every server in svcs through PUT /admin/switches and
@@ -205,7 +205,7 @@ func (r *chaosRun) injectSwitch(ctx context.Context, f fault) error {
 }
 
 // reopenHeld sends again, through the verifiers' tap, up to 20 of the opens the episode's
-// switch refused (tokens stay valid: SPEC), once its release is confirmed everywhere,
+// switch refused (tokens stay valid: docs/switches.md), once its release is confirmed everywhere,
 // and counts the answers by status and code.
 func (r *chaosRun) reopenHeld(ctx context.Context, ep *episode) map[string]int {
 	var picked []heldOpen

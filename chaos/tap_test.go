@@ -131,7 +131,7 @@ type ledgerOfTruth struct {
 	opens  []openEv
 	probes []probeEv
 	// held are the opens answered 503 with a message (opens paused) or 422 revoked:
-	// SPEC says those tokens stay valid, so the switch faults open some again after
+	// docs/switches.md says those tokens stay valid, so the switch faults open some again after
 	// their release.
 	held []heldOpen
 }

@@ -1,6 +1,6 @@
 package edge
 
-// Faults and attacks against the edge, each reproduced first (see issues 11 and 12):
+// Faults and attacks against the edge, each reproduced first:
 // repeated kill -9 of a small shard, a request caught at the end of a round, a state
 // file gone missing, and a user winning again after a restart.
 
@@ -44,7 +44,7 @@ func backToBackHeader(count uint64, start time.Time) *ticket.ShardHeader {
 // TestRoundEndWaiterGetsMiss: a request picks round 0 just before it ends and finds
 // its reservation used up. The reserver has moved on to round 1 (its clock is past
 // round 0's end) and will never reserve round 0 again: the request must get a miss
-// at once, not wait out the reservation timeout and get 429 (issue 12).
+// at once, not wait out the reservation timeout and get 429.
 func TestRoundEndWaiterGetsMiss(t *testing.T) {
 	h := backToBackHeader(1000, time.Unix(1_900_000_000, 0).UTC())
 	waitAtTheEnd(t, h, h.Rounds[0].End.UnixNano())
@@ -91,7 +91,7 @@ func waitAtTheEnd(t *testing.T, h *ticket.ShardHeader, end int64) {
 	}
 }
 
-// TestProcessKillForfeitsSmallShare is issue 12's twelve kills: a 5,000-ticket shard,
+// TestProcessKillForfeitsSmallShare bounds what kills forfeit: a 5,000-ticket shard,
 // a crowd shaking it, kill -9 twelve times in a row. Each kill forfeits the tickets
 // reserved ahead and not yet handed out; the reservation must stay a small share of
 // what is left (1/64, or a few tickets at the very end), whatever the rate did.
@@ -179,7 +179,7 @@ func runEdgeOnce(t *testing.T, f *fixture, state string, extra ...string) (int, 
 	return 0, string(out)
 }
 
-// TestProcessStateFileLifecycle is issue 11's lost state file, through the binary: a
+// TestProcessStateFileLifecycle is a lost state file, through the binary: a
 // missing --state is exit 2 with one line that says why and how to do a genuine
 // first start; --init-state creates it; --init-state again (a command line left
 // unchanged, or a wiped volume's replacement run on an old one) is exit 2; a start
@@ -230,7 +230,7 @@ func TestProcessStateFileLifecycle(t *testing.T) {
 }
 
 // TestPerUserDefaultsToTheCampaign: without an explicit limit the edge takes the
-// campaign's per_user from the shard header (issue 11); an explicit one overrides it,
+// campaign's per_user from the shard header; an explicit one overrides it,
 // 0 included.
 func TestPerUserDefaultsToTheCampaign(t *testing.T) {
 	wins := func(perUser int, cfgPerUser int) int {
@@ -272,7 +272,7 @@ func shakeOnce(t *testing.T, addr, auth string) (string, string) {
 }
 
 // TestProcessRestartForgetsWins is the edge's half of "an edge restart does not let a
-// user open beyond the rule" (issue 11). The edge's per-user table is in memory only,
+// user open beyond the rule". The edge's per-user table is in memory only,
 // so after a restart (SIGTERM or kill -9) a user who had reached the campaign's
 // per_user wins again here, with another ticket: that is by design, the edge is the
 // cheap first line. What stops the excess open is the verifier's campaign-wide rule

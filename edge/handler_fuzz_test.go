@@ -25,12 +25,12 @@ var (
 // fuzzSessionExpiry is far in the future (2100-01-01), so corpus sessions never expire.
 const fuzzSessionExpiry = 4102444800
 
-// edgeAnswers are the statuses SPEC.md names for POST /v1/shake (the handler alone:
+// edgeAnswers are the statuses docs/api.md names for POST /v1/shake (the handler alone:
 // 400/408/431 for unparsable requests come from the shared server, not the handler).
 var edgeAnswers = map[int]bool{200: true, 401: true, 404: true, 405: true, 413: true, 429: true}
 
 // FuzzEdgeHandler drives the /v1/shake handler with arbitrary methods, paths, headers,
-// bodies and session tokens: it must never panic, must answer one of SPEC.md's statuses
+// bodies and session tokens: it must never panic, must answer one of docs/api.md's statuses
 // with a JSON body, and a won token must open under the shard key for the session's user.
 func FuzzEdgeHandler(f *testing.F) {
 	dir := f.TempDir()
@@ -101,7 +101,7 @@ func FuzzEdgeHandler(f *testing.F) {
 		h(&ctx)
 		status := ctx.Response.StatusCode()
 		if !edgeAnswers[status] {
-			t.Fatalf("%s %q: status %d is not one SPEC.md names for /v1/shake (body %s)", method, path, status, ctx.Response.Body())
+			t.Fatalf("%s %q: status %d is not one docs/api.md names for /v1/shake (body %s)", method, path, status, ctx.Response.Body())
 		}
 		rb := ctx.Response.Body()
 		if !json.Valid(rb) {

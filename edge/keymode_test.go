@@ -28,7 +28,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestKeyFileReadableByOthersWarns: a session key other users can read lets them forge
-// sessions, so the edge says so at start (issue 10 item 8); a 0600 key draws no warning.
+// sessions, so the edge says so at start; a 0600 key draws no warning.
 func TestKeyFileReadableByOthersWarns(t *testing.T) {
 	f := newFixture(t, shardSpec{count: 10})
 	if err := os.Chmod(f.sessPath, 0o644); err != nil {

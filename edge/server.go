@@ -1,6 +1,6 @@
 // Package edge is the shake access-layer server: it holds one shard of precomputed
 // tickets in memory and hands them out, sealed to the user who shook, with no database
-// and no call to any other service. See SPEC.md, "Edge".
+// and no call to any other service. See docs/api.md, "Edge".
 //
 // The hot path is: session check (HMAC, constant time) → round lookup → per-user cap
 // (lock-free table) → take the next position of the round (CAS on a cursor that lives

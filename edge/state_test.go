@@ -216,7 +216,7 @@ func FuzzDecodeSlot(f *testing.F) {
 }
 
 // TestStateInitLifecycle: --init-state creates, a plain start resumes, and neither
-// mistakes the other's case (issue 11): a missing file is refused without
+// mistakes the other's case: a missing file is refused without
 // --init-state, an existing one with it.
 func TestStateInitLifecycle(t *testing.T) {
 	h := testHeader(1000, 2)

@@ -492,7 +492,7 @@ func TestRequestsHandled(t *testing.T) {
 		{"unknown path", "GET", "/v1/packet", "Bearer " + k, "", 404, `{"error":"not_found"}`},
 		{"root", "GET", "/", "", "", 404, `{"error":"not_found"}`},
 		{"campaign args", "GET", "/v1/campaigns/c?x=1", "", "", 400, `{"error":"bad_request"}`},
-		{"healthz", "GET", "/healthz", "", "", 200, `{"status":"ok"}`},
+		{"healthz", "GET", "/healthz", "", "", 200, `{"status":"ok","role":"query"}`},
 		{"readyz", "GET", "/readyz", "", "", 200, `{"status":"ready"}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package query is the read-only server over the ledger (SPEC.md, "shake query"): a
+// Package query is the read-only server over the ledger (docs/api.md, "Query"): a
 // user's settled red packets ("my red packets", GET /v1/packets, paged newest first
 // with an opaque cursor) and a campaign's public page (GET /v1/campaigns/ID, totals and
 // the ten largest packets with masked uids, cached for a second). It reads PostgreSQL

@@ -10,7 +10,7 @@ import (
 	"shake/ticket"
 )
 
-// Attacks on the settler through the claims topic (issue 10). Anyone who can produce to
+// Attacks on the settler through the claims topic. Anyone who can produce to
 // shake.claims (kcat and a network path are enough) writes what they like; the settler
 // must pay nothing that no verifier signed, and nothing twice.
 

@@ -19,7 +19,7 @@ import (
 	"shake/settler/ledger"
 )
 
-// Issue 10, item 7: one poisoned message must not stop settlement.
+// One poisoned message must not stop settlement.
 
 // poisonSettler starts a broker whose produce requests to the dead-letter topic fail
 // while deny is set, and a settler (dead-letter timeout 1 s) on a fresh SQLite ledger.

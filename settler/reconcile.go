@@ -20,7 +20,7 @@ var ErrNotExpired = errors.New("refund refused: tickets of this campaign can sti
 // ErrShardFile reports a shard file that reconcile needs and cannot read.
 var ErrShardFile = errors.New("cannot read shard file")
 
-// Report is the output of reconcile; its JSON keys are fixed by SPEC.md (the first
+// Report is the output of reconcile; its JSON keys are fixed by docs/cli.md (shake reconcile) (the first
 // thirteen), the rest are additions that say where a failure is.
 type Report struct {
 	Campaign          string `json:"campaign"`

@@ -261,7 +261,7 @@ func TestReconcilePerUserAndConflicts(t *testing.T) {
 	}
 }
 
-// TestAttackTamperedManifestRefused: the attack of issue 10 item 4. An operator (or an
+// TestAttackTamperedManifestRefused: moving expires_at to refund early. An operator (or an
 // intruder) moves expires_at into the past in a live campaign's manifest to refund what
 // is still openable. The old reconcile refunded it. The ledger recorded the funded
 // manifest's digest, so reconcile and refund refuse the changed one, without any key.

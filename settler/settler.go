@@ -30,7 +30,7 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultTopic          = "shake.claims"
+	DefaultTopic          = ikafka.ClaimsTopic
 	DefaultGroup          = "shake-settler"
 	DefaultBatch          = 2000
 	DefaultLinger         = 50 * time.Millisecond
@@ -196,7 +196,7 @@ func New(cfg Config) (*Settler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Settler{cfg: cfg, log: cfg.Logger.With("role", "settler"), dlqTopic: cfg.Topic + ".dlq", reg: cfg.Registry,
+	s := &Settler{cfg: cfg, log: cfg.Logger.With("role", "settler"), dlqTopic: ikafka.DLQTopic(cfg.Topic), reg: cfg.Registry,
 		lag: map[int]*obs.Gauge{}, lagVal: map[int]int64{}}
 	r := cfg.Registry
 	s.mBreaker = r.Gauge("shake_settler_breaker_state", "Ledger circuit breaker: 0 closed, 1 open, 2 half-open.")

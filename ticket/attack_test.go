@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// Attacks on the shared vocabulary (issue 10). Each test states the attack and the
+// Attacks on the shared vocabulary. Each test states the attack and the
 // refusal; the settler's and reconcile's attacks are in their packages.
 
 // TestAttackCampaignIDReused: a campaign id generated twice under one campaign.key (a
@@ -91,7 +91,7 @@ func TestAttackForgedClaimSignature(t *testing.T) {
 	}
 }
 
-// TestCheckKeyFileMode: a key readable by group or others is reported (issue 10 item 8).
+// TestCheckKeyFileMode: a key readable by group or others is reported.
 func TestCheckKeyFileMode(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "campaign.key")

@@ -18,7 +18,7 @@ const MaxClaimLen = 1024
 const wireTime = "2006-01-02T15:04:05.000Z07:00"
 
 // Claim is the record the verifier makes durable in Kafka (key = ticket id) and the settler
-// posts to the ledger. Its JSON is fixed by SPEC.md; "mac" (the generator's ticket MAC,
+// posts to the ledger. Its JSON is fixed by docs/formats.md; "mac" (the generator's ticket MAC,
 // base64url) lets the settler re-check the amount with the MAC key, and "sig" (the
 // verifier's ClaimSigner signature over every other field, base64url, always last) lets
 // it refuse a claim that no verifier made. Times travel with millisecond precision, and

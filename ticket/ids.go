@@ -9,7 +9,7 @@ import (
 // DefaultCurrency is the currency of a campaign that names none.
 const DefaultCurrency = "CNY"
 
-// MaxCampaignLen is the longest campaign id SPEC.md allows.
+// MaxCampaignLen is the longest campaign id the contract allows (docs/cli.md, gen).
 const MaxCampaignLen = 32
 
 // MaxTicketAmount is the largest amount one ticket may carry, in minor units. Tickets store

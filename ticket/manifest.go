@@ -51,11 +51,29 @@ type Manifest struct {
 	// ExpiresAt is when every ticket ever issued has expired: IssueUntil + ttl. Refunds
 	// of the unopened remainder are allowed only after it.
 	ExpiresAt time.Time `json:"expires_at"`
-	Seed      uint64    `json:"seed"`
-	CreatedAt time.Time `json:"created_at"`
+	// Seed is the plain seed of a manifest written before commit and reveal; new
+	// manifests leave it out (nil) and carry SeedSHA256 instead. A pointer, so an old
+	// manifest's "seed": 0 re-encodes exactly and its signature still verifies.
+	Seed *uint64 `json:"seed,omitempty"`
+	// SeedSHA256 is the commitment to the seed: the hex SHA-256 of the seed file's exact
+	// bytes (`sha256sum DIR/seed`). The seed itself stays with the operator until the
+	// reveal (`shake inspect --reveal`).
+	SeedSHA256 string    `json:"seed_sha256,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	// Prizes are the campaign's fixed prizes: exactly Count tickets of exactly Amount
+	// each. Min and Max bound every ticket, prizes included; LuckyMin and LuckyMax (set
+	// when there are prizes) bound the lucky amounts of the other tickets.
+	Prizes   []Prize `json:"prizes,omitempty"`
+	LuckyMin int64   `json:"lucky_min,omitempty"`
+	LuckyMax int64   `json:"lucky_max,omitempty"`
 	// PerUser is the campaign's rule: at most PerUser tickets opened per user per round,
 	// across every edge (0 = no limit).
 	PerUser int `json:"per_user"`
+	// Verifiers is the number of uid shards of the verifier fleet (--uid-shard I/V must
+	// name V = Verifiers), signed with the rest so that no single verifier started
+	// without --uid-shard can widen the per-user rule. 0, in a manifest made before the
+	// field, means 1 (see VerifierCount).
+	Verifiers int `json:"verifiers,omitempty"`
 	// Generation is 128 random bits (hex) chosen at every `shake gen`. Every derived key
 	// but the manifest's own includes it, so a campaign id generated twice under the same
 	// campaign.key never shares keys, and the ledger tells the two apart.
@@ -66,6 +84,59 @@ type Manifest struct {
 	Signature string `json:"signature,omitempty"`
 }
 
+// Prize is a fixed prize of a campaign: exactly Count tickets of exactly Amount.
+type Prize struct {
+	Amount int64  `json:"amount"`
+	Count  uint64 `json:"count"`
+}
+
+// MaxPrizes bounds the number of distinct prizes of one campaign.
+const MaxPrizes = 64
+
+// validatePrizes checks the prize list and the lucky bounds against the campaign's.
+func (m *Manifest) validatePrizes() error {
+	if m.SeedSHA256 != "" && !isLowerHex(m.SeedSHA256, 64) {
+		return fmt.Errorf("bad seed_sha256 %q", m.SeedSHA256)
+	}
+	if len(m.Prizes) == 0 {
+		if m.LuckyMin != 0 || m.LuckyMax != 0 {
+			return errors.New("lucky_min / lucky_max without prizes")
+		}
+		return nil
+	}
+	if len(m.Prizes) > MaxPrizes {
+		return fmt.Errorf("%d prizes, at most %d", len(m.Prizes), MaxPrizes)
+	}
+	var n uint64
+	var money int64
+	for i, p := range m.Prizes {
+		if p.Amount < m.Min || p.Amount > m.Max || p.Count == 0 || p.Count > m.Count-n {
+			return fmt.Errorf("prize %d: %d x %d outside the campaign's amounts or count", i, p.Amount, p.Count)
+		}
+		if !mulAtMost(p.Count, p.Amount, m.Budget-money) {
+			return fmt.Errorf("prize %d: %d x %d exceeds the budget", i, p.Amount, p.Count)
+		}
+		n += p.Count
+		money += int64(p.Count) * p.Amount
+	}
+	if m.LuckyMin < m.Min || m.LuckyMax < m.LuckyMin || m.LuckyMax > m.Max {
+		return fmt.Errorf("lucky amounts [%d, %d] outside [%d, %d]", m.LuckyMin, m.LuckyMax, m.Min, m.Max)
+	}
+	return nil
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Limits Validate enforces, so that no sum, product or id range derived from a manifest
 // can overflow.
 const (
@@ -73,6 +144,8 @@ const (
 	MaxTickets = 1 << 40
 	// MaxPerUser bounds the per-user rule.
 	MaxPerUser = 1<<16 - 1
+	// MaxVerifiers bounds the verifier fleet's uid shards.
+	MaxVerifiers = 1 << 16
 	// MaxTTLSeconds bounds the ticket time-to-live (100 years), far inside time.Duration.
 	MaxTTLSeconds = 100 * 366 * 24 * 3600
 )
@@ -197,10 +270,16 @@ func (m *Manifest) Validate() error {
 	if m.PerUser < 0 || m.PerUser > MaxPerUser {
 		return fmt.Errorf("bad per_user %d (0..%d)", m.PerUser, MaxPerUser)
 	}
+	if m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
+		return fmt.Errorf("bad verifiers %d (1..%d)", m.Verifiers, MaxVerifiers)
+	}
 	if m.ExpiresAt.Before(m.IssueUntil) {
 		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)
 	}
 	if err := validateWindows(m.Rounds); err != nil {
+		return err
+	}
+	if err := m.validatePrizes(); err != nil {
 		return err
 	}
 	if len(m.Shards) == 0 || len(m.Shards) > MaxShards {
@@ -432,3 +511,7 @@ func (m *Manifest) CheckTimesMilli(round int, issuedMs, openedMs int64) error {
 	}
 	return nil
 }
+
+// VerifierCount is the number of uid shards of the verifier fleet: Verifiers, or 1 for a
+// manifest made before the field.
+func (m *Manifest) VerifierCount() int { return max(m.Verifiers, 1) }

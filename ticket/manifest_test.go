@@ -151,7 +151,7 @@ func TestLoadManifestKey(t *testing.T) {
 	if _, err := LoadManifestKey(p, testKey(5)); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("wrong key: %v", err)
 	}
-	// The attack of issue 10 item 4: move expires_at into the past to refund early.
+	// The attack: move expires_at into the past to refund early.
 	m.ExpiresAt = m.IssueUntil
 	b, _ = json.Marshal(m)
 	os.WriteFile(p, b, 0o600)

@@ -17,7 +17,7 @@ func TestSessionMatchesSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := sk.Mint(nil, 42, 1_900_000_000)
-	// Recompute the SPEC's formula independently.
+	// Recompute the documented formula (docs/api.md, Sessions) independently.
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("shake-session-v1|42|1900000000"))
 	want := "42.1900000000." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))

@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// The switches document (SPEC.md, "Admin listeners and switches"): what an operator may
+// The switches document (docs/switches.md): what an operator may
 // change in a running event, the same document on every server, each acting on its own
 // section. Parse is strict: an unknown field or an out-of-range value is refused with
 // the field named, so a typo never silently does nothing.
@@ -34,6 +34,13 @@ const (
 	MaxSwitchRetryAfterMs = 3_600_000
 	// MaxSwitchMessage bounds verifier.message, in bytes.
 	MaxSwitchMessage = 256
+	// MaxSwitchesVersion is the highest version a document may carry (2^53-1: every
+	// JSON reader holds it exactly), far below where ctl's "one above the current" wraps.
+	MaxSwitchesVersion = 1<<53 - 1
+	// MaxSwitchesVersionStep is the most a PUT may raise the version above the current:
+	// one stolen key cannot push a server's version out of the operator's reach in one
+	// request (reaching MaxSwitchesVersion takes 2^33 of them).
+	MaxSwitchesVersionStep = 1 << 20
 	// adminTokenLabel is the HMAC message of the admin token.
 	adminTokenLabel = "shake-admin-v1"
 )
@@ -104,7 +111,9 @@ func ParseSwitches(b []byte) (*Switches, error) {
 	for k, v := range top {
 		switch k {
 		case "version":
-			err = field(v, k, &d.Version)
+			if err = field(v, k, &d.Version); err == nil && d.Version > MaxSwitchesVersion {
+				err = &FieldError{Field: k, Reason: fmt.Sprintf("%d is above the highest version %d (2^53-1)", d.Version, uint64(MaxSwitchesVersion))}
+			}
 		case "edge":
 			err = d.Edge.parse(v)
 		case "verifier":
@@ -412,4 +421,28 @@ func AdminToken(adminKey []byte) string {
 	m := hmac.New(sha256.New, adminKey)
 	m.Write([]byte(adminTokenLabel))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// CheckAgainst refuses a document that names a round or a shard the campaign does not
+// have (a typo while revoking a leaked key must not leave the key working): rounds is
+// the campaign's number of rounds (a campaign without timed rounds has the one round
+// 0), shards its number of shards; a negative count is not known to the caller and not
+// checked. The error is a *FieldError naming the field.
+func (d *Switches) CheckAgainst(rounds, shards int) error {
+	if rounds >= 0 {
+		rounds = max(rounds, 1)
+		for _, r := range d.Edge.ClosedRounds {
+			if r >= rounds {
+				return &FieldError{Field: "edge.closed_rounds", Reason: fmt.Sprintf("round %d is not in the campaign (its rounds are 0..%d)", r, rounds-1)}
+			}
+		}
+	}
+	if shards >= 0 {
+		for _, s := range d.Verifier.RevokedShards {
+			if s >= shards {
+				return &FieldError{Field: "verifier.revoked_shards", Reason: fmt.Sprintf("shard %d is not in the campaign (its shards are 0..%d)", s, shards-1)}
+			}
+		}
+	}
+	return nil
 }

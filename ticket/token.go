@@ -36,7 +36,7 @@ const (
 	tokenTagLen    = 16
 	// TokenRawLen is the size of a decoded token.
 	TokenRawLen = tokenHeaderLen + tokenNonceLen + tokenPlainLen + tokenTagLen
-	// TokenLen is the length of an encoded token (at most 160 characters per SPEC.md).
+	// TokenLen is the length of an encoded token (at most 160 characters per docs/api.md).
 	TokenLen = (TokenRawLen*8 + 5) / 6
 )
 

@@ -23,7 +23,7 @@ func sealNonces(t *testing.T, s *Sealer, n int) [][tokenNonceLen]byte {
 	return out
 }
 
-// TestNonceHidesTheCounter is the attack of issue 10 item 8: a user who wins twice
+// TestNonceHidesTheCounter is the attack on a readable nonce: a user who wins twice
 // reads the nonces in the clear part of the two tokens. With a salt and a plain
 // counter the two nonces share their salt and differ by the number of tokens sealed
 // in between, which tells the user how many tickets the edge handed out. The nonces

@@ -69,14 +69,26 @@ type Config struct {
 	Weights     []uint64
 	Rounds      []ticket.RoundWindow // Index is assigned by Generate; empty means always open
 	TTL         time.Duration        // how long a won ticket stays openable; 0 means DefaultTTL
-	Seed        uint64
-	OutDir      string
-	Progress    io.Writer // nil: quiet
-	Now         time.Time // creation time; zero means time.Now()
+	// SeedSecret is the 32-byte seed every amount is drawn from; written to OutDir/seed,
+	// and only its SHA-256 to the manifest. Empty: derived from Seed (SeedFromUint64).
+	SeedSecret []byte
+	// Seed is a small reproducible seed for tests and rehearsals, used when SeedSecret is
+	// empty. It can be guessed: real events leave it to `shake gen`'s random SeedSecret.
+	Seed uint64
+	// Prizes are fixed prizes (`--prize AMOUNTxCOUNT`), spread over shards and rounds;
+	// the rest of Budget is split into lucky amounts in [Min, Max] among the other
+	// tickets. Max may be below a prize.
+	Prizes   []Prize
+	OutDir   string
+	Progress io.Writer // nil: quiet
+	Now      time.Time // creation time; zero means time.Now()
 	// PerUser is the campaign's rule, at most PerUser tickets opened per user per round
 	// (0 = no limit). Unlike the other fields its zero value is not a default: `shake
 	// gen` passes 1 unless told otherwise.
 	PerUser int
+	// Verifiers is the number of uid shards of the verifier fleet, recorded in the
+	// manifest; 0 means 1.
+	Verifiers int
 	// Generation is the campaign generation id; empty means a fresh random one
 	// (ticket.NewGeneration), which is what every real run wants.
 	Generation string
@@ -85,12 +97,17 @@ type Config struct {
 // plan is the exact split of a checked Config, before any amount is drawn.
 type plan struct {
 	cfg      Config
-	min, max int64
-	ttl      time.Duration
-	rounds   []ticket.RoundWindow
-	created  time.Time
-	gen      string
-	shards   []ticket.ManifestShard
+	min, max int64 // bounds of the lucky amounts
+	seed     [SeedSize]byte
+	// luckyCount and luckyBudget are what the prizes leave of Count and Budget.
+	luckyCount  uint64
+	luckyBudget int64
+	alloc       [][][]uint64 // prize tickets per [shard][round][prize]; nil without prizes
+	ttl         time.Duration
+	rounds      []ticket.RoundWindow
+	created     time.Time
+	gen         string
+	shards      []ticket.ManifestShard
 }
 
 func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
@@ -116,6 +133,10 @@ func check(cfg Config) (*plan, error) {
 	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
 		return nil, configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
 	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return nil, configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
+	p.cfg.Verifiers = max(cfg.Verifiers, 1)
 	p.gen = cfg.Generation
 	if p.gen == "" {
 		p.gen = ticket.NewGeneration()
@@ -141,13 +162,23 @@ func check(cfg Config) (*plan, error) {
 	if p.min < 0 || p.min > ticket.MaxTicketAmount {
 		return nil, configErr("min", "must be between 1 and %d, have %d", ticket.MaxTicketAmount, cfg.Min)
 	}
-	// count*min <= budget, without overflow: count <= budget/min.
-	if cfg.Count > uint64(cfg.Budget/p.min) {
-		return nil, configErr("budget", "%d is too small for %d tickets of at least %d (--min)", cfg.Budget, cfg.Count, p.min)
+	if err := p.checkSeed(); err != nil {
+		return nil, err
+	}
+	if err := p.checkPrizes(); err != nil {
+		return nil, err
+	}
+	// count*min <= budget, without overflow: count <= budget/min (of the lucky tickets,
+	// what the prizes leave).
+	if p.luckyCount > uint64(p.luckyBudget/p.min) {
+		return nil, configErr(p.luckyBoundsFlag(), "%d is too small for %d tickets of at least %d (--min)", p.luckyBudget, p.luckyCount, p.min)
 	}
 	if cfg.Max == 0 {
 		// The largest amount one ticket can take: the budget minus the minimum of all others.
-		p.max = cfg.Budget - int64(cfg.Count-1)*p.min
+		p.max = p.min
+		if p.luckyCount > 0 {
+			p.max = p.luckyBudget - int64(p.luckyCount-1)*p.min
+		}
 		if p.max > ticket.MaxTicketAmount {
 			p.max = ticket.MaxTicketAmount
 		}
@@ -157,8 +188,8 @@ func check(cfg Config) (*plan, error) {
 			return nil, configErr("max", "must be between --min %d and %d, have %d", p.min, ticket.MaxTicketAmount, cfg.Max)
 		}
 	}
-	if hi, lo := bits.Mul64(cfg.Count, uint64(p.max)); hi == 0 && lo < uint64(cfg.Budget) {
-		return nil, configErr("budget", "%d is too large for %d tickets of at most %d (--max)", cfg.Budget, cfg.Count, p.max)
+	if hi, lo := bits.Mul64(p.luckyCount, uint64(p.max)); hi == 0 && lo < uint64(p.luckyBudget) {
+		return nil, configErr(p.luckyBoundsFlag(), "%d is too large for %d tickets of at most %d (--max)", p.luckyBudget, p.luckyCount, p.max)
 	}
 	p.ttl = cfg.TTL
 	if p.ttl == 0 {
@@ -216,32 +247,11 @@ func check(cfg Config) (*plan, error) {
 			return nil, configErr("count", "shard %d would hold %d tickets, more than %d: use more --edges", i, counts[i], uint64(MaxShardCount))
 		}
 	}
-	// Budgets: proportional to counts, so each lies in [count*min, count*max].
-	budgets := apportion(uint64(cfg.Budget), counts)
-	next := uint64(1)
-	p.shards = make([]ticket.ManifestShard, cfg.Edges)
-	for i := range p.shards {
-		n, b := counts[i], int64(budgets[i])
-		rc := make([]uint64, len(p.rounds))
-		for j := range rc {
-			rc[j] = 1
-		}
-		rc = apportion(n, rc)
-		// apportion gives the extra tickets to the lowest indexes on equal weights.
-		rb := apportion(uint64(b), rc)
-		s := ticket.ManifestShard{Index: i, File: shardFile(i), KeyFile: keyFile(i), FirstTicket: next, Count: n, Amount: b,
-			Rounds: make([]ticket.RoundRange, len(p.rounds))}
-		rn := next
-		for j := range rc {
-			s.Rounds[j] = ticket.RoundRange{Round: j, FirstTicket: rn, Count: rc[j], Amount: int64(rb[j])}
-			// Second check of the plan where it is made: every segment must be feasible.
-			if int64(rc[j])*p.min > int64(rb[j]) || int64(rc[j])*p.max < int64(rb[j]) {
-				return nil, fmt.Errorf("BUG: shard %d round %d: %d tickets cannot carry %d", i, j, rc[j], rb[j])
-			}
-			rn += rc[j]
-		}
-		p.shards[i] = s
-		next += n
+	if err := p.split(counts); err != nil {
+		return nil, err
+	}
+	if err := p.checkChunks(); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -284,13 +294,21 @@ func (p *plan) issueUntil() time.Time {
 
 func (p *plan) manifest() *ticket.Manifest {
 	iu := p.issueUntil()
-	return &ticket.Manifest{
+	m := &ticket.Manifest{
 		Version: ticket.ManifestVersion, Campaign: p.cfg.Campaign, Currency: p.cfg.Currency,
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
-		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), Seed: p.cfg.Seed, CreatedAt: p.created,
-		PerUser: p.cfg.PerUser, Generation: p.gen, Shards: p.shards,
+		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
+		PerUser: p.cfg.PerUser, Verifiers: p.cfg.Verifiers, Generation: p.gen, Shards: p.shards,
 	}
+	if len(p.cfg.Prizes) > 0 {
+		// Min and Max bound every ticket, prizes included; the lucky bounds are apart.
+		m.Prizes, m.LuckyMin, m.LuckyMax = p.cfg.Prizes, p.min, p.max
+		for _, pr := range p.cfg.Prizes {
+			m.Min, m.Max = min(m.Min, pr.Amount), max(m.Max, pr.Amount)
+		}
+	}
+	return m
 }
 
 // Plan checks cfg and returns the manifest Generate would write, without the shard
@@ -319,7 +337,7 @@ func Generate(ctx context.Context, cfg Config) (*ticket.Manifest, error) {
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return nil, configErr("out", "cannot create %s: %v", cfg.OutDir, err)
 	}
-	names := []string{ManifestFile}
+	names := []string{ManifestFile, SeedFile}
 	for i := range p.shards {
 		names = append(names, shardFile(i), keyFile(i))
 	}
@@ -337,6 +355,10 @@ func Generate(ctx context.Context, cfg Config) (*ticket.Manifest, error) {
 	tm, err := m.TicketMAC(cfg.CampaignKey)
 	if err != nil {
 		return nil, err
+	}
+	// The seed, 0600: the operator keeps it until the reveal.
+	if err := os.WriteFile(filepath.Join(tmp, SeedFile), seedFileBytes(&p.seed), 0o600); err != nil {
+		return nil, fmt.Errorf("cannot write the seed: %w", err)
 	}
 	if err := p.writeShards(ctx, tmp, tm); err != nil {
 		return nil, err
@@ -491,33 +513,30 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 	if err != nil {
 		return fmt.Errorf("shard %d: %w", i, err)
 	}
-	rng := shardRand(p.cfg.Seed, i)
-	for _, rr := range s.Rounds {
-		sp := splitter{rng: rng, rem: rr.Amount, left: rr.Count, min: p.min, max: p.max}
-		round := uint16(rr.Round)
-		var pending uint64
-		for id := rr.FirstTicket; id < rr.FirstTicket+rr.Count; id++ {
-			a := sp.next()
-			// First check of the amount invariant, where the amount is made.
-			if a < p.min || a > p.max {
-				return fmt.Errorf("BUG: shard %d ticket %d: amount %d outside [%d, %d]", i, id, a, p.min, p.max)
-			}
-			if err := sw.Append(uint32(a), tm.Sum(id, uint32(a), round)); err != nil {
+	rng := shardRand(&p.seed, i)
+	amounts := prizeAmounts(p.cfg.Prizes)
+	var buf []uint32
+	var pending uint64
+	for j, rr := range s.Rounds {
+		round, id := uint16(rr.Round), rr.FirstTicket
+		seg := p.segment(i, j, rr.Amount-p.prizeMoney(p.segment(i, j, 0).prizes))
+		buf, err = drawSegment(rng, seg, amounts, p.min, p.max, buf, func(a uint32) error {
+			if err := sw.Append(a, tm.Sum(id, a, round)); err != nil {
 				return fmt.Errorf("cannot write shard %s: %w", path, err)
 			}
+			id++
 			if pending++; pending == progressEvery {
 				done.Add(pending)
 				pending = 0
-				if err := ctx.Err(); err != nil {
-					return err
-				}
+				return ctx.Err()
 			}
-		}
-		done.Add(pending)
-		if sp.rem != 0 || sp.left != 0 {
-			return fmt.Errorf("BUG: shard %d round %d: %d left over after the split", i, rr.Round, sp.rem)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("shard %d round %d: %w", i, rr.Round, err)
 		}
 	}
+	done.Add(pending)
 	// Close checks that the records add up to the header's count and amount.
 	if err := sw.Close(); err != nil {
 		return fmt.Errorf("cannot write shard %s: %w", path, err)

@@ -88,13 +88,15 @@ func (s *splitter) next() int64 {
 }
 
 // shardRand returns the random source of one shard: PCG seeded from SHA-256 of the run's
-// seed and the shard index, so shards are independent streams, any shard can be
-// regenerated alone, and the output does not depend on how many workers ran.
-func shardRand(seed uint64, shard int) *rand.Rand {
-	var in [8 + 8 + 18]byte
-	n := copy(in[:], "shake/ticketgen/v1")
-	binary.BigEndian.PutUint64(in[n:], seed)
-	binary.BigEndian.PutUint64(in[n+8:], uint64(shard))
-	sum := sha256.Sum256(in[:n+16])
+// 32-byte seed and the shard index, so shards are independent streams, any shard can be
+// regenerated alone (the reveal does), and the output does not depend on how many workers
+// ran.
+func shardRand(seed *[SeedSize]byte, shard int) *rand.Rand {
+	const label = "shake/ticketgen/v2"
+	var in [len(label) + SeedSize + 8]byte
+	n := copy(in[:], label)
+	n += copy(in[n:], seed[:])
+	binary.BigEndian.PutUint64(in[n:], uint64(shard))
+	sum := sha256.Sum256(in[:])
 	return rand.New(rand.NewPCG(binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:16])))
 }

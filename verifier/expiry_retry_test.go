@@ -7,7 +7,7 @@ import (
 )
 
 // TestRetryAfterExpiryGetsSame200: a client whose 200 was lost in a timeout retries
-// after its token expired; the claim is durable and will be paid, so SPEC.md's "the same
+// after its token expired; the claim is durable and will be paid, so the contract's "the same
 // user opening the same ticket again gets the same 200" holds. An expired token that
 // was never opened is still 410, and never starts a claim.
 func TestRetryAfterExpiryGetsSame200(t *testing.T) {

@@ -26,13 +26,13 @@ var (
 // fuzzSessionExpiry is far in the future (2100-01-01), so corpus sessions never expire.
 const fuzzSessionExpiry = 4102444800
 
-// verifierAnswers are the statuses SPEC.md names for POST /v1/open.
+// verifierAnswers are the statuses docs/api.md names for POST /v1/open.
 var verifierAnswers = map[int]bool{200: true, 400: true, 401: true, 403: true, 404: true, 405: true,
 	409: true, 410: true, 413: true, 421: true, 422: true, 503: true}
 
 // FuzzVerifierHandler drives the /v1/open handler with arbitrary methods, paths, headers,
 // bodies and tokens (genuine, other users', expired, bit-flipped ones among the seeds):
-// it must never panic, must answer one of SPEC.md's statuses with a JSON body, and a 200
+// it must never panic, must answer one of docs/api.md's statuses with a JSON body, and a 200
 // must name exactly the ticket and amount sealed in a genuine token of the session's user.
 func FuzzVerifierHandler(f *testing.F) {
 	dir := f.TempDir()
@@ -51,7 +51,7 @@ func FuzzVerifierHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	// No Kafka: the first write fails fast and every claim goes to the spool, which is
-	// what SPEC.md asks while Kafka is unreachable.
+	// what docs/api.md asks while Kafka is unreachable.
 	srv, err := New(Config{Manifest: filepath.Join(dir, "manifest.json"), Key: ckPath, SessionKey: skPath,
 		Brokers: []string{"127.0.0.1:1"}, Spool: filepath.Join(dir, "spool"), Listen: "127.0.0.1:0",
 		KafkaTimeout: 100 * time.Millisecond, DownFor: time.Hour})
@@ -122,7 +122,7 @@ func FuzzVerifierHandler(f *testing.F) {
 		status := ctx.Response.StatusCode()
 		rb := ctx.Response.Body()
 		if !verifierAnswers[status] {
-			t.Fatalf("%s %q: status %d is not one SPEC.md names for /v1/open (body %s)", method, path, status, rb)
+			t.Fatalf("%s %q: status %d is not one docs/api.md names for /v1/open (body %s)", method, path, status, rb)
 		}
 		if !json.Valid(rb) {
 			t.Fatalf("%s %q: status %d with a body that is not JSON: %q", method, path, status, rb)

@@ -468,7 +468,7 @@ func (s *Server) verify(o *op, body []byte, uid uint64, now int64) result {
 	}
 	// Expiry last, once the slot is known to be valid: a user retrying an open that
 	// already succeeded (its answer lost in a timeout) gets the same 200 even after the
-	// token expired, as SPEC.md promises; open() never starts a new claim for it.
+	// token expired, as docs/api.md promises; open() never starts a new claim for it.
 	if expired && !s.table.heldBy(shard, t.Ticket, s.table.fingerprint(uid)) {
 		return resExpired
 	}
@@ -494,7 +494,7 @@ func (s *Server) appendOpened(o *op) {
 func prepare(cfg Config) (*Server, error) {
 	started := time.Now()
 	if cfg.Topic == "" {
-		cfg.Topic = "shake.claims"
+		cfg.Topic = ikafka.ClaimsTopic
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8081"

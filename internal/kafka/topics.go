@@ -16,8 +16,15 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// DLQSuffix names a claims topic's dead-letter topic.
+// ClaimsTopic is the default name of the claims topic, named here once for every role,
+// command and the embedded broker.
+const ClaimsTopic = "shake.claims"
+
+// DLQSuffix names a claims topic's dead-letter topic: DLQTopic(topic).
 const DLQSuffix = ".dlq"
+
+// DLQTopic is the dead-letter topic of the claims topic topic.
+func DLQTopic(topic string) string { return topic + DLQSuffix }
 
 // MinInsyncConfig is the topic configuration that says how many replicas must have a
 // write before an acks=all producer hears "acknowledged".
@@ -306,7 +313,7 @@ func claimsTopic(name string) string {
 // the descriptions and the first refusal; a failure to ask is classified (ErrUnreachable,
 // ErrAccess) so that the caller can tell "Kafka is down" from "Kafka said no".
 func (a *Admin) CheckClaimsTopic(ctx context.Context, topic string, p Policy) ([]TopicInfo, error) {
-	infos, err := a.Describe(ctx, topic, topic+DLQSuffix)
+	infos, err := a.Describe(ctx, topic, DLQTopic(topic))
 	if err != nil {
 		return nil, err
 	}

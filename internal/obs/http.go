@@ -34,8 +34,9 @@ type Common struct {
 	AdminListen string
 	// Admin serves every /admin/... path of the admin listener (nil: 404).
 	Admin fasthttp.RequestHandler
-	// AdminAuth, when set, must approve a /debug/pprof/ request (the admin token):
-	// profiles are expensive enough to be a denial of service.
+	// AdminAuth must approve a /debug/pprof/ request (the role's admin token); nil
+	// approves none. Profiles are expensive enough to be a denial of service, and
+	// /debug/pprof/cmdline shows the command line.
 	AdminAuth func(*fasthttp.RequestCtx) bool
 	// Drain is how long /readyz answers 503 {"status":"draining"} after the shutdown
 	// began while requests are still served, so that load balancers move away first.
@@ -50,7 +51,7 @@ type Common struct {
 
 // ServerConfig configures a Server. Zero durations and sizes take the defaults above.
 type ServerConfig struct {
-	Name            string        // role name ("edge"), used in logs and the Server header ("shake-edge")
+	Name            string        // role name ("edge"), used in logs, /healthz's "role" and the Server header ("shake-edge")
 	Listen          string        // host:port; port 0 picks a free port (see Server.Addr)
 	MaxBodySize     int           // bytes; a larger request gets 413 {"error":"too_large"}
 	ReadTimeout     time.Duration // default 5s
@@ -73,7 +74,7 @@ type ServerConfig struct {
 	Common
 }
 
-// DefaultAdminListen is the admin address SPEC.md gives a server whose public listener is
+// DefaultAdminListen is the admin address docs/api.md gives a server whose public listener is
 // listen: 127.0.0.1 and listen's port plus 1000 (port 0, any free port, stays 0).
 func DefaultAdminListen(listen string) (string, error) {
 	_, port, err := net.SplitHostPort(listen)
@@ -104,6 +105,9 @@ type Server struct {
 	log      *slog.Logger
 	served   atomic.Bool
 	draining atomic.Bool
+	// healthBody is the /healthz answer, naming the role: {"status":"ok","role":"edge"}
+	// (shake ctl learns each server's role from it).
+	healthBody []byte
 }
 
 // listener is one bound socket and the fasthttp server on it.
@@ -115,7 +119,6 @@ type listener struct {
 }
 
 var (
-	bodyHealthOK  = []byte(`{"status":"ok"}`)
 	bodyReady     = []byte(`{"status":"ready"}`)
 	bodyNotReady  = []byte(`{"status":"not_ready"}`)
 	bodyDraining  = []byte(`{"status":"draining"}`)
@@ -164,16 +167,22 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	}
 	RegisterProcessMetrics(cfg.Registry)
 	s := &Server{cfg: cfg, h: h, log: cfg.Logger.With("server", cfg.Name)}
+	s.healthBody = appendJSONString([]byte(`{"status":"ok","role":"`), cfg.Name)
+	s.healthBody = append(s.healthBody, `"}`...)
 	pubHandler, pubName, pubMax := s.handle, "public", cfg.MaxConns
 	if cfg.AdminOnly {
 		pubHandler, pubName, pubMax = s.handleAdmin, "admin", max(cfg.MaxConns/8, adminMaxConns)
 	}
+	pubPerIP := cfg.MaxConnsPerIP
+	if cfg.AdminOnly {
+		pubPerIP = adminMaxConnsPerIP
+	}
 	var err error
-	if s.pub, err = s.bind(pubName, cfg.Listen, pubHandler, pubMax, cfg.MaxConnsPerIP); err != nil {
+	if s.pub, err = s.bind(pubName, cfg.Listen, pubHandler, pubMax, pubPerIP); err != nil {
 		return nil, err
 	}
 	if cfg.AdminListen != "" && !cfg.AdminOnly {
-		if s.adm, err = s.bind("admin", cfg.AdminListen, s.handleAdmin, adminMaxConns, 0); err != nil {
+		if s.adm, err = s.bind("admin", cfg.AdminListen, s.handleAdmin, adminMaxConns, adminMaxConnsPerIP); err != nil {
 			s.pub.ln.Close()
 			return nil, err
 		}
@@ -196,14 +205,20 @@ func (s *Server) bind(name, addr string, h fasthttp.RequestHandler, maxConns, pe
 		// connection the listener has admitted.
 		concurrency = maxConns + 1
 	}
+	readTimeout, idleTimeout := cfg.ReadTimeout, cfg.IdleTimeout
+	if name == "admin" {
+		// Short: an admin listener's few slots go back soon from a client that holds
+		// connections without sending.
+		readTimeout, idleTimeout = min(readTimeout, adminReadTimeout), min(idleTimeout, adminIdleTimeout)
+	}
 	l.srv = &fasthttp.Server{
 		Handler:      h,
 		ErrorHandler: errorHandler,
 		Name:         "shake-" + cfg.Name,
 		Concurrency:  concurrency,
-		ReadTimeout:  cfg.ReadTimeout,
+		ReadTimeout:  readTimeout,
 		WriteTimeout: cfg.WriteTimeout,
-		IdleTimeout:  cfg.IdleTimeout,
+		IdleTimeout:  idleTimeout,
 		// Bodies are bounded and read whole: the APIs take small JSON documents.
 		MaxRequestBodySize:           cfg.MaxBodySize,
 		DisablePreParseMultipartForm: true,
@@ -369,7 +384,7 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) {
 			WriteError(ctx, fasthttp.StatusInternalServerError, "internal")
 		}
 	case bytes.HasPrefix(path, prefixPprof):
-		if s.cfg.AdminAuth != nil && !s.cfg.AdminAuth(ctx) {
+		if s.cfg.AdminAuth == nil || !s.cfg.AdminAuth(ctx) {
 			WriteError(ctx, fasthttp.StatusUnauthorized, "unauthorized")
 			return
 		}
@@ -388,7 +403,7 @@ func (s *Server) health(ctx *fasthttp.RequestCtx, path []byte) {
 		return
 	}
 	if string(path) == "/healthz" {
-		WriteJSON(ctx, fasthttp.StatusOK, bodyHealthOK)
+		WriteJSON(ctx, fasthttp.StatusOK, s.healthBody)
 		return
 	}
 	switch {

@@ -70,6 +70,7 @@ func TestServerEndpoints(t *testing.T) {
 	reg.Counter("shake_test_total", "Test counter.", "result", "won").Add(7)
 	var ready atomic.Bool
 	ts := startServer(t, ServerConfig{
+		Name:        "test",
 		Common:      Common{AdminListen: "127.0.0.1:0"},
 		Registry:    reg,
 		Ready:       ready.Load,
@@ -98,7 +99,7 @@ func TestServerEndpoints(t *testing.T) {
 		ctype        string
 	}
 	checks := []check{
-		{"GET", "/healthz", nil, 200, `{"status":"ok"}`, "application/json"},
+		{"GET", "/healthz", nil, 200, `{"status":"ok","role":"test"}`, "application/json"},
 		{"GET", "/readyz", nil, 503, `{"status":"not_ready"}`, "application/json"},
 		{"POST", "/healthz", nil, 405, `{"error":"method_not_allowed"}`, "application/json"},
 		{"GET", "/metrics", nil, 404, `{"error":"not_found"}`, "application/json"},
@@ -138,8 +139,8 @@ func TestServerEndpoints(t *testing.T) {
 	if status, body, _ := do(t, "DELETE", admin+"/metrics", nil); status != 405 || body != `{"error":"method_not_allowed"}` {
 		t.Errorf("DELETE admin /metrics = %d %s", status, body)
 	}
-	if status, _, _ := do(t, "GET", admin+"/debug/pprof/", nil); status != 200 {
-		t.Errorf("admin /debug/pprof/ = %d", status)
+	if status, _, _ := do(t, "GET", admin+"/debug/pprof/", nil); status != 401 {
+		t.Errorf("admin /debug/pprof/ with no AdminAuth = %d, want 401", status)
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if status, _, _ := do(t, "GET", admin+p, nil); status != 200 {
@@ -312,8 +313,8 @@ func TestJSONHelpersZeroAllocs(t *testing.T) {
 }
 
 func TestHandlerPassThroughZeroAllocs(t *testing.T) {
-	s := &Server{cfg: ServerConfig{Registry: NewRegistry()}, h: func(ctx *fasthttp.RequestCtx) {
-		WriteJSON(ctx, 200, bodyHealthOK)
+	s := &Server{cfg: ServerConfig{Registry: NewRegistry()}, healthBody: []byte(`{"status":"ok","role":"edge"}`), h: func(ctx *fasthttp.RequestCtx) {
+		WriteJSON(ctx, 200, bodyReady)
 	}}
 	var ctx fasthttp.RequestCtx
 	ctx.Request.SetRequestURI("/v1/shake")

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// Attacks and operator mistakes the ledger itself must stop (issue 10), on every backend.
+// Attacks and operator mistakes the ledger itself must stop, on every backend.
 
 // TestAttackBudgetNeverNegative: postings worth more than the funded budget (forged
 // claims, or a manifest that lies). The old ledger posted them all and the budget
@@ -151,7 +151,7 @@ func TestLedgerRegistry(t *testing.T) {
 	}
 }
 
-// TestSQLiteLedgerFileMode: ledger.db (and its WAL) is created 0600 (issue 10 item 8).
+// TestSQLiteLedgerFileMode: ledger.db (and its WAL) is created 0600.
 func TestSQLiteLedgerFileMode(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "ledger.db")

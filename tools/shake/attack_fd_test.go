@@ -62,7 +62,7 @@ func post(t *testing.T, url, auth, body string) (int, string, string) {
 	return resp.StatusCode(), string(resp.Body()), string(resp.Header.Peek("Retry-After"))
 }
 
-// survivesIdleFlood is the attack of issue 10.6 against one server: more idle
+// survivesIdleFlood is the idle-connection flood against one server: more idle
 // connections than its descriptor limit. The server must stay up, keep answering its
 // admin /healthz during the flood, and serve a fresh request once the flood is gone.
 func survivesIdleFlood(t *testing.T, p *serverProc, public, admin string, fresh func() bool) {

@@ -3,24 +3,28 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 
 	"shake/ticket"
 )
 
 func init() {
-	register(command{name: "admin", summary: "print the admin token of admin.key (admin token)", run: runAdmin})
+	register(command{name: "admin", summary: "print the bearer token an admin key gives (admin token)", run: runAdmin})
 }
 
 const adminUsage = `
-Usage: shake admin token --key admin.key
+Usage: shake admin token --key admin-ROLE.key
+       shake admin token --key admin.key --role edge|verifier|settler|query
 
-Prints the bearer token of the servers' admin listeners:
+Prints the bearer token a server accepts on its admin listener:
 
-  base64url, no padding, of HMAC-SHA256(admin.key, "shake-admin-v1")
+  base64url, no padding, of HMAC-SHA256(KEY, "shake-admin-v1")
 
-An admin request carries it as Authorization: Bearer <token> (PUT /admin/switches, and
-/debug/pprof/ on a server started with --admin-key). 'shake ctl --admin-key admin.key'
-computes it itself.
+where KEY is the role's admin key (admin-edge.key, ...). With the operator's admin.key,
+--role names the role whose token to print (its key is derived first, as 'shake ctl'
+does). An admin request carries it as Authorization: Bearer <token> (PUT
+/admin/switches, /debug/pprof/). The token is static: whoever reads it off a server
+can replay it to servers of that role, and of no other role.
 `
 
 func runAdmin(args []string, stdout, stderr io.Writer) int {
@@ -36,7 +40,8 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "admin: unknown subcommand %q (want token)", args[0])
 	}
 	fs := newFlagSet("admin token", adminUsage, stderr)
-	key := fs.String("key", "", "admin.key `file` (required)")
+	key := fs.String("key", "", "admin key `file`: a role's admin-ROLE.key, or admin.key with --role (required)")
+	role := fs.String("role", "", "with the operator's admin.key: the `role` whose token to print")
 	if ok, code := parseFlags(fs, args[1:]); !ok {
 		return code
 	}
@@ -47,6 +52,32 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "admin token: --key: %v", err)
 	}
-	fmt.Fprintln(stdout, ticket.AdminToken(k))
+	have := ticket.AdminKeyRole(k)
+	switch {
+	case *role == "" && have == "":
+		return usageError(stderr, "admin token: --key: %s is the operator's admin.key, which no server accepts: give --role %s, or a role's key", *key, roleList())
+	case *role == "":
+		fmt.Fprintln(stdout, ticket.AdminToken(k))
+		return 0
+	case !slices.Contains(ticket.AdminRoles, *role):
+		return usageError(stderr, "admin token: --role must be one of %s, not %q", roleList(), *role)
+	}
+	tok, err := ticket.TokenForRole(k, *role)
+	if err != nil {
+		return usageError(stderr, "admin token: --key: %s: %v", *key, err)
+	}
+	fmt.Fprintln(stdout, tok)
 	return 0
+}
+
+// roleList is the roles with an admin key, for messages: "edge|verifier|settler|query".
+func roleList() string {
+	s := ""
+	for i, r := range ticket.AdminRoles {
+		if i > 0 {
+			s += "|"
+		}
+		s += r
+	}
+	return s
 }

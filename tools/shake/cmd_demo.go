@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,12 +52,18 @@ Runs the whole event on this machine, with nothing installed, through the real c
   5. waits until the settler has posted every opened ticket, stops the servers in order
      (SIGTERM), and reconciles the ledger against the manifest;
   6. checks every ticket a user was told it opened against the ledger, ticket by ticket;
-  7. writes DIR/report.html (the pause shaded on its charts) and DIR/summary.json and
+  7. gives its verdict, target by target (k6 style): shake p99 (--max-shake-p99, default
+     5ms), open p99 (--max-open-p99, 10ms), drop rate (--max-drop-rate, 0.001: the share
+     of shakes and opens never answered: "dropped" because the load generator's bound of
+     requests in flight was full, timed out, or not connected), settlement lag p99 (from
+     a claim reaching Kafka to its posting committed; --max-settle-lag, 5s) and money
+     (reconcile and the ticket-by-ticket cross-check);
+  8. writes DIR/report.html (the pause shaded on its charts) and DIR/summary.json and
      prints a summary.
 
-Exit codes: 0 the money reconciles and every opened ticket is settled exactly once;
-1 a check failed, a server failed, or the run was interrupted (Ctrl-C stops everything
-cleanly and says what was reached); 2 bad usage.
+Exit codes: 0 the money reconciles, every opened ticket is settled exactly once and every
+target held; 1 a target was missed, a check failed, a server failed, or the run was
+interrupted (Ctrl-C stops everything cleanly and says what was reached); 2 bad usage.
 `
 
 // demoStartup is the time the round allows for starting the servers before the load.
@@ -72,33 +77,40 @@ type demoConfig struct {
 	users        int
 	duration     time.Duration
 	rate         float64
-	ledgerURL    string
+	ledgerURL    string   // the ledger to open ("": DIR/ledger.db)
+	ledgerArgs   []string // how the settler is given it, with no password on its command line
 	brokers      string
 	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
+	targets      demoTargets
 	progress     io.Writer
+	args         []string // as given, for the report's record of what ran
 }
 
 // demoSummary is DIR/summary.json.
 type demoSummary struct {
-	Campaign     string            `json:"campaign"`
-	Out          string            `json:"out"`
-	Brokers      string            `json:"brokers"`
-	Ledger       string            `json:"ledger"`
-	Edges        int               `json:"edges"`
-	Tickets      uint64            `json:"tickets"`
-	Budget       int64             `json:"budget"`
-	GenSeconds   float64           `json:"gen_seconds"`
-	SettleWait   float64           `json:"settle_wait_seconds"`
-	TotalSeconds float64           `json:"total_seconds"`
-	Bench        *bench.Result     `json:"bench"`
-	Reconcile    *settler.Report   `json:"reconcile"`
-	CrossCheck   demoCrossCheck    `json:"cross_check"`
-	Servers      map[string]string `json:"servers"`
-	Admin        map[string]string `json:"admin"` // each server's admin listener
-	Pause        *demoPause        `json:"pause,omitempty"`
-	OK           bool              `json:"ok"`
-	Failures     []string          `json:"failures"`
+	Campaign     string        `json:"campaign"`
+	Out          string        `json:"out"`
+	Brokers      string        `json:"brokers"`
+	Ledger       string        `json:"ledger"`
+	Edges        int           `json:"edges"`
+	Tickets      uint64        `json:"tickets"`
+	Budget       int64         `json:"budget"`
+	GenSeconds   float64       `json:"gen_seconds"`
+	SettleWait   float64       `json:"settle_wait_seconds"`
+	TotalSeconds float64       `json:"total_seconds"`
+	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
+	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
+	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
+	OpenedFile string            `json:"opened_file"`
+	Reconcile  *settler.Report   `json:"reconcile"`
+	CrossCheck demoCrossCheck    `json:"cross_check"`
+	Servers    map[string]string `json:"servers"`
+	Admin      map[string]string `json:"admin"` // each server's admin listener
+	Pause      *demoPause        `json:"pause,omitempty"`
+	Targets    []bench.Check     `json:"targets"`
+	OK         bool              `json:"ok"`
+	Failures   []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
@@ -114,23 +126,34 @@ type demoCrossCheck struct {
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", demoUsage, stderr)
-	var c demoConfig
+	c := demoConfig{args: args}
 	fs.StringVar(&c.out, "out", "", "output `DIR` (default: a new directory under $TMPDIR)")
 	fs.Uint64Var(&c.tickets, "tickets", 50000, "red packets in the campaign")
 	fs.IntVar(&c.edges, "edges", 2, "edge servers (one shard each)")
 	fs.IntVar(&c.users, "users", 200000, "simulated users")
 	fs.DurationVar(&c.duration, "duration", 40*time.Second, "how long users keep arriving")
 	fs.Float64Var(&c.rate, "rate", 5000, "shakes per second offered (open loop)")
-	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
+	lf := addLedgerFlags(fs, "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
 	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
+	c.targets.addFlags(fs)
 	kf := addKafkaFlags(fs, false)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
+	if msg := c.targets.check(); msg != "" {
+		return usageError(stderr, "demo: %s", msg)
+	}
 	if _, err := kf.load(); err != nil {
 		return usageError(stderr, "demo: %v", err)
+	}
+	if lf.url.raw != "" {
+		u, err := lf.resolve()
+		if err != nil {
+			return usageError(stderr, "demo: %v", err)
+		}
+		c.ledgerURL, c.ledgerArgs = u, lf.childArgs()
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
 		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
@@ -196,8 +219,14 @@ type demo struct {
 	stderr  io.Writer
 	procs   []*proc.Proc
 	summary demoSummary
-	// adminKeyPath is the admin.key the servers are started with (shake ctl needs it).
+	// adminKeyPath is the operator's admin.key (shake ctl needs it); each server is
+	// started with its role's admin-ROLE.key beside it.
 	adminKeyPath string
+	// settleLag is the settler's claim-to-commit p99 over settleLagClaims claims, read
+	// from its metrics before it stops (settleLagErr when it could not be).
+	settleLag       time.Duration
+	settleLagClaims float64
+	settleLagErr    error
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -215,13 +244,19 @@ func (d *demo) run(ctx context.Context) int {
 	s.Out, s.Edges, s.Tickets, s.Servers, s.Failures = c.out, c.edges, c.tickets, map[string]string{}, []string{}
 	s.Admin = map[string]string{}
 	defer d.stopAll()
+	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
-	campaignKey, sessionKey, adminKey := ticket.NewKey(), ticket.NewKey(), ticket.NewKey()
+	keys, err := newKeySet()
+	if err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
+		return 1
+	}
+	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for path, k := range map[string][]byte{ckPath: campaignKey, skPath: sessionKey, d.adminKeyPath: adminKey} {
-		if err := ticket.WriteKeyFile(path, k); err != nil {
+	for name, k := range keys {
+		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 			return 1
 		}
@@ -241,13 +276,13 @@ func (d *demo) run(ctx context.Context) int {
 	}
 	s.Campaign, s.Budget, s.GenSeconds = m.Campaign, m.Budget, time.Since(genStart).Seconds()
 	d.say("campaign %q: %d red packets, budget %s, %d edge shards, generated in %.2fs into %s",
-		m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
+		m.Campaign, m.Count, ticket.FormatAmount(m.Budget, m.Currency), len(m.Shards), s.GenSeconds, c.out)
 	d.say("round 0 open %s to %s, tickets paced evenly over it", round.Start.Format(time.TimeOnly), round.End.Format(time.TimeOnly))
 
 	// 2. Broker.
 	brokers := c.brokers
 	if brokers == "embedded" {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{"shake.claims"}})
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{broker.DefaultTopic}})
 		if err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: starting the embedded broker: %v\n", err)
 			return 1
@@ -260,8 +295,9 @@ func (d *demo) run(ctx context.Context) int {
 	ledgerURL := c.ledgerURL
 	if ledgerURL == "" {
 		ledgerURL = "sqlite://" + filepath.Join(c.out, "ledger.db")
+		c.ledgerArgs = []string{"--ledger", ledgerURL}
 	}
-	s.Ledger = ledgerURL
+	s.Ledger = redactLedgerURL(ledgerURL)
 
 	// 3. Servers.
 	if err := d.startServers(ctx, m, ckPath, skPath, brokers, ledgerURL); err != nil {
@@ -283,10 +319,11 @@ func (d *demo) run(ctx context.Context) int {
 		for i := 0; i < c.edges; i++ {
 			edgeAdmins = append(edgeAdmins, s.Admin[fmt.Sprintf("edge-%03d", i)])
 		}
-		go func() { pausec <- d.runPause(pctx, ticket.AdminToken(adminKey), edgeAdmins, at, hold) }()
+		go func() { pausec <- d.runPause(pctx, adminKey, edgeAdmins, at, hold) }()
 	} else {
 		pausec <- nil
 	}
+	stopSampler := d.startSampler(c.edges)
 	res, err := bench.Run(ctx, bench.Config{
 		Label: "shake", EdgeURLs: edgeURLs, VerifierURL: "http://" + s.Servers["verifier"],
 		SessionKey: sessionKey, Users: c.users, Rate: c.rate, Duration: c.duration,
@@ -298,6 +335,7 @@ func (d *demo) run(ctx context.Context) int {
 		fmt.Fprintln(c.progress)
 	}
 	if err != nil {
+		stopSampler()
 		fmt.Fprintf(d.stderr, "shake demo: load: %v\n", err)
 		return 1
 	}
@@ -311,7 +349,7 @@ func (d *demo) run(ctx context.Context) int {
 	if res.Interrupted || ctx.Err() != nil {
 		d.fail("interrupted during the load")
 	}
-	d.say("load done: %d shakes, %d opened (%s)", res.Shake.Requests, res.OpenedN, fen(res.OpenedSum, m.Currency))
+	d.say("load done: %d shakes, %d opened (%s)", res.Shake.Requests, res.OpenedN, ticket.FormatAmount(res.OpenedSum, m.Currency))
 
 	// 5. Settlement, then stop the servers in order and reconcile.
 	l, err := ledger.Open(context.Background(), ledgerURL)
@@ -324,6 +362,8 @@ func (d *demo) run(ctx context.Context) int {
 	d.waitSettled(ctx, l, m.Campaign, res.OpenedN)
 	s.SettleWait = time.Since(settleStart).Seconds()
 	d.showPackets(ctx, skPath, sessionKey, ledgerURL, res)
+	d.settleLag, d.settleLagClaims, d.settleLagErr = scrapeSettleLag(ctx, s.Admin["settler"])
+	samples := stopSampler()
 	d.stopAll()
 
 	rep, err := settler.Reconcile(context.Background(), m, c.out, l)
@@ -337,10 +377,15 @@ func (d *demo) run(ctx context.Context) int {
 	}
 	d.crossCheck(l, m.Campaign, res)
 
-	// 6. Report.
+	// 6. Verdict and report.
 	s.TotalSeconds = time.Since(start).Seconds()
-	s.OK = len(s.Failures) == 0
-	d.writeOutputs(res, m, rep)
+	s.Targets = d.verdict(res, rep)
+	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
+	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count,
+		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
+		s.OK = false
+	}
 	d.printSummary(m, res, rep)
 	if !s.OK {
 		return 1
@@ -373,11 +418,12 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
 			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
-		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
-			"--key", ckPath}},
+		spec{"settler", append([]string{"settler", "--brokers", brokers, "--manifest", manifest,
+			"--key", ckPath}, d.cfg.ledgerArgs...)},
 	)
 	for i := range specs {
-		specs[i].args = append(specs[i].args, "--admin-key", d.adminKeyPath)
+		role, _, _ := strings.Cut(specs[i].name, "-") // edge-000 is an edge
+		specs[i].args = append(specs[i].args, "--admin-key", filepath.Join(c.out, ticket.AdminRoleKeyFile(role)))
 	}
 	for i := len(specs) - 2; i < len(specs); i++ {
 		specs[i].args = append(specs[i].args, c.kafkaArgs...)
@@ -507,31 +553,13 @@ func (d *demo) stopAll() {
 	d.procs = nil
 }
 
-func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.Report) {
-	out := d.cfg.out
-	if b, err := json.MarshalIndent(&d.summary, "", "  "); err == nil {
-		if err := os.WriteFile(filepath.Join(out, "summary.json"), append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		}
-	}
-	f, err := os.Create(filepath.Join(out, "report.html"))
-	if err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		return
-	}
-	defer f.Close()
-	if err := bench.WriteHTMLReport(f, res, "shake demo", d.reportSections(m, rep)); err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: writing the report: %v\n", err)
-	}
-}
-
 // reportSections puts the verdict, the money and the cross-check at the top of
 // report.html, above the load charts.
-func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.ReportSection {
+func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *bench.Result) []bench.ReportSection {
 	s := &d.summary
 	cc := &s.CrossCheck
-	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Rows: [][2]string{
-		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, fen(m.Budget, m.Currency), len(m.Shards))},
+	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Checks: s.Targets, Rows: [][2]string{
+		{"campaign", fmt.Sprintf("%s: %d red packets, budget %s, %d edges", m.Campaign, m.Count, ticket.FormatAmount(m.Budget, m.Currency), len(m.Shards))},
 		{"broker", s.Brokers}, {"ledger", s.Ledger},
 		{"settlement wait after the load", fmt.Sprintf("%.1fs", s.SettleWait)},
 		{"total time", fmt.Sprintf("%.1fs", s.TotalSeconds)},
@@ -547,18 +575,24 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 			{"shake ctl resume sent", fmt.Sprintf("%.1fs into the load (shaded on the charts)", p.To)},
 			{"tickets issued by the edges in between", fmt.Sprintf("%.0f (issued counter %.0f, then %.0f)", p.IssuedInside, p.IssuedAtStop, p.IssuedAtEnd)},
 		}})
+		before, after := p.winRates(res)
+		row := [2]string{"shakes won per second, 2 s before the pause and 2 s after the resume", fmt.Sprintf("%.0f, then %.0f", before, after)}
+		if before > 0 {
+			row[1] += fmt.Sprintf(" (%.2f×: above 1 the edges released the paused seconds' backlog at once)", after/before)
+		}
+		verdict[len(verdict)-1].Rows = append(verdict[len(verdict)-1].Rows, row)
 	}
 	return append(verdict,
 		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{
-			{"budget", fen(rep.Budget, m.Currency)},
-			{"settled", fmt.Sprintf("%s in %d tickets", fen(rep.SettledAmount, m.Currency), rep.SettledTickets)},
-			{"refunded", fen(rep.RefundedAmount, m.Currency)},
-			{"outstanding", fen(rep.OutstandingAmount, m.Currency)},
+			{"budget", ticket.FormatAmount(rep.Budget, m.Currency)},
+			{"settled", fmt.Sprintf("%s in %d tickets", ticket.FormatAmount(rep.SettledAmount, m.Currency), rep.SettledTickets)},
+			{"refunded", ticket.FormatAmount(rep.RefundedAmount, m.Currency)},
+			{"outstanding", ticket.FormatAmount(rep.OutstandingAmount, m.Currency)},
 			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
 			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
 		}},
 		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
-			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, fen(cc.OpenedAmount, m.Currency))},
+			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, ticket.FormatAmount(cc.OpenedAmount, m.Currency))},
 			{"checked one by one", fmt.Sprintf("%d", cc.Checked)},
 			{"missing from the ledger", fmt.Sprintf("%d", cc.Missing)},
 			{"posted with another amount", fmt.Sprintf("%d", cc.WrongAmount)},
@@ -574,17 +608,25 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 	}
 	fmt.Fprintf(w, "\nsettlement: %d tickets posted (%s) within %.1fs after the load\n",
-		rep.SettledTickets, fen(rep.SettledAmount, m.Currency), s.SettleWait)
+		rep.SettledTickets, ticket.FormatAmount(rep.SettledAmount, m.Currency), s.SettleWait)
 	fmt.Fprintf(w, "reconcile:  budget %s = settled %s + refunded %s + outstanding %s; duplicates %d, mismatches %d, unknown %d: %s\n",
-		fen(rep.Budget, m.Currency), fen(rep.SettledAmount, m.Currency), fen(rep.RefundedAmount, m.Currency),
-		fen(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
+		ticket.FormatAmount(rep.Budget, m.Currency), ticket.FormatAmount(rep.SettledAmount, m.Currency), ticket.FormatAmount(rep.RefundedAmount, m.Currency),
+		ticket.FormatAmount(rep.OutstandingAmount, m.Currency), rep.Duplicates, rep.Mismatches, rep.UnknownTickets, okWord(rep.OK))
 	fmt.Fprintf(w, "cross-check: %d opened tickets checked against the ledger: %d missing, %d wrong amount, %d posted but never opened: %s\n",
 		s.CrossCheck.Checked, s.CrossCheck.Missing, s.CrossCheck.WrongAmount, s.CrossCheck.NotOpened, okWord(s.CrossCheck.ExactlyMatched))
-	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
+	fmt.Fprintf(w, "report:     %s\nsummary:    %s\n\n", filepath.Join(s.Out, "report.html"), filepath.Join(s.Out, "summary.json"))
+	writeVerdict(w, s.Targets)
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
-	fmt.Fprintf(w, "demo %s in %.1fs\n", map[bool]string{true: "OK: the money reconciles", false: "FAILED"}[s.OK], s.TotalSeconds)
+	switch missed := failedTargets(s.Targets); {
+	case s.OK:
+		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
+	case len(missed) > 0:
+		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
+	default:
+		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
+	}
 }
 
 func okWord(ok bool) string {
@@ -592,13 +634,4 @@ func okWord(ok bool) string {
 		return "ok"
 	}
 	return "NOT OK"
-}
-
-// fen formats an amount in minor units as major.minor with its currency, for people.
-func fen(amount int64, currency string) string {
-	sign := ""
-	if amount < 0 {
-		sign, amount = "-", -amount
-	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, amount/100, amount%100, currency)
 }

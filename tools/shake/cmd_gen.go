@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ const genUsage = `
 Usage: shake gen --campaign ID --key campaign.key --budget AMOUNT --count N --edges E --out DIR
                  [--min AMOUNT] [--max AMOUNT] [--weights w1,w2,...] [--round START/END]...
                  [--ttl 24h] [--seed S] [--currency CNY] [--per-user N]
+                 [--prize AMOUNTxCOUNT]... [--dry-run]
 
 Splits AMOUNT (an integer in minor units, e.g. fen) into exactly N tickets whose amounts
 sum exactly to AMOUNT, each between --min and --max, and writes them as one shard per edge:
@@ -32,9 +32,18 @@ sum exactly to AMOUNT, each between --min and --max, and writes them as one shar
                          ticket MAC'd with the ticket-MAC key derived from campaign.key;
                          mode 0600)
   DIR/edge-NNN.key       the shard's AEAD key (mode 0600): give it to edge NNN only
-  DIR/manifest.json      the campaign: budget, count, rounds, per_user, every shard's id
-                         range, amount and SHA-256, signed with a key derived from
+  DIR/manifest.json      the campaign: budget, count, rounds, per_user, verifiers, prizes, every
+                         shard's id range, amount and SHA-256, and seed_sha256 (the
+                         commitment to the seed), signed with a key derived from
                          campaign.key (verifier, settler, inspect --key check it)
+  DIR/seed               the seed every amount was drawn from (mode 0600): keep it
+                         private until the event is over, then publish it so anyone can
+                         check the amounts with 'shake inspect --reveal DIR/seed
+                         DIR/manifest.json' (sha256sum DIR/seed = seed_sha256)
+
+--verifiers V (default 1) is the size of the verifier fleet: V uid shards, each verifier
+started with --uid-shard I/V. It is signed into the manifest, and a verifier whose V
+differs refuses to start, so no single verifier can widen the per-user rule.
 
 --per-user N (default 1; 0 = no limit) is the campaign's rule: at most N tickets opened
 per user per round, across every edge. It is written into the manifest and into every
@@ -45,14 +54,26 @@ header) that every derived key includes: generating the same campaign id again, 
 with the same campaign.key, gives new keys, so tokens of the old generation never open
 in the new one, and a ledger refuses to mix the two.
 
-Amounts are WeChat-style "lucky" amounts drawn with the double-mean method: each ticket is
-uniform between the smallest amount that keeps the rest feasible and the smallest of --max
-and twice the remaining mean, so the last ticket takes exactly what is left.
+--prize AMOUNTxCOUNT (repeatable) sets aside exactly COUNT tickets of exactly AMOUNT,
+spread over the shards in proportion to their tickets and over each shard's rounds, so
+no shard or round gets more than its share plus one. --max may be below a prize.
+
+The other tickets share what the prizes leave of the budget as WeChat-style "lucky"
+amounts in [--min, --max], drawn with the double-mean method: each ticket is uniform
+between the smallest amount that keeps the rest feasible and the smallest of --max and
+twice the remaining mean, so the last ticket takes exactly what is left.
+
+The amount a shaker gets does not depend on when they shake: an edge hands its tickets
+out in id order, and within each shard and round the amounts (prizes included) are
+shuffled into a uniformly random order with the seed (Fisher-Yates), so every position
+of a round has the same distribution of amounts.
 
 Tickets are split across edges by --weights (default equal; every edge gets at least one
 ticket, so E <= N), the budget in proportion to each edge's tickets, and each edge's
 tickets into equal parts per --round. The same --seed with the same flags and key gives
-the same tickets; without --seed a random seed is used and recorded in the manifest.
+the same tickets; without --seed a random 256-bit seed is used. Either way the seed is
+written to DIR/seed and only its SHA-256 to the manifest. A --seed number can be guessed,
+and with it every amount from a published manifest: use it for tests and rehearsals only.
 
 Generation streams on all cores with bounded memory and shows progress on a terminal.
 Nothing is written unless everything succeeds; existing files are never overwritten.
@@ -82,6 +103,20 @@ func (r *roundsFlag) Set(v string) error {
 		return fmt.Errorf("end %s is not after start %s", b, a)
 	}
 	*r = append(*r, ticket.RoundWindow{Index: len(*r), Start: start.UTC(), End: end.UTC()})
+	return nil
+}
+
+// prizesFlag collects repeated --prize AMOUNTxCOUNT values.
+type prizesFlag []ticketgen.Prize
+
+func (p *prizesFlag) String() string { return fmt.Sprintf("%d prizes", len(*p)) }
+
+func (p *prizesFlag) Set(v string) error {
+	pr, err := ticketgen.ParsePrize(v)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, pr)
 	return nil
 }
 
@@ -116,6 +151,9 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
 	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
 	perUser := fs.Int("per-user", 1, fmt.Sprintf("at most `N` tickets opened per user per round, across every edge (0 = no limit, at most %d)", ticket.MaxPerUser))
+	var prizes prizesFlag
+	fs.Var(&prizes, "prize", "a fixed prize `AMOUNTxCOUNT` (e.g. 88800x8): exactly COUNT tickets of exactly AMOUNT, repeatable")
+	verifiers := fs.Int("verifiers", 1, fmt.Sprintf("the number `V` of uid shards of the verifier fleet (1..%d): each verifier must run --uid-shard I/V with this V", ticket.MaxVerifiers))
 	dryRun := fs.Bool("dry-run", false, "check everything and print the plan (shards, rounds, amounts, files); write nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -129,12 +167,17 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	if *maxA < 0 {
 		return usageError(stderr, "gen: --max: must be positive, have %d", *maxA)
 	}
+	if *verifiers < 1 || *verifiers > ticket.MaxVerifiers {
+		return usageError(stderr, "gen: --verifiers: must be between 1 and %d, have %d", ticket.MaxVerifiers, *verifiers)
+	}
 	if *ttl < time.Second {
 		return usageError(stderr, "gen: --ttl: must be at least 1s, have %v", *ttl)
 	}
 	cfg := ticketgen.Config{
 		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
 		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out, PerUser: *perUser,
+		Prizes:    prizes,
+		Verifiers: *verifiers,
 	}
 	if *weights != "" {
 		ws, err := parseWeights(*weights)
@@ -146,9 +189,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	seedSet := false
 	fs.Visit(func(f *flag.Flag) { seedSet = seedSet || f.Name == "seed" })
 	if !seedSet {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		cfg.Seed = binary.BigEndian.Uint64(b[:])
+		cfg.SeedSecret = ticketgen.NewSeed()
 	}
 	// Check everything that needs no key first, so a missing key is not the first complaint
 	// about an impossible budget; then read the key.
@@ -161,12 +202,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.CampaignKey = key
 	if *dryRun {
-		m, err := ticketgen.Plan(cfg)
-		if err != nil {
-			return genError(stderr, err)
-		}
-		printGenPlan(stdout, m, *out)
-		return 0
+		return genDryRun(cfg, stdout, stderr)
 	}
 	if isTerminal(stderr) {
 		cfg.Progress = stderr
@@ -175,8 +211,21 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return genError(stderr, err)
 	}
-	fmt.Fprintf(stdout, "campaign %s: %d tickets, budget %d (minor units, %s), %d shards, seed %d, written to %s\n",
-		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), m.Seed, *out)
+	fmt.Fprintf(stdout, "campaign %s: %d tickets, budget %d (minor units, %s), %d shards, written to %s\n",
+		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), *out)
+	fmt.Fprintf(stdout, "seed in %s (keep it private until the event is over), seed_sha256 %s in the manifest\n",
+		filepath.Join(*out, ticketgen.SeedFile), m.SeedSHA256)
+	return 0
+}
+
+// genDryRun is `shake gen --dry-run`: the plan and the amounts' spread, nothing written.
+func genDryRun(cfg ticketgen.Config, stdout, stderr io.Writer) int {
+	m, d, err := ticketgen.Preview(context.Background(), cfg)
+	if err != nil {
+		return genError(stderr, err)
+	}
+	printGenPlan(stdout, m, cfg.OutDir)
+	printDistribution(stdout, m, d, false)
 	return 0
 }
 

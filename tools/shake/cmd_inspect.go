@@ -20,6 +20,7 @@ func init() {
 
 const inspectUsage = `
 Usage: shake inspect [--key campaign.key] FILE
+       shake inspect --reveal DIR/seed DIR/manifest.json
 
 FILE is a shard file (edge-NNN.tickets) or a manifest (manifest.json); the kind is told by
 the extension, else by the content.
@@ -37,6 +38,12 @@ With --key it also verifies every ticket's MAC (under the ticket-MAC key derived
 campaign.key) and, for a manifest, its signature (a manifest changed after generation,
 expires_at moved say, fails) and that each edge-NNN.key present is the derived shard key.
 
+With --reveal SEED (after the event, once the operator publishes the seed) it checks that
+the amounts were fixed before the event: that SEED is the seed the manifest committed to
+(its SHA-256 is the manifest's seed_sha256, which 'sha256sum SEED' prints too), and that
+every ticket of every shard file holds the amount the seed and the manifest's recorded
+parameters give. It needs no key, and names the first ticket that differs.
+
 Exit codes: 0 everything verified, 1 any mismatch or corruption, 2 bad usage or a file
 that cannot be read.
 `
@@ -44,10 +51,17 @@ that cannot be read.
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("inspect", inspectUsage, stderr)
 	keyPath := fs.String("key", "", "campaign.key `file`: also verify the manifest's signature and every ticket MAC")
+	revealSeed := fs.String("reveal", "", "seed `file` published after the event: recompute every ticket's amount from it and the manifest")
 	if ok, code := parseFlagsArgs(fs, args, 1, 1); !ok {
 		return code
 	}
 	path := fs.Arg(0)
+	if *revealSeed != "" {
+		if *keyPath != "" {
+			return usageError(stderr, "inspect: --reveal: takes no --key (run inspect --key on its own for the signature and MACs)")
+		}
+		return runReveal(path, *revealSeed, stdout, stderr)
+	}
 	var key []byte
 	if *keyPath != "" {
 		k, err := ticket.ReadKeyFile(*keyPath)
@@ -65,6 +79,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 			return inspectError(stderr, err)
 		}
 		problems = printManifestReport(w, r, key != nil)
+		if r.Manifest != nil && r.Distribution != nil && len(r.Shards) == len(r.Manifest.Shards) {
+			printDistribution(w, r.Manifest, r.Distribution, true)
+		}
 	} else {
 		r, err := ticketgen.InspectShard(path, key)
 		if err != nil {
@@ -169,7 +186,7 @@ func printManifestReport(w io.Writer, r *ticketgen.ManifestReport, withKey bool)
 		fmt.Fprintf(w, "  round %-3d %s\n", rw.Index, fmtWindow(rw))
 	}
 	fmt.Fprintf(w, "  issue     until %s, tickets expire by %s\n", fmtTime(m.IssueUntil), fmtTime(m.ExpiresAt))
-	fmt.Fprintf(w, "  created   %s, seed %d\n", fmtTime(m.CreatedAt), m.Seed)
+	fmt.Fprintf(w, "  created   %s, %s\n", fmtTime(m.CreatedAt), seedLine(m))
 	fmt.Fprintf(w, "  shards    %d\n", len(m.Shards))
 	var count uint64
 	var amount int64
@@ -202,4 +219,52 @@ func printManifestReport(w io.Writer, r *ticketgen.ManifestReport, withKey bool)
 		fmt.Fprintf(w, "  macs      not checked (no --key)\n")
 	}
 	return problems
+}
+
+// seedLine says what the manifest holds of the seed: the commitment (seed_sha256) of a
+// current manifest, or the plain seed of one written before commit and reveal.
+func seedLine(m *ticket.Manifest) string {
+	switch {
+	case m.SeedSHA256 != "":
+		return "seed_sha256 " + m.SeedSHA256
+	case m.Seed != nil:
+		return fmt.Sprintf("seed %d (plain: written before commit and reveal)", *m.Seed)
+	}
+	return "no seed recorded"
+}
+
+// runReveal is `shake inspect --reveal SEED MANIFEST`.
+func runReveal(manifest, seed string, stdout, stderr io.Writer) int {
+	r, err := ticketgen.Reveal(manifest, seed)
+	if err != nil {
+		return inspectError(stderr, err)
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	fmt.Fprintf(w, "reveal      %s with seed %s\n", manifest, seed)
+	if r.SeedSHA256 != "" {
+		fmt.Fprintf(w, "  seed      sha256 %s\n", r.SeedSHA256)
+	}
+	if m := r.Manifest; m != nil {
+		fmt.Fprintf(w, "  manifest  campaign %s, seed_sha256 %s\n", m.Campaign, m.SeedSHA256)
+	}
+	if r.Committed {
+		fmt.Fprintf(w, "  commit    the seed is the one the manifest committed to\n")
+	}
+	fmt.Fprintf(w, "  checked   %d shard files, %d tickets equal to what the seed gives\n", r.Shards, r.Tickets)
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  PROBLEM   %s\n", p)
+	}
+	if !r.OK() {
+		fmt.Fprintln(w, "FAILED: the amounts are not the committed ones")
+		w.Flush()
+		msg := "the reveal does not hold"
+		if len(r.Problems) > 0 {
+			msg = r.Problems[0]
+		}
+		fmt.Fprintf(stderr, "shake inspect: --reveal: %s\n", msg)
+		return 1
+	}
+	fmt.Fprintln(w, "OK: every amount is the one the committed seed gives")
+	return 0
 }

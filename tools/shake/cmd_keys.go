@@ -18,14 +18,22 @@ func init() {
 const keysUsage = `
 Usage: shake keys init --out DIR
 
-Writes three fresh keys of 32 random bytes each, mode 0600, into DIR (created if missing):
+Writes three fresh keys of 32 random bytes each, and the four admin keys of the roles
+derived from admin.key, all mode 0600, into DIR (created if missing):
 
   DIR/campaign.key   the campaign's root secret: 'shake gen' derives every shard's AEAD
                      key and the ticket-MAC key from it (HKDF-SHA256). Keep it on the
                      generator and the verifier only; edges get their shard key alone.
   DIR/session.key    the HMAC key of session tokens, shared with the app's login system.
-  DIR/admin.key      guards the servers' admin listeners (--admin-key): 'shake admin
-                     token --key admin.key' prints the bearer token of PUT /admin/switches.
+  DIR/admin.key      the operator's key, for 'shake ctl' only: it derives the admin key of
+                     every role, so ctl reaches the whole fleet with it. No server accepts
+                     it (a server given it refuses to start and names its role's key).
+  DIR/admin-edge.key, admin-verifier.key, admin-settler.key, admin-query.key
+                     one admin key per role (--admin-key of that role's servers; the query
+                     server's also guards 'shake reconcile --watch'), derived from admin.key
+                     with HKDF-SHA256 and a label naming the role. A key taken from one
+                     server changes the switches of its role only. 'shake admin token --key
+                     FILE' prints the bearer token a key gives.
 
 It refuses to overwrite any of them if it exists (and then writes none).
 `
@@ -47,7 +55,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 
 func runKeysInit(args []string, stdout, stderr io.Writer) int {
 	fset := newFlagSet("keys init", keysUsage, stderr)
-	out := fset.String("out", "", "`dir`ectory to write campaign.key, session.key and admin.key into (required)")
+	out := fset.String("out", "", "`dir`ectory to write campaign.key, session.key, admin.key and the role admin keys into (required)")
 	if ok, code := parseFlags(fset, args); !ok {
 		return code
 	}
@@ -58,7 +66,10 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "keys init: --out: cannot create %s: %v", *out, err)
 	}
 	names := []string{"campaign.key", "session.key", "admin.key"}
-	// Check both first so that a refusal leaves no half-initialised directory.
+	for _, r := range ticket.AdminRoles {
+		names = append(names, ticket.AdminRoleKeyFile(r))
+	}
+	// Check them all first so that a refusal leaves no half-initialised directory.
 	for _, n := range names {
 		p := filepath.Join(*out, n)
 		if _, err := os.Lstat(p); err == nil {
@@ -67,10 +78,14 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 			return usageError(stderr, "keys init: --out: %v", err)
 		}
 	}
+	keys, err := newKeySet()
+	if err != nil {
+		return usageError(stderr, "keys init: %v", err)
+	}
 	var written []string
 	for _, n := range names {
 		p := filepath.Join(*out, n)
-		if err := ticket.WriteKeyFile(p, ticket.NewKey()); err != nil {
+		if err := ticket.WriteKeyFile(p, keys[n]); err != nil {
 			for _, w := range written {
 				os.Remove(w)
 			}
@@ -86,4 +101,19 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, p)
 	}
 	return 0
+}
+
+// newKeySet returns the keys keys init writes, by file name: three random keys and the
+// admin key of every role, derived from admin.key.
+func newKeySet() (map[string][]byte, error) {
+	admin := ticket.NewKey()
+	keys := map[string][]byte{"campaign.key": ticket.NewKey(), "session.key": ticket.NewKey(), "admin.key": admin}
+	for _, r := range ticket.AdminRoles {
+		k, err := ticket.RoleAdminKey(admin, r)
+		if err != nil {
+			return nil, err
+		}
+		keys[ticket.AdminRoleKeyFile(r)] = k
+	}
+	return keys, nil
 }

@@ -78,13 +78,13 @@ Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable 
 func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
-	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
-	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz, /debug/pprof/")
+	adminKey := fs.String("admin-key", "", "with --watch: admin-query.key `file`; /debug/pprof/ needs its token (without it no profile is served)")
+	logFormat := logFormatFlag(fs, "with --watch: log format, text or json")
 	dryRun := fs.Bool("dry-run", false, "check the manifest, the shard files, the ledger (read-only, within 5s) and, with --watch, --listen; print what was checked, exit 0 or 2; reconcile nothing")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -93,7 +93,8 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
 		return flagError(fs, "%v", err)
 	} else {
 		*ledgerURL = u
@@ -103,8 +104,6 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 		return flagError(fs, "--watch must be > 0")
 	case *watch > 0 && *refund:
 		return flagError(fs, "--refund and --watch do not go together: refund once, by hand")
-	case *logFormat != "text" && *logFormat != "json":
-		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
 	case *refund && *keyPath == "":
 		return flagError(fs, "--refund needs --key campaign.key: a refund moves money, so the manifest's signature is checked first")
 	}
@@ -122,11 +121,20 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return flagError(fs, "--manifest: %v", err)
 	}
+	var ak []byte
+	if *adminKey != "" {
+		if *watch == 0 {
+			return flagError(fs, "--admin-key goes with --watch (it guards the watch's /debug/pprof/)")
+		}
+		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
+			return flagError(fs, "%v", err)
+		}
+	}
 	if *dryRun {
 		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, *ledgerURL, *watch, *listen, *keyPath != "")
 	}
 	if *watch > 0 {
-		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, manifest: m, dir: filepath.Dir(*manifestPath),
+		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, adminKey: ak, manifest: m, dir: filepath.Dir(*manifestPath),
 			ledgerURL: *ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
 	}
 	if *refund {

@@ -104,8 +104,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated `HOST:PORT` list (required)")
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "admin listener `HOST:PORT`: /healthz, /readyz, /metrics, /debug/pprof/, /admin/switches")
@@ -117,7 +116,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
-	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	logFormat := logFormatFlag(fs, "log format: `json` or text")
 	ledgerWait := fs.Duration("ledger-wait", settler.DefaultLedgerWait, "at start, how long to retry a ledger that cannot be reached (0 = fail at once)")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, shards, switches, listen address, ledger, topics), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, false)
@@ -127,21 +126,20 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
-	httpCfg, swOpts, err := sf.build(*listen)
+	httpCfg, swOpts, err := sf.build(*listen, ticket.RoleSettler)
 	if err != nil {
 		return chk.fail("%v", err)
 	}
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return chk.fail("%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL := new(string)
+	if u, err := lf.resolve(); err != nil {
 		return chk.fail("%v", err)
 	} else {
 		*ledgerURL = u
 	}
 	switch {
-	case *logFormat != "json" && *logFormat != "text":
-		return chk.fail("--log-format must be json or text, not %q", *logFormat)
 	case *batch < 1 || *batch > settler.MaxBatch:
 		return chk.fail("--batch must be in 1..%d, not %d", settler.MaxBatch, *batch)
 	case *linger <= 0 || *linger > time.Minute:

@@ -84,7 +84,7 @@ func newTopicReport(t *ikafka.TopicInfo) topicReport {
 func runTopics(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("topics", topicsUsage, stderr)
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, `HOST:PORT[,...]` (required)")
-	topic := fs.String("topic", "shake.claims", "claims `topic`; its dead-letter topic is TOPIC.dlq")
+	topic := fs.String("topic", ikafka.ClaimsTopic, "claims `topic`; its dead-letter topic is TOPIC.dlq")
 	partitions := fs.Int("partitions", 16, "create: partitions of each topic")
 	replication := fs.Int("replication", 3, "create: replicas of each partition")
 	minInsync := fs.Int("min-insync", 2, "create: min.insync.replicas of each topic (default 1 with --replication 1)")
@@ -129,7 +129,7 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
 	admin := ikafka.NewAdmin(sec, bl, *timeout)
-	names := []string{*topic, *topic + ikafka.DLQSuffix}
+	names := []string{*topic, ikafka.DLQTopic(*topic)}
 	var reports []topicReport
 	if verb == "create" {
 		reports, err = createTopics(ctx, admin, names, *partitions, *replication, *minInsync, *timeout)

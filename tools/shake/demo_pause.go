@@ -39,13 +39,13 @@ func pauseWindow(d time.Duration) (at, hold time.Duration, ok bool) {
 
 // runPause pauses the edges at admins after at, holds for hold, and resumes them. It
 // returns nil if the run ends first.
-func (d *demo) runPause(ctx context.Context, token string, admins []string, at, hold time.Duration) *demoPause {
+func (d *demo) runPause(ctx context.Context, adminKey []byte, admins []string, at, hold time.Duration) *demoPause {
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-time.After(at):
 	}
-	c := &control.Client{Token: token}
+	c := &control.Client{Key: adminKey}
 	p := &demoPause{Confirmed: true}
 	set := func(paused bool) {
 		for _, r := range c.Change(admins, func(s *ticket.Switches) error { s.Edge.Paused = paused; return nil }) {
@@ -76,6 +76,30 @@ func (d *demo) runPause(ctx context.Context, token string, admins []string, at, 
 func (p *demoPause) mark(res *bench.Result) {
 	p.From, p.To = p.Start.Sub(res.Started).Seconds(), p.End.Sub(res.Started).Seconds()
 	res.Windows = append(res.Windows, bench.Window{Label: "paused (shake ctl pause)", From: p.From, To: p.To})
+}
+
+// winRates returns the shakes won per second over the 2 s before the pause and the 2 s
+// after the resume, from the load's per-second series: after a resume the edges should
+// hand out at the paced rate, not the backlog of the paused seconds.
+func (p *demoPause) winRates(res *bench.Result) (before, after float64) {
+	const span = 2
+	var nb, na, wb, wa float64
+	for _, s := range res.Shake.Series {
+		t := float64(s.T)
+		switch {
+		case t >= p.From-span && t+1 <= p.From:
+			wb, nb = wb+float64(s.Won), nb+1
+		case t >= p.To && t < p.To+span:
+			wa, na = wa+float64(s.Won), na+1
+		}
+	}
+	if nb > 0 {
+		before = wb / nb
+	}
+	if na > 0 {
+		after = wa / na
+	}
+	return before, after
 }
 
 // sumIssued adds shake_edge_tickets_issued_total over the edges' admin listeners (-1

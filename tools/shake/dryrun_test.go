@@ -232,7 +232,7 @@ func TestDryRunVerifier(t *testing.T) {
 	spool := filepath.Join(work, "spool")
 	good := []string{"verifier", "--manifest", filepath.Join(f.out, "manifest.json"), "--key", f.key("campaign.key"),
 		"--session-key", f.key("session.key"), "--brokers", broker, "--min-replication", "1", "--spool", spool,
-		"--listen", "127.0.0.1:0", "--admin-key", f.key("admin.key")}
+		"--listen", "127.0.0.1:0", "--admin-key", f.key("admin-verifier.key")}
 	notDir := writeTestFile(t, work, "a-file", []byte("x"), 0o600)
 	cases := []dryRunCase{
 		// The manifest's signature does not hold under another campaign's key: the

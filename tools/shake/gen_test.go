@@ -32,10 +32,18 @@ func wantUsage(t *testing.T, args []string, prefix, want string) {
 
 func TestKeysInit(t *testing.T) {
 	dir := keysDir(t)
-	for _, n := range []string{"campaign.key", "session.key", "admin.key"} {
+	for _, n := range []string{"campaign.key", "session.key", "admin.key", "admin-edge.key", "admin-verifier.key", "admin-settler.key", "admin-query.key"} {
 		st, err := os.Stat(filepath.Join(dir, n))
 		if err != nil || st.Size() != ticket.KeySize || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", n, err, st)
+		}
+	}
+	// Each role key is admin.key's derivation for its role.
+	op, _ := ticket.ReadKeyFile(filepath.Join(dir, "admin.key"))
+	for _, role := range ticket.AdminRoles {
+		got, _ := ticket.ReadKeyFile(filepath.Join(dir, ticket.AdminRoleKeyFile(role)))
+		if want, err := ticket.RoleAdminKey(op, role); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s is not admin.key's %s key (%v)", ticket.AdminRoleKeyFile(role), role, err)
 		}
 	}
 	a, _ := os.ReadFile(filepath.Join(dir, "campaign.key"))
@@ -104,7 +112,7 @@ func TestGenAndInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Currency != "USD" || m.Min != 10 || m.Max != 500 || m.TTL != "48h0m0s" || len(m.Rounds) != 2 || m.Seed != 9 ||
+	if m.Currency != "USD" || m.Min != 10 || m.Max != 500 || m.TTL != "48h0m0s" || len(m.Rounds) != 2 || m.Seed != nil || len(m.SeedSHA256) != 64 ||
 		m.Shards[3].Count != 400 || m.Shards[0].Count != 100 {
 		t.Fatalf("manifest %+v", m)
 	}
@@ -208,6 +216,14 @@ func TestGenBadInput(t *testing.T) {
 		{[]string{"--key", filepath.Join(keys, "missing.key")}, "--key"},
 		{[]string{"--count", "ten"}, "-count"},
 		{[]string{"stray"}, "stray"},
+		{[]string{"--prize", "888"}, "-prize"},
+		{[]string{"--prize", "0x8"}, "-prize"},
+		{[]string{"--prize", "888x0"}, "-prize"},
+		{[]string{"--prize", "88xx8"}, "-prize"},
+		{[]string{"--prize", "100001x1"}, "--prize"},                       // more than the budget
+		{[]string{"--prize", "1x1001"}, "--prize"},                         // more than the count
+		{[]string{"--prize", "50000x2"}, "--prize"},                        // nothing left for the other 998
+		{[]string{"--prize", "100x1000", "--budget", "100001"}, "--prize"}, // every ticket, money left over
 	} {
 		out := filepath.Join(t.TempDir(), "out")
 		wantUsage(t, genArgs(keys, out, tc.args...), "shake gen: ", tc.want)

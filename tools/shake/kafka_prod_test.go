@@ -1,6 +1,6 @@
 package main
 
-// Tests of SPEC "Kafka in production" through the real binary: real clients (kcat, that
+// Tests of the Kafka rules of docs/cli.md through the real binary: real clients (kcat, that
 // is librdkafka, and kafka-go inside the verifier and the settler) over TLS and SASL
 // against `shake broker`, the start-up refusals, and the whole chain through a 3-node
 // cluster whose partition leaders move every second.

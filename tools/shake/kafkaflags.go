@@ -61,7 +61,7 @@ func (k *kafkaFlags) connect(fs *flag.FlagSet, brokers string) ([]string, *ikafk
 // Kafka before it starts without having checked the topic.
 const topicCheckWait = 5 * time.Second
 
-// checkClaimsTopicAtStart applies the start-up policy of SPEC "Kafka in production" to
+// checkClaimsTopicAtStart applies the start-up policy of docs/cli.md ("Kafka security flags") to
 // topic and its .dlq. A refusal (missing, under-replicated, min.insync.replicas < 2) or
 // a broker that refuses this client (TLS, SASL) is an error: the command exits 2 with
 // it. Kafka unreachable for topicCheckWait is not: the role starts (the verifier

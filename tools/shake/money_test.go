@@ -14,7 +14,7 @@ import (
 	"shake/ticket"
 )
 
-// The money-safety refusals of issue 10 through the commands themselves.
+// The money-safety refusals through the commands themselves.
 
 func TestGenPerUserAndModes(t *testing.T) {
 	keys := keysDir(t)
@@ -49,7 +49,7 @@ func TestGenPerUserAndModes(t *testing.T) {
 	wantUsage(t, genArgs(keys, filepath.Join(t.TempDir(), "x"), "--per-user", "-1"), "shake gen:", "--per-user")
 }
 
-// moveExpiry rewrites manifest.json as the attack of issue 10 item 4 does: issue_until
+// moveExpiry rewrites manifest.json as an operator moving the expiry to refund early would: issue_until
 // and expires_at moved into the past, everything else as it was (so the manifest stays
 // internally consistent; only its signature tells).
 func moveExpiry(t *testing.T, path string) {

@@ -17,6 +17,7 @@ type serverFlags struct {
 	adminListen   *string
 	adminKey      *string
 	switches      *string
+	switchesReset *bool
 	drain         *time.Duration
 	maxConns      *int
 	maxConnsPerIP *int
@@ -31,6 +32,9 @@ the settler's --listen is its admin listener) serves /metrics, /debug/pprof/, /h
 server started with --admin-key; without one the switches can be read, not changed.
 /debug/pprof/ also needs the token when --admin-key is set. --switches FILE keeps the
 document across restarts (written with fsync before a PUT answers 200, reread on SIGHUP).
+A switches version is at most 2^53-1 and a PUT may raise it by at most 2^20; should a
+server still hold a document no change can follow, restart it with --switches-reset
+(the file is replaced by the defaults, version 0; ctl then brings it up to the fleet).
 
 Connections are capped below the descriptor limit (--max-conns, default: from ulimit -n,
 keeping a quarter back for files and Kafka) and per client IP (--max-conns-per-ip);
@@ -42,8 +46,10 @@ accept is retried with a backoff, never fatal.
 // public listener beside its admin one (edge, verifier) or not (settler).
 func addServerFlags(fs *flag.FlagSet, public bool) *serverFlags {
 	f := &serverFlags{
-		adminKey: fs.String("admin-key", "", "admin.key `file`: PUT /admin/switches needs its token (without it switches cannot be changed)"),
+		adminKey: fs.String("admin-key", "", "the role's admin key `file` (admin-ROLE.key): PUT /admin/switches and /debug/pprof/ need its token"),
 		switches: fs.String("switches", "", "switches `file`: loaded at start, written before a change answers, reread on SIGHUP"),
+		switchesReset: fs.Bool("switches-reset", false, "start from the default switches (version 0) and overwrite --switches with them: "+
+			"the way out of a hostile document; every switch the file held is dropped"),
 	}
 	if public {
 		f.adminListen = fs.String("admin-listen", "", "admin listener `address` (default 127.0.0.1:<port of --listen + 1000>)")
@@ -57,8 +63,9 @@ func addServerFlags(fs *flag.FlagSet, public bool) *serverFlags {
 }
 
 // build checks the flags and returns the HTTP settings and the switches options.
-// listen is the server's --listen, the base of the default admin address.
-func (f *serverFlags) build(listen string) (obs.Common, control.Options, error) {
+// listen is the server's --listen, the base of the default admin address; role is the
+// server's role, whose admin key --admin-key must be.
+func (f *serverFlags) build(listen, role string) (obs.Common, control.Options, error) {
 	var c obs.Common
 	var o control.Options
 	if f.adminListen != nil {
@@ -83,13 +90,32 @@ func (f *serverFlags) build(listen string) (obs.Common, control.Options, error) 
 		return c, o, fmt.Errorf("--max-conns must be >= 0")
 	}
 	c.MaxConns = *f.maxConns
-	o.File = *f.switches
+	o.File, o.Reset = *f.switches, *f.switchesReset
 	if *f.adminKey != "" {
-		k, err := ticket.ReadKeyFile(*f.adminKey)
+		k, err := readRoleAdminKey(*f.adminKey, role)
 		if err != nil {
-			return c, o, fmt.Errorf("--admin-key: %w", err)
+			return c, o, err
 		}
 		o.AdminKey = k
 	}
 	return c, o, nil
+}
+
+// readRoleAdminKey reads --admin-key for a server of role: it must be that role's key
+// (admin-ROLE.key), never the operator's admin.key nor another role's key, so that a key
+// taken from this server changes the switches of its role only.
+func readRoleAdminKey(path, role string) ([]byte, error) {
+	k, err := ticket.ReadKeyFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--admin-key: %w", err)
+	}
+	want := ticket.AdminRoleKeyFile(role)
+	switch have := ticket.AdminKeyRole(k); have {
+	case role:
+		return k, nil
+	case "":
+		return nil, fmt.Errorf("--admin-key: %s is not a %s admin key (the operator's admin.key is for 'shake ctl' only): give the %s %s, which 'shake keys init' writes beside admin.key", path, role, role, want)
+	default:
+		return nil, fmt.Errorf("--admin-key: %s is the %s's admin key: give the %s %s", path, have, role, want)
+	}
 }

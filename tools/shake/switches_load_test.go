@@ -20,6 +20,7 @@ type chain struct {
 	edges, edgeAdmins []string
 	verifier, verAdm  string
 	settlerAdm        string
+	ledger            string // the settler's SQLite ledger URL
 	procs             map[string]*serverProc
 }
 
@@ -29,9 +30,9 @@ func startChain(t *testing.T, tickets, edges int) *chain {
 	c := &chain{f: f, procs: map[string]*serverProc{}}
 	br := startServer(t, 0, "broker", "--listen", "127.0.0.1:0", "--partitions", "4")
 	brokers := br.waitLine(t, brokerRE, 20*time.Second)
-	adminKey := f.key("admin.key")
+	adminKey := func(role string) string { return f.key(ticket.AdminRoleKeyFile(role)) }
 	for i := 0; i < edges; i++ {
-		p := startServer(t, 0, f.edgeArgs(t, i, "--admin-key", adminKey, "--drain", "0s")...)
+		p := startServer(t, 0, f.edgeArgs(t, i, "--admin-key", adminKey("edge"), "--drain", "0s")...)
 		c.edges = append(c.edges, p.waitLine(t, edgeReadyRE, 20*time.Second))
 		c.edgeAdmins = append(c.edgeAdmins, p.adminAddr(t))
 		c.procs[fmt.Sprintf("edge-%d", i)] = p
@@ -39,11 +40,12 @@ func startChain(t *testing.T, tickets, edges int) *chain {
 	man := filepath.Join(f.out, "manifest.json")
 	v := startServer(t, 0, "verifier", "--manifest", man, "--key", f.key("campaign.key"), "--session-key", f.key("session.key"),
 		"--brokers", brokers, "--spool", filepath.Join(t.TempDir(), "spool"), "--listen", "127.0.0.1:0",
-		"--admin-key", adminKey, "--drain", "0s", "--min-replication", "1")
+		"--admin-key", adminKey("verifier"), "--drain", "0s", "--min-replication", "1")
 	c.verifier, c.verAdm = v.waitLine(t, verifierRE, 20*time.Second), v.adminAddr(t)
 	c.procs["verifier"] = v
-	s := startServer(t, 0, "settler", "--brokers", brokers, "--ledger", "sqlite://"+filepath.Join(t.TempDir(), "ledger.db"),
-		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0", "--admin-key", adminKey, "--min-replication", "1")
+	c.ledger = "sqlite://" + filepath.Join(t.TempDir(), "ledger.db")
+	s := startServer(t, 0, "settler", "--brokers", brokers, "--ledger", c.ledger,
+		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0", "--admin-key", adminKey("settler"), "--min-replication", "1")
 	c.settlerAdm = s.adminAddr(t)
 	c.procs["settler"] = s
 	waitStatus(t, c.settlerAdm, 200, `{"status":"ready"}`)
@@ -248,7 +250,7 @@ func TestSwitchesUnderLoad(t *testing.T) {
 	out := ctl(t, f.keys, all, "show")
 	// Ten changes were fanned out (pause, resume, shed on and off, revoke and lift,
 	// open_paused on and off, settler pause and resume): every server is at version 10.
-	if strings.Count(out, "version 10 ") != len(all) {
+	if strings.Count(out, "  10  ") != len(all) {
 		t.Errorf("servers disagree on the version:\n%s", out)
 	}
 }

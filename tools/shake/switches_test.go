@@ -49,6 +49,9 @@ func switchesOf(t *testing.T, admin string) *ticket.Switches {
 	return d
 }
 
+// serverLineRE matches one server's line of shake ctl's output (show's table too).
+var serverLineRE = regexp.MustCompile(`(?m)^http://`)
+
 // ctl runs shake ctl against servers and fails the test unless it exits 0.
 func ctl(t *testing.T, keys string, servers []string, args ...string) string {
 	t.Helper()
@@ -57,14 +60,15 @@ func ctl(t *testing.T, keys string, servers []string, args ...string) string {
 	if code != 0 {
 		t.Fatalf("shake ctl %v: exit %d\n%s%s", args, code, out, errOut)
 	}
-	if n := strings.Count(out, "\n"); n != len(servers) {
-		t.Errorf("shake ctl %v: %d lines for %d servers:\n%s", args, n, len(servers), out)
+	if n := len(serverLineRE.FindAllString(out, -1)); n != len(servers) {
+		t.Errorf("shake ctl %v: %d server lines for %d servers:\n%s", args, n, len(servers), out)
 	}
 	return out
 }
 
-func (f *campaignFixture) adminToken(t *testing.T) string {
-	k, err := ticket.ReadKeyFile(f.key("admin.key"))
+// adminToken is the token a server of role accepts (its admin-ROLE.key's).
+func (f *campaignFixture) adminToken(t *testing.T, role string) string {
+	k, err := ticket.ReadKeyFile(f.key(ticket.AdminRoleKeyFile(role)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,11 +113,11 @@ func TestSwitchesEdge(t *testing.T) {
 	round := now.Add(-30*time.Minute).Format(time.RFC3339) + "/" + now.Add(30*time.Minute).Format(time.RFC3339)
 	f := newCampaign(t, 1000, 1, "--round", round)
 	swFile := filepath.Join(t.TempDir(), "edge.switches")
-	args := f.edgeArgs(t, 0, "--pace", "--admin-key", f.key("admin.key"), "--switches", swFile, "--drain", "1s")
+	args := f.edgeArgs(t, 0, "--pace", "--admin-key", f.key("admin-edge.key"), "--switches", swFile, "--drain", "1s")
 	p := startServer(t, 0, args...)
 	public := p.waitLine(t, edgeReadyRE, 20*time.Second)
 	admin := p.adminAddr(t)
-	token := f.adminToken(t)
+	token := f.adminToken(t, "edge")
 	servers := []string{admin}
 
 	// The public listener serves none of the admin endpoints.
@@ -299,7 +303,7 @@ func TestSwitchesWarnWithoutFile(t *testing.T) {
 	admin := p.adminAddr(t)
 	p.waitLine(t, regexp.MustCompile(`level=WARN msg="no --switches file: switches changed at run time will not survive a restart"`), 5*time.Second)
 	p.waitLine(t, regexp.MustCompile(`level=WARN msg="no --admin-key`), 5*time.Second)
-	code, body := adminDo(t, "PUT", "http://"+admin+"/admin/switches", f.adminToken(t), `{"version":1}`)
+	code, body := adminDo(t, "PUT", "http://"+admin+"/admin/switches", f.adminToken(t, "edge"), `{"version":1}`)
 	if code != 401 || !strings.Contains(body, "no --admin-key") {
 		t.Errorf("PUT on a server without --admin-key: %d %s", code, body)
 	}
