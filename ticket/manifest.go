@@ -267,11 +267,8 @@ func (m *Manifest) Validate() error {
 	if m.TTLSeconds <= 0 || m.TTLSeconds > MaxTTLSeconds {
 		return fmt.Errorf("bad ttl_seconds %d", m.TTLSeconds)
 	}
-	if m.PerUser < 0 || m.PerUser > MaxPerUser {
-		return fmt.Errorf("bad per_user %d (0..%d)", m.PerUser, MaxPerUser)
-	}
-	if m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
-		return fmt.Errorf("bad verifiers %d (1..%d)", m.Verifiers, MaxVerifiers)
+	if m.PerUser < 0 || m.PerUser > MaxPerUser || m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
+		return fmt.Errorf("bad per_user %d (0..%d) or verifiers %d (1..%d)", m.PerUser, MaxPerUser, m.Verifiers, MaxVerifiers)
 	}
 	if m.ExpiresAt.Before(m.IssueUntil) {
 		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)

@@ -113,6 +113,17 @@ type plan struct {
 func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
 func keyFile(i int) string   { return fmt.Sprintf("edge-%03d.key", i) }
 
+// checkFleetRules checks the per-user rule and the verifier fleet's size.
+func checkFleetRules(cfg Config) error {
+	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
+		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
+	return nil
+}
+
 // check validates cfg, applies defaults and computes the per-shard and per-round split.
 func check(cfg Config) (*plan, error) {
 	p := &plan{cfg: cfg}
@@ -130,13 +141,9 @@ func check(cfg Config) (*plan, error) {
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
 	}
-	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
-		return nil, configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	if err := checkFleetRules(cfg); err != nil {
+		return nil, err
 	}
-	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
-		return nil, configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
-	}
-	p.cfg.Verifiers = max(cfg.Verifiers, 1)
 	p.gen = cfg.Generation
 	if p.gen == "" {
 		p.gen = ticket.NewGeneration()
@@ -299,7 +306,7 @@ func (p *plan) manifest() *ticket.Manifest {
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
-		PerUser: p.cfg.PerUser, Verifiers: p.cfg.Verifiers, Generation: p.gen, Shards: p.shards,
+		PerUser: p.cfg.PerUser, Verifiers: max(p.cfg.Verifiers, 1), Generation: p.gen, Shards: p.shards,
 	}
 	if len(p.cfg.Prizes) > 0 {
 		// Min and Max bound every ticket, prizes included; the lucky bounds are apart.

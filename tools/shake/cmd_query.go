@@ -85,21 +85,9 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
-	ledgerURL := new(string)
-	if u, err := lf.resolve(); err != nil {
-		return usageError(stderr, "query: %v", err)
-	} else {
-		*ledgerURL = u
-	}
-	sk, err := ticket.ReadKeyFile(*sessionKey)
+	ledgerURL, sk, ak, err := queryInputs(lf, *sessionKey, *adminKey)
 	if err != nil {
-		return usageError(stderr, "query: --session-key: %v", err)
-	}
-	var ak []byte
-	if *adminKey != "" {
-		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
-			return usageError(stderr, "query: %v", err)
-		}
+		return usageError(stderr, "query: %v", err)
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
 	chk.ok("session-key", "%s", *sessionKey)
@@ -107,18 +95,16 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	openTimeout := 15 * time.Second
 	if *dryRun {
 		openTimeout = dryRunLedgerTimeout
-	}
-	if *dryRun {
 		// A read-only look that leaves no file behind (opening a WAL SQLite file, even
 		// read-only, creates its -wal and -shm files): the schema must be this version's.
 		pctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
-		p, err := ledger.ProbeLedger(pctx, *ledgerURL, "")
+		p, err := ledger.ProbeLedger(pctx, ledgerURL, "")
 		cancel()
 		switch {
 		case err != nil:
 			return chk.fail("--ledger: %v", err)
 		case !p.Exists:
-			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(*ledgerURL))
+			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(ledgerURL))
 		case p.Version < p.Latest:
 			return chk.fail("--ledger: schema version %d, this query server reads version %d: start the settler of this version once to migrate it", p.Version, p.Latest)
 		}
@@ -128,13 +114,13 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	octx, cancel := context.WithTimeout(context.Background(), openTimeout)
-	rd, err := query.OpenReader(octx, *ledgerURL, *conns)
+	rd, err := query.OpenReader(octx, ledgerURL, *conns)
 	cancel()
 	if err != nil {
 		if errors.Is(err, query.ErrBadURL) || errors.Is(err, query.ErrSchema) {
 			return usageError(stderr, "query: --ledger: %v", err)
 		}
-		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(*ledgerURL), err)
+		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(ledgerURL), err)
 	}
 	httpCfg := obs.Common{AdminListen: *adminListen, AdminAuth: control.TokenAuth(ak)}
 	if httpCfg.AdminListen == "" {
@@ -146,7 +132,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		// The same reader the server uses (read-only, never migrates) opened and closed.
 		rd.Close()
-		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(*ledgerURL))
+		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(ledgerURL))
 		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
@@ -189,4 +175,19 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 		return code
 	}
 	return chk.done()
+}
+
+// queryInputs reads the query server's secrets: the ledger URL (no password on the
+// command line), the session key and the optional admin-query.key.
+func queryInputs(lf *ledgerFlags, sessionKey, adminKey string) (string, []byte, []byte, error) {
+	u, err := lf.resolve()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	sk, err := ticket.ReadKeyFile(sessionKey)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("--session-key: %w", err)
+	}
+	ak, err := optionalRoleKey(adminKey, ticket.RoleQuery)
+	return u, sk, ak, err
 }
