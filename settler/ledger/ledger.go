@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -343,3 +344,45 @@ SELECT COUNT(*) FROM (
 
 // balanceSumQuery sums every balance; double entry keeps it at zero.
 const balanceSumQuery = `SELECT COALESCE(SUM(balance), 0) FROM accounts`
+
+// balanceMoves sums the balance changes of a batch per account, then lists them in
+// account order: every writer that updates accounts in this one order never deadlocks
+// with another. The slices are reused from batch to batch.
+type balanceMoves struct {
+	index      map[string]int
+	names      []string
+	currencies []string
+	deltas     []int64
+}
+
+func (m *balanceMoves) reset() {
+	if m.index == nil {
+		m.index = make(map[string]int)
+	}
+	clear(m.index)
+	m.names, m.currencies, m.deltas = m.names[:0], m.currencies[:0], m.deltas[:0]
+}
+
+func (m *balanceMoves) add(name, currency string, delta int64) {
+	if i, ok := m.index[name]; ok {
+		m.deltas[i] += delta
+		return
+	}
+	m.index[name] = len(m.names)
+	m.names = append(m.names, name)
+	m.currencies = append(m.currencies, currency)
+	m.deltas = append(m.deltas, delta)
+}
+
+// sort orders the moves by account name.
+func (m *balanceMoves) sort() { sort.Sort((*movesByName)(m)) }
+
+type movesByName balanceMoves
+
+func (m *movesByName) Len() int           { return len(m.names) }
+func (m *movesByName) Less(i, j int) bool { return m.names[i] < m.names[j] }
+func (m *movesByName) Swap(i, j int) {
+	m.names[i], m.names[j] = m.names[j], m.names[i]
+	m.currencies[i], m.currencies[j] = m.currencies[j], m.currencies[i]
+	m.deltas[i], m.deltas[j] = m.deltas[j], m.deltas[i]
+}

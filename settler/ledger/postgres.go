@@ -22,6 +22,8 @@ type pgLedger struct {
 	conn *pgx.Conn
 	// migrated is set once the embedded migrations have been applied by this process.
 	migrated bool
+	// moves is the fast path's scratch for the balances a batch moves (under mu).
+	moves balanceMoves
 }
 
 // stagingDDL is the per-connection staging table the batch is copied into before the
@@ -228,6 +230,27 @@ func (s *stagingSource) Values() ([]any, error) {
 	return s.row[:], nil
 }
 
+// postingColumns are the columns the fast path copies into postings (id is generated).
+var postingColumns = []string{"campaign", "ticket", "shard", "round", "amount", "currency", "uid", "debit", "credit", "opened_at", "posted_at"}
+
+// postingSource feeds a batch straight to the postings table.
+type postingSource struct {
+	batch    []Posting
+	refunded map[string]bool
+	postedAt int64
+	i        int
+	row      [11]any
+}
+
+func (s *postingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
+func (s *postingSource) Err() error { return nil }
+func (s *postingSource) Values() ([]any, error) {
+	p := &s.batch[s.i-1]
+	s.row = [11]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
+		strconv.FormatUint(p.UID, 10), debitAccount(p.Campaign, s.refunded), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt), s.postedAt}
+	return s.row[:], nil
+}
+
 func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 	var res Result
 	for i := range batch {
@@ -239,41 +262,103 @@ func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 		return res, nil
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			refunded := map[string]bool{}
-			for _, camp := range campaignsOf(batch) {
-				_, exists, err := pgLockBudget(ctx, tx, camp)
-				if err != nil {
-					return err
-				}
-				if !exists {
-					return fmt.Errorf("%w: %s", ErrNotFunded, camp)
-				}
-				if _, _, ok, err := pgTransfer(ctx, tx, camp, "refund"); err != nil {
-					return err
-				} else if ok {
-					refunded[camp] = true
-				}
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, refunded: refunded}); err != nil {
-				return fmt.Errorf("copy to staging: %w", err)
-			}
-			var n, upd int64
-			now := time.Now().UnixMicro()
-			if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
-				return pgOverBudget(err)
-			}
-			res.Posted, res.Duplicates = int(n), len(batch)-int(n)
-			if res.Posted == len(batch) {
-				return nil // every posting new: no duplicate, no conflict (the common case)
-			}
-			return pgConflicts(ctx, tx, batch, &res, now)
-		})
+		err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return l.postNew(ctx, tx, batch, &res) })
+		if !errors.Is(err, errNotAllNew) {
+			return err
+		}
+		// Some posting of the batch is in the ledger already (a redelivery) or repeated
+		// in it: the copy rolled back whole, and the staged path sorts out which are new.
+		res = Result{}
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return pgPostStaged(ctx, tx, batch, &res) })
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
 	}
 	return res, nil
+}
+
+// errNotAllNew reports a batch the fast path cannot post whole because one of its
+// tickets is posted already (or appears twice in it).
+var errNotAllNew = errors.New("a posting of the batch is not new")
+
+// pgLockCampaigns locks the budget account of every campaign of the batch, in sorted
+// order (no deadlock between settlers), and returns the campaigns already refunded,
+// whose late claims the sponsor pays. A campaign without a budget is ErrNotFunded.
+func pgLockCampaigns(ctx context.Context, tx pgx.Tx, batch []Posting) (map[string]bool, error) {
+	refunded := map[string]bool{}
+	for _, camp := range campaignsOf(batch) {
+		var done bool
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM transfers WHERE campaign = $1 AND kind = 'refund')
+			FROM accounts WHERE name = $2 FOR UPDATE`, camp, BudgetAccount(camp)).Scan(&done)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFunded, camp)
+		}
+		if err != nil {
+			return nil, err
+		}
+		refunded[camp] = done
+	}
+	return refunded, nil
+}
+
+// postNew is the common case, a batch of postings none of which is in the ledger yet:
+// the batch is copied straight into postings (the unique index on (campaign, ticket)
+// refuses it whole if one is not new: errNotAllNew), and the balances it moves, summed
+// here, go to the accounts in one statement. The budget trigger still refuses a
+// balance below zero.
+func (l *pgLedger) postNew(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result) error {
+	refunded, err := pgLockCampaigns(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixMicro()
+	src := &postingSource{batch: batch, refunded: refunded, postedAt: now}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"postings"}, postingColumns, src); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" {
+			return errNotAllNew
+		}
+		return fmt.Errorf("copy postings: %w", err)
+	}
+	d := &l.moves
+	d.reset()
+	for i := range batch {
+		p := &batch[i]
+		d.add(debitAccount(p.Campaign, refunded), p.Currency, -p.Amount)
+		d.add(WalletAccount(p.Currency, p.UID), p.Currency, p.Amount)
+		res.Amount += p.Amount
+	}
+	d.sort()
+	if _, err := tx.Exec(ctx, `INSERT INTO accounts (name, currency, balance)
+		SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[])
+		ON CONFLICT (name) DO UPDATE SET balance = accounts.balance + excluded.balance`, d.names, d.currencies, d.deltas); err != nil {
+		return pgOverBudget(err)
+	}
+	res.Posted = len(batch)
+	return nil
+}
+
+// pgPostStaged posts a batch that may hold postings already in the ledger: it is
+// copied into the staging table, the new ones are inserted, exactly their amounts move,
+// and the ones that claim a ticket held for another uid are recorded as conflicts.
+func pgPostStaged(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result) error {
+	refunded, err := pgLockCampaigns(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, refunded: refunded}); err != nil {
+		return fmt.Errorf("copy to staging: %w", err)
+	}
+	var n, upd int64
+	now := time.Now().UnixMicro()
+	if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
+		return pgOverBudget(err)
+	}
+	res.Posted, res.Duplicates = int(n), len(batch)-int(n)
+	if res.Posted == len(batch) {
+		return nil // every posting new: no duplicate, no conflict
+	}
+	return pgConflicts(ctx, tx, batch, res, now)
 }
 
 // pgOverBudget maps the budget trigger's violation to ErrOverBudget.
