@@ -66,7 +66,11 @@ type Config struct {
 	Tickets    string // shard file (DIR/edge-NNN.tickets)
 	Key        string // that shard's raw 32-byte AEAD key (DIR/edge-NNN.key)
 	SessionKey string // the 32-byte session.key shared with the login system
-	State      string // state file; it must exist unless InitState
+	// MoreSessionKeys are further session.key files accepted during a key rotation
+	// (--session-key given more than once); SessionKey mints nothing here, so order only
+	// matters for the cost of checking a forged token.
+	MoreSessionKeys []string
+	State           string // state file; it must exist unless InitState
 	// InitState creates State for the shard's very first start and refuses an existing
 	// one (--init-state). Without it a missing State is refused: starting afresh on a
 	// shard that was served before would hand its tickets out again.
@@ -263,7 +267,7 @@ func (s *Server) loadKeys() error {
 	if s.hdr.KeyCheck == "" {
 		s.log.Warn("shard has no key check (made by an older generator): the key is only checked for form", "shard", s.cfg.Tickets)
 	}
-	for _, p := range []string{s.cfg.Key, s.cfg.SessionKey} {
+	for _, p := range append([]string{s.cfg.Key, s.cfg.SessionKey}, s.cfg.MoreSessionKeys...) {
 		// A key other users can read lets any of them seal this shard's tickets or
 		// forge sessions.
 		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
@@ -291,12 +295,8 @@ func (s *Server) loadKeys() error {
 	}
 	s.sealer = sealer
 
-	sk, err := ticket.ReadKeyFile(s.cfg.SessionKey)
-	if err != nil {
+	if s.sess, err = ticket.LoadSessionKeys(s.cfg.SessionKey, s.cfg.MoreSessionKeys); err != nil {
 		return fmt.Errorf("%w: %w", ErrSessionKey, err)
-	}
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrSessionKey, s.cfg.SessionKey, err)
 	}
 	return nil
 }

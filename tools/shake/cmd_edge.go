@@ -74,7 +74,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("edge", edgeUsage, stderr)
 	tickets := fs.String("tickets", "", "shard `file` (DIR/edge-NNN.tickets)")
 	key := fs.String("key", "", "the shard's AEAD key `file` (DIR/edge-NNN.key)")
-	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system")
+	sessionKeys := addSessionKeyFlag(fs)
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
@@ -111,7 +111,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	cfg := edge.Config{
-		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
+		Tickets: *tickets, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, State: *state, InitState: *initState, Listen: *listen,
 		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}

@@ -12,7 +12,6 @@ import (
 	"shake/internal/obs"
 	"shake/query"
 	"shake/settler/ledger"
-	"shake/ticket"
 )
 
 func init() {
@@ -60,7 +59,7 @@ or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 func runQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query", queryUsage, stderr)
 	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
+	sessionKeys := addSessionKeyFlag(fs)
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
 	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
@@ -84,12 +83,12 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
-	sk, err := ticket.ReadKeyFile(*sessionKey)
+	sk, moreSK, err := sessionKeys.read()
 	if err != nil {
 		return usageError(stderr, "query: --session-key: %v", err)
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
-	chk.ok("session-key", "%s", *sessionKey)
+	chk.ok("session-key", "%s", sessionKeys)
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	openTimeout := 15 * time.Second
 	if *dryRun {
@@ -137,7 +136,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
-		HTTP: httpCfg, Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
+		HTTP: httpCfg, Reader: rd, SessionKey: sk, MoreSessionKeys: moreSK, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
 	})
 	if err != nil {
 		rd.Close()
