@@ -20,7 +20,8 @@ const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE [--init-state]
                   [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin.key]
-                  [--switches FILE] [--drain 2s] [--per-user N] [--pace] [--log-format text|json]
+                  [--switches FILE] [--drain 2s] [--per-user N] [--per-device N] [--pace]
+                  [--log-format text|json]
                   [--log-level info]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
@@ -45,6 +46,11 @@ The state file must exist. --init-state creates it, for the shard's very first s
 only, and refuses a file that exists; without --init-state a missing file is refused
 (exit 2): starting afresh on a shard that was served before would hand its tickets
 out again. After the first start, drop --init-state from the command line.
+
+--per-device N caps wins per device per round on this edge, for sessions whose token
+names a device (default: the campaign's per_device; 0 = no rule). Sessions whose risk
+level is above the campaign's max_risk get miss. Both refusals are plain misses to the
+client and are counted by reason in shake_edge_refused_total{reason}.
 
 --per-user N caps wins per user per round on this edge (0 = no limit; default: the
 campaign's per_user from the shard header) in a fixed table of 8-byte entries
@@ -78,8 +84,9 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
-	var perUser perUserFlag
+	var perUser, perDevice perUserFlag
 	fs.Var(&perUser, "per-user", "at most `N` wins per user per round (0 = no limit; default: the campaign's per_user)")
+	fs.Var(&perDevice, "per-device", "at most `N` wins per device per round (0 = no rule; default: the campaign's per_device)")
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
@@ -103,6 +110,9 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)
 	}
+	if perDevice.set && (perDevice.n < 0 || perDevice.n > edge.MaxPerUser) {
+		return usageError(stderr, "edge: --per-device must be in 0..%d", edge.MaxPerUser)
+	}
 	if *maxInFlight <= 0 {
 		return usageError(stderr, "edge: --max-in-flight must be > 0")
 	}
@@ -112,7 +122,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	cfg := edge.Config{
 		Tickets: *tickets, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, State: *state, InitState: *initState, Listen: *listen,
-		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
+		PerUser: perUser.value(), PerDevice: perDevice.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}
 	if *dryRun {
