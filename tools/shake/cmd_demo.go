@@ -148,15 +148,12 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if msg := c.targets.check(); msg != "" {
 		return usageError(stderr, "demo: %s", msg)
 	}
-	if _, err := kf.load(); err != nil {
-		return usageError(stderr, "demo: %v", err)
+	_, err := kf.load()
+	if err == nil {
+		c.ledgerURL, c.ledgerArgs, err = lf.forChild()
 	}
-	if lf.url.raw != "" {
-		u, err := lf.resolve()
-		if err != nil {
-			return usageError(stderr, "demo: %v", err)
-		}
-		c.ledgerURL, c.ledgerArgs = u, lf.childArgs()
+	if err != nil {
+		return usageError(stderr, "demo: %v", err)
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
 		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
@@ -250,7 +247,7 @@ func (d *demo) run(ctx context.Context) int {
 	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
-	keys, err := newKeySet()
+	_, keys, err := writeKeySet(c.out, keySetNames())
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 		return 1
@@ -258,12 +255,6 @@ func (d *demo) run(ctx context.Context) int {
 	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for name, k := range keys {
-		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-			return 1
-		}
-	}
 	// One timed round that covers the load, with its tickets paced evenly over the
 	// window, as at the gala: wins (and so opens) arrive at a steady rate instead of all
 	// in the first seconds. The round opens now and allows demoStartup for the servers.
