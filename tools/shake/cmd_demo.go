@@ -613,12 +613,5 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
-	switch missed := failedTargets(s.Targets); {
-	case s.OK:
-		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
-	case len(missed) > 0:
-		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
-	default:
-		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
-	}
+	writeOutcome(w, s)
 }
