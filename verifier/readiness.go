@@ -29,6 +29,12 @@ const (
 var notReadyLabels = []string{NotReadyRebuilding, NotReadyKafkaAtRebuild, ikafka.GateUnchecked, ikafka.GateUnreachable,
 	ikafka.GateAccess, "topic_refused", NotReadyNotDurable}
 
+// topicGate is the verifier's topic gate: nil without a TopicPolicy.
+type topicGate struct {
+	gate     *ikafka.Gate
+	stopGate func()
+}
+
 // notReady returns "" when the verifier can do its job now, else why not.
 func (s *Server) notReady() string {
 	switch {

@@ -337,9 +337,10 @@ func (r *rebuildState) restored() uint64 {
 	return r.counts[restoreCounted].Load() + r.counts[restoreMarked].Load()
 }
 
-// startRebuild reads the claims topic in the background and makes the server ready
-// when it is done.
+// startRebuild starts the topic gate's checks and reads the claims topic in the
+// background, and makes the server ready when it is done.
 func (s *Server) startRebuild() {
+	s.startGate()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.rb.cancel = cancel
 	s.rb.exited = make(chan struct{})
@@ -369,10 +370,13 @@ func (s *Server) finishRebuild() {
 	}
 }
 
-// stopRebuild stops a rebuild still running and waits for it.
+// stopRebuild stops a rebuild still running and the topic gate's checks, and waits.
 func (s *Server) stopRebuild() {
 	if s.rb.cancel != nil {
 		s.rb.cancel()
 		<-s.rb.exited
+	}
+	if s.stopGate != nil {
+		s.stopGate() // the topic gate's checks, started with the rebuild
 	}
 }
