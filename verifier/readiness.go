@@ -90,5 +90,14 @@ func (s *Server) startGate() {
 	}()
 }
 
+// stopBackground stops what New started besides the servers: the rebuild and the topic
+// gate's checks, and waits for them.
+func (s *Server) stopBackground() {
+	s.stopRebuild()
+	if s.stopGate != nil {
+		s.stopGate()
+	}
+}
+
 // topicOpen is the durable writers' view of the gate: true when there is none.
 func (s *Server) topicOpen() bool { return s.gate == nil || s.gate.Open() }

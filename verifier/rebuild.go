@@ -370,13 +370,10 @@ func (s *Server) finishRebuild() {
 	}
 }
 
-// stopRebuild stops a rebuild still running and the topic gate's checks, and waits.
+// stopRebuild stops a rebuild still running and waits for it.
 func (s *Server) stopRebuild() {
 	if s.rb.cancel != nil {
 		s.rb.cancel()
 		<-s.rb.exited
-	}
-	if s.stopGate != nil {
-		s.stopGate() // the topic gate's checks, started with the rebuild
 	}
 }

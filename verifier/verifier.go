@@ -229,7 +229,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
 	s.ctl.Close()
-	s.stopRebuild()
+	s.stopBackground()
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -240,7 +240,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.srv.Close()
 	s.ctl.Close()
-	s.stopRebuild()
+	s.stopBackground()
 	return s.dur.close()
 }
 
