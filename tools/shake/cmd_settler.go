@@ -260,8 +260,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return chk.fail("--ledger: %v", err)
 	}
 	defer l.Close()
-	// Kafka last: every local input (files, the ledger) is judged first, whatever state
-	// Kafka is in.
+	// Kafka last: every local input (files, the ledger) is judged first, whatever Kafka's state.
 	policy := ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
 	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, policy, false); err != nil {
 		stopServing()
