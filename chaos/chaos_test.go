@@ -25,6 +25,7 @@ import (
 	"shake/bench"
 	"shake/internal/testproxy"
 	"shake/settler/ledger"
+	"shake/ticket"
 )
 
 // Fault kinds, each injected at least once per run.
