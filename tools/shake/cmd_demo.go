@@ -34,7 +34,7 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
-  1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
+  1. writes the keys 'shake keys init' writes and generates a campaign of N red packets
      (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
