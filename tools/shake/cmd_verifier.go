@@ -22,7 +22,7 @@ const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--uid-shard I/V] [--spool-max-bytes 1073741824]
-                      [--admin-listen ADDR] [--admin-key admin.key] [--switches FILE] [--drain 2s]
+                      [--admin-listen ADDR] [--admin-key admin-verifier.key] [--switches FILE] [--drain 2s]
                       [--min-replication 3] [Kafka security flags] [--log-format text|json] [--log-level info]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
