@@ -115,6 +115,13 @@ func ones(n uint64) []uint64 {
 // amounts are in a uniformly random order over the ids: the amount a shaker gets does not
 // depend on when in the round they shake. buf is reused across calls and returned.
 func drawSegment(rng *rand.Rand, s segment, prizeAmounts []int64, minA, maxA int64, buf []uint32, emit func(uint32) error) ([]uint32, error) {
+	return drawSegmentLucky(rng, s, prizeAmounts, minA, maxA, buf, nil, emit)
+}
+
+// drawSegmentLucky is drawSegment that also hands every lucky amount, as drawn, to lucky
+// (when not nil): the dry run's statistics of the lucky amounts.
+func drawSegmentLucky(rng *rand.Rand, s segment, prizeAmounts []int64, minA, maxA int64, buf []uint32,
+	lucky func(uint32), emit func(uint32) error) ([]uint32, error) {
 	if !feasible(s.luckyCount(), s.lucky, minA, maxA) {
 		return buf, fmt.Errorf("%d lucky tickets cannot carry %d in [%d, %d]", s.luckyCount(), s.lucky, minA, maxA)
 	}
@@ -133,6 +140,9 @@ func drawSegment(rng *rand.Rand, s segment, prizeAmounts []int64, minA, maxA int
 					return buf, fmt.Errorf("BUG: lucky amount %d outside [%d, %d]", a, minA, maxA)
 				}
 				buf = append(buf, uint32(a))
+				if lucky != nil {
+					lucky(uint32(a))
+				}
 			}
 			if sp.rem != 0 || sp.left != 0 {
 				return buf, fmt.Errorf("BUG: %d left over after the split", sp.rem)
@@ -162,84 +172,145 @@ func drawSegment(rng *rand.Rand, s segment, prizeAmounts []int64, minA, maxA int
 }
 
 // allocatePrizes spreads every prize over the shards and rounds: [shard][round][prize]
-// counts. A prize's tickets go to shards in proportion to their ticket counts (largest
-// remainder, so a shard gets its share rounded down or up); inside a shard, to its rounds
-// in proportion to their counts, rounded down, and the shard's leftover units to the
-// rounds furthest behind their campaign-wide share so far, so no round runs ahead of its
-// share by a whole prize either. It depends only on the shard and round counts, which the
-// manifest records, so the reveal recomputes it. Errors name --prize.
+// counts. For each prize, the shards' totals are its count apportioned by their ticket
+// counts, and the rounds' totals its count apportioned by the rounds' ticket counts
+// (largest remainder: each is its share rounded down or up, so never more than its
+// share plus one). placePrize then fills a matrix with exactly those totals inside each
+// shard-round's room. It depends only on the shard and round counts, which the manifest
+// records, so the reveal recomputes it. Errors name --prize.
 func allocatePrizes(prizes []ticket.Prize, shards []ticket.ManifestShard, total uint64) ([][][]uint64, error) {
 	if len(prizes) == 0 {
 		return nil, nil
 	}
 	rounds := len(shards[0].Rounds)
 	alloc := make([][][]uint64, len(shards))
-	used := make([][]uint64, len(shards)) // prize tickets placed per shard-round
-	for i := range shards {
+	room := make([][]uint64, len(shards)) // tickets of a shard-round not yet a prize
+	shardN := make([]uint64, len(shards))
+	roundN := make([]uint64, rounds)
+	for i, s := range shards {
 		alloc[i] = make([][]uint64, rounds)
-		used[i] = make([]uint64, rounds)
-		for j := range alloc[i] {
+		room[i] = make([]uint64, rounds)
+		shardN[i] = s.Count
+		for j, rr := range s.Rounds {
 			alloc[i][j] = make([]uint64, len(prizes))
+			room[i][j] = rr.Count
+			roundN[j] += rr.Count
 		}
 	}
-	counts := make([]uint64, len(shards))
-	for i, s := range shards {
-		counts[i] = s.Count
-	}
 	for p, pr := range prizes {
-		perShard := apportion(pr.Count, counts)
-		exact := make([]float64, rounds) // campaign-wide share of each round so far
-		given := make([]uint64, rounds)
-		for i, s := range shards {
-			g := perShard[i]
-			var placed uint64
-			frac := make([]float64, rounds)
-			for j, rr := range s.Rounds {
-				hi, lo := bits.Mul64(g, rr.Count)
-				q, r := bits.Div64(hi, lo, s.Count)
-				alloc[i][j][p] = q
-				placed += q
-				frac[j] = float64(r) / float64(s.Count)
-				exact[j] += float64(float64(pr.Count) * float64(float64(rr.Count)/float64(total)))
+		caps := make([]uint64, rounds)
+		for j, n := range roundN {
+			// ceil(share): at most the round's share plus one, less than that when the
+			// share is whole.
+			hi, lo := bits.Mul64(pr.Count, n)
+			q, r := bits.Div64(hi, lo, total)
+			caps[j] = q
+			if r > 0 {
+				caps[j]++
 			}
-			for ; placed < g; placed++ {
-				best := bestRound(frac, func(j int) bool { return alloc[i][j][p]+used[i][j] < s.Rounds[j].Count },
-					func(j int) float64 { return exact[j] - float64(given[j]+alloc[i][j][p]) })
-				if best < 0 {
-					return nil, &ConfigError{Field: "prize", Msg: fmt.Sprintf("%d x %d: shard %d has no room left for its share of this prize", pr.Amount, pr.Count, i)}
-				}
-				alloc[i][best][p]++
-				frac[best] = -1
-			}
-			for j := range frac {
-				used[i][j] += alloc[i][j][p]
-				given[j] += alloc[i][j][p]
-				if used[i][j] > s.Rounds[j].Count {
-					return nil, &ConfigError{Field: "prize", Msg: fmt.Sprintf("shard %d round %d: %d prize tickets for %d tickets", i, j, used[i][j], s.Rounds[j].Count)}
-				}
+		}
+		a, err := placePrize(apportion(pr.Count, shardN), apportion(pr.Count, roundN), caps, room)
+		if err != nil {
+			return nil, &ConfigError{Field: "prize", Msg: fmt.Sprintf("%dx%d: %v", pr.Amount, pr.Count, err)}
+		}
+		for i := range a {
+			for j, k := range a[i] {
+				alloc[i][j][p] = k
+				room[i][j] -= k
 			}
 		}
 	}
 	return alloc, nil
 }
 
-// bestRound picks the round that takes a shard's next leftover prize unit: among the
-// rounds with room that have not had one yet, those with a fractional share first (so a
-// round's count stays its share rounded down or up), then the one furthest behind its
-// campaign-wide share (deficit), ties to the lower index. -1 when no round has room.
-func bestRound(frac []float64, room func(int) bool, deficit func(int) float64) int {
-	best, bestFrac := -1, false
-	for j, f := range frac {
-		if f < 0 || !room(j) {
-			continue
+// placePrize returns a[i][j] <= room[i][j] with row sums rowSum, column sums at most
+// colCap, and aiming at column sums colSum (which have the row sums' total). Shard by
+// shard, a shard's total is first apportioned over the rounds in proportion to what each
+// round still has to reach colSum (capped by the room), which spreads a shard's prizes
+// like the rounds' sizes; what that leaves unplaced is then placed one unit at a time
+// along augmenting paths (a unit moved from shard i' to shard i in one round makes room
+// for i' in another) ending at a round below colCap: a transportation problem's max-flow
+// repair, which finds a place whenever one exists.
+func placePrize(rowSum, colSum, colCap []uint64, room [][]uint64) ([][]uint64, error) {
+	a := make([][]uint64, len(rowSum))
+	colTotal := make([]uint64, len(colSum))
+	short := make([]uint64, len(rowSum))
+	w := make([]uint64, len(colSum))
+	for i := range a {
+		a[i] = make([]uint64, len(colSum))
+		var sum uint64
+		for j := range w {
+			w[j] = min(colSum[j]-min(colTotal[j], colSum[j]), room[i][j])
+			sum += w[j]
 		}
-		hasFrac := f > 0
-		switch {
-		case best < 0, hasFrac && !bestFrac:
-			best, bestFrac = j, hasFrac
-		case hasFrac == bestFrac && deficit(j) > deficit(best):
-			best = j
+		var placed uint64
+		if sum > 0 && rowSum[i] > 0 {
+			for j, k := range apportion(rowSum[i], w) {
+				k = min(k, w[j])
+				a[i][j] = k
+				colTotal[j] += k
+				placed += k
+			}
+		}
+		short[i] = rowSum[i] - placed
+	}
+	for i := range short {
+		for ; short[i] > 0; short[i]-- {
+			if !augment(a, room, colTotal, colCap, i) {
+				return nil, fmt.Errorf("too many prizes for the tickets of shard %d's rounds", i)
+			}
 		}
 	}
-	return best
+	return a, nil
+}
+
+// augment places one more unit in row start: a breadth-first search from start over
+// "row i may take a unit in column j" (a[i][j] < room[i][j]) and "column j may give a
+// unit back to row i'" (a[i'][j] > 0), ending at a column below its cap; the path's
+// units shift along it. False when no path exists.
+func augment(a, room [][]uint64, colTotal, colCap []uint64, start int) bool {
+	rows, cols := len(a), len(colTotal)
+	const none = -1
+	fromRow := make([]int, cols) // the row that reached column j
+	fromCol := make([]int, rows) // the column that reached row i
+	for j := range fromRow {
+		fromRow[j] = none
+	}
+	for i := range fromCol {
+		fromCol[i] = none
+	}
+	seenRow := make([]bool, rows)
+	seenRow[start] = true
+	queue := []int{start}
+	for len(queue) > 0 {
+		i := queue[0]
+		queue = queue[1:]
+		for j := range cols {
+			if fromRow[j] != none || a[i][j] >= room[i][j] {
+				continue
+			}
+			fromRow[j] = i
+			if colTotal[j] < colCap[j] {
+				// Shift the units back along the path: row -> column -> row ... -> start.
+				colTotal[j]++
+				for {
+					r := fromRow[j]
+					a[r][j]++
+					if r == start {
+						return true
+					}
+					j = fromCol[r]
+					a[r][j]--
+				}
+			}
+			for r := 0; r < rows; r++ {
+				if !seenRow[r] && a[r][j] > 0 {
+					seenRow[r] = true
+					fromCol[r] = j
+					queue = append(queue, r)
+				}
+			}
+		}
+	}
+	return false
 }

@@ -201,20 +201,7 @@ func TestGenerateProperties(t *testing.T) {
 			hi = int64(cfg.Count) * cfg.Max
 		}
 		cfg.Budget = lo + rng.Int64N(hi-lo+1)
-		if rng.IntN(2) == 0 {
-			cfg.Weights = make([]uint64, cfg.Edges)
-			for i := range cfg.Weights {
-				cfg.Weights[i] = 1 + rng.Uint64N(10)
-			}
-		}
-		for r := 0; r < rng.IntN(4); r++ {
-			cfg.Rounds = append(cfg.Rounds, ticket.RoundWindow{Start: testNow.Add(time.Duration(2*r) * time.Hour), End: testNow.Add(time.Duration(2*r+1) * time.Hour)})
-		}
-		m, err := Generate(context.Background(), cfg)
-		if err != nil {
-			t.Fatalf("%+v: %v", cfg, err)
-		}
-		checkOutput(t, cfg, m)
+		m := generateRandomShape(t, rng, &cfg, 10, 4)
 		if cfg.Weights != nil {
 			// Heavier shards never get fewer tickets than lighter ones.
 			for i := range m.Shards {
@@ -291,6 +278,14 @@ func TestGenerateRejects(t *testing.T) {
 		}},
 		{"round", func(c *Config) { c.Rounds = []ticket.RoundWindow{{Start: at, End: at.AddDate(100, 0, 0)}} }},
 		{"ttl", func(c *Config) { c.TTL = 100 * 365 * 24 * time.Hour }},
+		{"prize", func(c *Config) { c.Prizes = []Prize{{Amount: 10, Count: 1001}} }},                     // more than --count
+		{"prize", func(c *Config) { c.Prizes = []Prize{{Amount: 100001, Count: 1}} }},                    // more than --budget
+		{"prize", func(c *Config) { c.Prizes = []Prize{{Amount: 50000, Count: 2}} }},                     // nothing left for 998 tickets
+		{"prize", func(c *Config) { c.Prizes = []Prize{{Amount: 100, Count: 1000}}; c.Budget = 100001 }}, // every ticket, money left
+		{"prize", func(c *Config) { c.Max = 100; c.Prizes = []Prize{{Amount: 1, Count: 500}} }},          // the rest exceed --max
+		{"prize", func(c *Config) { c.Prizes = []Prize{{Amount: 0, Count: 1}} }},
+		{"prize", func(c *Config) { c.Prizes = make([]Prize, ticket.MaxPrizes+1) }},
+		{"seed", func(c *Config) { c.SeedSecret = []byte{1, 2, 3} }},
 	} {
 		cfg := baseConfig(t)
 		tc.mut(&cfg)
@@ -379,4 +374,25 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tickets/s")
+}
+
+// generateRandomShape gives cfg random weights (half the time, each 1..maxWeight) and
+// 0..maxRounds-1 rounds, generates it and checks the output.
+func generateRandomShape(t *testing.T, rng *rand.Rand, cfg *Config, maxWeight uint64, maxRounds int) *ticket.Manifest {
+	t.Helper()
+	if rng.IntN(2) == 0 {
+		cfg.Weights = make([]uint64, cfg.Edges)
+		for i := range cfg.Weights {
+			cfg.Weights[i] = 1 + rng.Uint64N(maxWeight)
+		}
+	}
+	for r := 0; r < rng.IntN(maxRounds); r++ {
+		cfg.Rounds = append(cfg.Rounds, ticket.RoundWindow{Start: testNow.Add(time.Duration(2*r) * time.Hour), End: testNow.Add(time.Duration(2*r+1) * time.Hour)})
+	}
+	m, err := Generate(context.Background(), *cfg)
+	if err != nil {
+		t.Fatalf("%+v: %v", cfg, err)
+	}
+	checkOutput(t, *cfg, m)
+	return m
 }

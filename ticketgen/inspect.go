@@ -45,12 +45,13 @@ func (r *ShardReport) problem(format string, args ...any) {
 // The error is non-nil only when the file cannot be read (wrapping ErrUnreadable);
 // corruption is reported in Problems.
 func InspectShard(path string, campaignKey []byte) (*ShardReport, error) {
-	return inspectShard(path, campaignKey, nil)
+	return inspectShard(path, campaignKey, nil, nil)
 }
 
 // inspectShard is InspectShard; a non-nil tm (already keyed for the campaign) replaces
-// the derivation from campaignKey.
-func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*ShardReport, error) {
+// the derivation from campaignKey, and a non-nil visit is handed every round's records
+// of a shard that loaded.
+func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC, visit func(ticket.RoundRange, []ticket.Record)) (*ShardReport, error) {
 	r := &ShardReport{Path: path}
 	f, err := os.Open(path)
 	if err != nil {
@@ -95,15 +96,7 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*Shard
 	if r.Sum != sh.Header.Amount || uint64(len(sh.Records)) != sh.Header.Count {
 		r.problem("records hold %d tickets / %d, header says %d / %d", len(sh.Records), r.Sum, sh.Header.Count, sh.Header.Amount)
 	}
-	for _, rr := range sh.Header.RoundRanges {
-		var s int64
-		for _, rec := range sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count] {
-			s += int64(rec.Amount)
-		}
-		if s != rr.Amount {
-			r.problem("round %d: tickets sum to %d, header says %d", rr.Round, s, rr.Amount)
-		}
-	}
+	r.checkRounds(sh, visit)
 	if tm == nil && campaignKey != nil {
 		mk, err := ticket.MACKey(campaignKey, sh.Header.Campaign, sh.Header.Generation)
 		if err != nil {
@@ -136,13 +129,34 @@ func inspectShard(path string, campaignKey []byte, tm *ticket.TicketMAC) (*Shard
 	return r, nil
 }
 
+// checkRounds checks that every round's tickets sum to the header's amount for it, and
+// hands each round's records to visit (when not nil).
+func (r *ShardReport) checkRounds(sh *ticket.Shard, visit func(ticket.RoundRange, []ticket.Record)) {
+	for _, rr := range sh.Header.RoundRanges {
+		recs := sh.Records[rr.FirstTicket-sh.Header.FirstTicket:][:rr.Count]
+		var s int64
+		for _, rec := range recs {
+			s += int64(rec.Amount)
+		}
+		if s != rr.Amount {
+			r.problem("round %d: tickets sum to %d, header says %d", rr.Round, s, rr.Amount)
+		}
+		if visit != nil {
+			visit(rr, recs)
+		}
+	}
+}
+
 // ManifestReport is what InspectManifest found: the manifest and every shard it lists.
 type ManifestReport struct {
 	Path     string
 	Manifest *ticket.Manifest // nil when the manifest itself is corrupt
 	Shards   []*ShardReport
 	KeyFiles int // shard key files checked against the campaign key
-	Problems []string
+	// Distribution is how the amounts in the files are spread: every amount, the largest
+	// per shard-round, and the tickets holding each prize's amount.
+	Distribution *Distribution
+	Problems     []string
 }
 
 func (r *ManifestReport) problem(format string, args ...any) {
@@ -170,11 +184,8 @@ func (r *ManifestReport) OK() bool {
 // manifest cannot be read at all.
 func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 	r := &ManifestReport{Path: path}
-	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
-		if err == nil {
-			err = errors.New("not a regular file")
-		}
-		return nil, fmt.Errorf("%w manifest %s: %v", ErrUnreadable, path, err)
+	if err := checkRegular("manifest", path); err != nil {
+		return nil, err
 	}
 	m, err := ticket.LoadManifest(path)
 	if err != nil {
@@ -194,10 +205,11 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 		}
 	}
 	dir := filepath.Dir(path)
+	r.Distribution = newDistribution(m.Prizes, m.Shards)
 	for i := range m.Shards {
 		ms := &m.Shards[i]
 		sp := filepath.Join(dir, ms.File)
-		sr, err := inspectShard(sp, nil, tm)
+		sr, err := inspectShard(sp, nil, tm, r.Distribution.visitor(i))
 		if err != nil {
 			r.problem("shard %d: %v", i, err)
 			continue
@@ -247,7 +259,47 @@ func InspectManifest(path string, campaignKey []byte) (*ManifestReport, error) {
 			}
 		}
 	}
+	r.checkPrizes(m)
 	return r, nil
+}
+
+// checkPrizes compares the prize tickets found in the files with the plan's spread. A
+// prize above the lucky amounts' largest must be found exactly as planned in every
+// shard-round; one a lucky amount can equal, at least as planned.
+func (r *ManifestReport) checkPrizes(m *ticket.Manifest) {
+	if len(m.Prizes) == 0 || len(r.Shards) != len(m.Shards) {
+		return
+	}
+	plan, err := allocatePrizes(m.Prizes, m.Shards, m.Count)
+	if err != nil {
+		r.problem("the manifest's prizes cannot be spread over its shards: %v", err)
+		return
+	}
+	for i := range plan {
+		if !r.Shards[i].Loaded {
+			continue
+		}
+		for j := range plan[i] {
+			for k, pr := range m.Prizes {
+				got, want := r.Distribution.PrizeTickets[i][j][k], plan[i][j][k]
+				if got < want || (pr.Amount > m.LuckyMax && got != want) {
+					r.problem("shard %d round %d: %d tickets of prize %d, the manifest's plan gives %d", i, j, got, pr.Amount, want)
+				}
+			}
+		}
+	}
+}
+
+// checkRegular returns an error wrapping ErrUnreadable unless path is a regular file.
+func checkRegular(kind, path string) error {
+	st, err := os.Stat(path)
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		return fmt.Errorf("%w %s %s: %v", ErrUnreadable, kind, path, err)
+	}
+	return nil
 }
 
 func sameRounds(a, b []ticket.RoundWindow) bool {

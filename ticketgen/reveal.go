@@ -39,11 +39,8 @@ func (r *RevealReport) problem(format string, args ...any) {
 // when a file cannot be read at all (wrapping ErrUnreadable).
 func Reveal(manifestPath, seedPath string) (*RevealReport, error) {
 	r := &RevealReport{}
-	if st, err := os.Stat(manifestPath); err != nil || !st.Mode().IsRegular() {
-		if err == nil {
-			err = errors.New("not a regular file")
-		}
-		return nil, fmt.Errorf("%w manifest %s: %v", ErrUnreadable, manifestPath, err)
+	if err := checkRegular("manifest", manifestPath); err != nil {
+		return nil, err
 	}
 	seed, sum, err := ReadSeedFile(seedPath)
 	if err != nil {

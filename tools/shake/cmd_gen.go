@@ -23,7 +23,7 @@ const genUsage = `
 Usage: shake gen --campaign ID --key campaign.key --budget AMOUNT --count N --edges E --out DIR
                  [--min AMOUNT] [--max AMOUNT] [--weights w1,w2,...] [--round START/END]...
                  [--ttl 24h] [--seed S] [--currency CNY] [--per-user N]
-                 [--prize AMOUNTxCOUNT]... [--dry-run]
+                 [--prize AMOUNTxCOUNT]... [--per-device N] [--max-risk N] [--dry-run]
 
 Splits AMOUNT (an integer in minor units, e.g. fen) into exactly N tickets whose amounts
 sum exactly to AMOUNT, each between --min and --max, and writes them as one shard per edge:
@@ -32,7 +32,7 @@ sum exactly to AMOUNT, each between --min and --max, and writes them as one shar
                          ticket MAC'd with the ticket-MAC key derived from campaign.key;
                          mode 0600)
   DIR/edge-NNN.key       the shard's AEAD key (mode 0600): give it to edge NNN only
-  DIR/manifest.json      the campaign: budget, count, rounds, per_user, prizes, every
+  DIR/manifest.json      the campaign: budget, count, rounds, per_user, verifiers, prizes, every
                          shard's id range, amount and SHA-256, and seed_sha256 (the
                          commitment to the seed), signed with a key derived from
                          campaign.key (verifier, settler, inspect --key check it)
@@ -40,6 +40,10 @@ sum exactly to AMOUNT, each between --min and --max, and writes them as one shar
                          private until the event is over, then publish it so anyone can
                          check the amounts with 'shake inspect --reveal DIR/seed
                          DIR/manifest.json' (sha256sum DIR/seed = seed_sha256)
+
+--verifiers V (default 1) is the size of the verifier fleet: V uid shards, each verifier
+started with --uid-shard I/V. It is signed into the manifest, and a verifier whose V
+differs refuses to start, so no single verifier can widen the per-user rule.
 
 --per-user N (default 1; 0 = no limit) is the campaign's rule: at most N tickets opened
 per user per round, across every edge. It is written into the manifest and into every
@@ -49,6 +53,11 @@ Every run picks a new random generation id (manifest "generation", in every shar
 header) that every derived key includes: generating the same campaign id again, even
 with the same campaign.key, gives new keys, so tokens of the old generation never open
 in the new one, and a ledger refuses to mix the two.
+
+--per-device N (default 0 = no rule) is the campaign's device rule: at most N wins per
+device (as the session token names it) per round on each edge. --max-risk N (default 9 =
+everyone) refuses sessions whose risk level is above N (they get "miss"). Both are
+written into the manifest and every shard header (the edges' defaults).
 
 --prize AMOUNTxCOUNT (repeatable) sets aside exactly COUNT tickets of exactly AMOUNT,
 spread over the shards in proportion to their tickets and over each shard's rounds, so
@@ -147,8 +156,11 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
 	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
 	perUser := fs.Int("per-user", 1, fmt.Sprintf("at most `N` tickets opened per user per round, across every edge (0 = no limit, at most %d)", ticket.MaxPerUser))
+	perDevice := fs.Int("per-device", 0, fmt.Sprintf("at most `N` wins per device per round on each edge (0 = no rule, at most %d)", ticket.MaxPerUser))
+	maxRisk := fs.Int("max-risk", ticket.MaxRisk, "the highest session risk `level` that may win, 0..9 (9 = everyone)")
 	var prizes prizesFlag
 	fs.Var(&prizes, "prize", "a fixed prize `AMOUNTxCOUNT` (e.g. 88800x8): exactly COUNT tickets of exactly AMOUNT, repeatable")
+	verifiers := fs.Int("verifiers", 1, fmt.Sprintf("the number `V` of uid shards of the verifier fleet (1..%d): each verifier must run --uid-shard I/V with this V", ticket.MaxVerifiers))
 	dryRun := fs.Bool("dry-run", false, "check everything and print the plan (shards, rounds, amounts, files); write nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -162,13 +174,16 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	if *maxA < 0 {
 		return usageError(stderr, "gen: --max: must be positive, have %d", *maxA)
 	}
+	if *verifiers < 1 || *verifiers > ticket.MaxVerifiers {
+		return usageError(stderr, "gen: --verifiers: must be between 1 and %d, have %d", ticket.MaxVerifiers, *verifiers)
+	}
 	if *ttl < time.Second {
 		return usageError(stderr, "gen: --ttl: must be at least 1s, have %v", *ttl)
 	}
 	cfg := ticketgen.Config{
 		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
 		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out, PerUser: *perUser,
-		Prizes: prizes,
+		Prizes: prizes, Verifiers: *verifiers, PerDevice: *perDevice, MaxRisk: maxRisk,
 	}
 	if *weights != "" {
 		ws, err := parseWeights(*weights)
@@ -193,12 +208,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.CampaignKey = key
 	if *dryRun {
-		m, err := ticketgen.Plan(cfg)
-		if err != nil {
-			return genError(stderr, err)
-		}
-		printGenPlan(stdout, m, *out)
-		return 0
+		return genDryRun(cfg, stdout, stderr)
 	}
 	if isTerminal(stderr) {
 		cfg.Progress = stderr
@@ -211,6 +221,17 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 		m.Campaign, m.Count, m.Budget, m.Currency, len(m.Shards), *out)
 	fmt.Fprintf(stdout, "seed in %s (keep it private until the event is over), seed_sha256 %s in the manifest\n",
 		filepath.Join(*out, ticketgen.SeedFile), m.SeedSHA256)
+	return 0
+}
+
+// genDryRun is `shake gen --dry-run`: the plan and the amounts' spread, nothing written.
+func genDryRun(cfg ticketgen.Config, stdout, stderr io.Writer) int {
+	m, d, err := ticketgen.Preview(context.Background(), cfg)
+	if err != nil {
+		return genError(stderr, err)
+	}
+	printGenPlan(stdout, m, cfg.OutDir)
+	printDistribution(stdout, m, d, false)
 	return 0
 }
 

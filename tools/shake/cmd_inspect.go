@@ -79,6 +79,9 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 			return inspectError(stderr, err)
 		}
 		problems = printManifestReport(w, r, key != nil)
+		if r.Manifest != nil && r.Distribution != nil && len(r.Shards) == len(r.Manifest.Shards) {
+			printDistribution(w, r.Manifest, r.Distribution, true)
+		}
 	} else {
 		r, err := ticketgen.InspectShard(path, key)
 		if err != nil {
