@@ -60,7 +60,7 @@ func TestKubernetesOperable(t *testing.T) {
 	}
 	q := podContainers(objs["Deployment/shake-query"])[0]
 	ledger := envOf(q)["SHAKE_LEDGER"]
-	if !strings.Contains(ledger, "passfile=") || strings.Contains(strings.SplitN(strings.TrimPrefix(ledger, "postgres://"), "@", 2)[0], ":") ||
+	if !strings.Contains(fmt.Sprint(get(q, "args")), "--ledger-password-file") || strings.Contains(strings.SplitN(strings.TrimPrefix(ledger, "postgres://"), "@", 2)[0], ":") ||
 		!strings.Contains(fmt.Sprint(get(objs["Deployment/shake-query"], "spec", "template", "spec", "volumes")), "shake-ledger-readonly") {
 		t.Errorf("query: ledger %q is not the read-only credentials of shake-ledger-readonly", ledger)
 	}
@@ -103,12 +103,15 @@ func checkRoleKeys(t *testing.T, name string, w map[string]any, c any) {
 			t.Errorf("%s: mounts every key of shake-keys, not only its own", name)
 		}
 	}
-	if !slices.Contains([]string{"edge", "verifier", "settler"}, role) {
+	if !slices.Contains([]string{"edge", "verifier", "settler", "query"}, role) {
 		return
 	}
 	env := envOf(c)
 	if env["SHAKE_ADMIN_KEY"] != "/keys/shared/admin-"+role+".key" {
 		t.Errorf("%s: admin key %q, want its role's", name, env["SHAKE_ADMIN_KEY"])
+	}
+	if role == "query" {
+		return
 	}
 	sw, onClaim := env["SHAKE_SWITCHES"], false
 	for _, m := range list(get(c, "volumeMounts")) {

@@ -65,8 +65,8 @@ func TestSystemdVerify(t *testing.T) {
 }
 
 // TestSystemdRoles checks what makes the units operable: every server role has a unit
-// (the query server included); the edge, verifier and settler are given their own
-// role's admin key as a credential and a switches file in their state directory; every
+// (the query server included) and is given its own role's admin key as a credential;
+// the edge, verifier and settler a switches file in their state directory; every
 // server's admin listener is on 0.0.0.0, where Prometheus can scrape it.
 func TestSystemdRoles(t *testing.T) {
 	read := func(name string) string {
@@ -76,7 +76,7 @@ func TestSystemdRoles(t *testing.T) {
 		}
 		return string(b)
 	}
-	for unit, role := range map[string]string{"shake-edge@.service": "edge", "shake-verifier@.service": "verifier", "shake-settler.service": "settler"} {
+	for unit, role := range map[string]string{"shake-edge@.service": "edge", "shake-verifier@.service": "verifier", "shake-settler.service": "settler", "shake-query.service": "query"} {
 		text := read(unit)
 		cred := "LoadCredential=admin-" + role + ".key:/etc/shake/keys/admin-" + role + ".key"
 		if !strings.Contains(text, cred) || !strings.Contains(text, "--admin-key ${CREDENTIALS_DIRECTORY}/admin-"+role+".key") {
@@ -85,7 +85,7 @@ func TestSystemdRoles(t *testing.T) {
 		if strings.Contains(text, "/admin.key") {
 			t.Errorf("%s: given admin.key, which servers refuse", unit)
 		}
-		if !strings.Contains(text, "--switches /var/lib/shake/") {
+		if role != "query" && !strings.Contains(text, "--switches /var/lib/shake/") {
 			t.Errorf("%s: no --switches file in its state directory", unit)
 		}
 	}
@@ -95,7 +95,7 @@ func TestSystemdRoles(t *testing.T) {
 			t.Errorf("%s: no admin listener Prometheus can reach (%s)", unit, listen)
 		}
 	}
-	if q := read("shake-query.service"); !strings.Contains(q, "shake query") || !strings.Contains(q, "PGPASSFILE=%d/") {
+	if q := read("shake-query.service"); !strings.Contains(q, "shake query") || !strings.Contains(q, "--ledger-password-file ${CREDENTIALS_DIRECTORY}/ledger-readonly-password") {
 		t.Error("shake-query.service does not run the query server with its read-only credentials as a credential file")
 	}
 }
