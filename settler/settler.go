@@ -287,8 +287,6 @@ func (s *Settler) Run(ctx context.Context) error {
 		if err := Register(actx, m, s.cfg.Ledger); err != nil {
 			return err
 		}
-		// One budget account per shard, funded with the shard's amount: batches of
-		// different shards (other settlers of the group) never wait for one budget row.
 		return s.cfg.Ledger.FundShards(actx, m.Campaign, m.Currency, ShardAmounts(m))
 	}); err != nil {
 		if ctx.Err() != nil {
