@@ -84,13 +84,8 @@ func (s *postingSource) Values() ([]any, error) {
 
 func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 	var res Result
-	for i := range batch {
-		if err := checkPosting(&batch[i]); err != nil {
-			return res, err
-		}
-	}
-	if len(batch) == 0 {
-		return res, nil
+	if err := checkBatch(batch); err != nil || len(batch) == 0 {
+		return res, err
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return l.postNew(ctx, tx, batch, &res) })
