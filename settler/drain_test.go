@@ -33,21 +33,7 @@ func TestDrain(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("SHAKE_TEST_DRAIN_CLAIMS")); err == nil && v >= 4 {
 		n = v
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic, topic+".dlq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	var commits, committedPartitions atomic.Int64
-	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		commits.Add(1)
-		for _, tp := range req.(*kmsg.OffsetCommitRequest).Topics {
-			committedPartitions.Add(int64(len(tp.Partitions)))
-		}
-		return nil, nil, false
-	})
-	addr := cluster.ListenAddrs()[0]
+	addr, commits, committedPartitions := countingBroker(t)
 	dir := t.TempDir()
 	q := uint64(n / 4)
 	c := makeCampaign(t, dir, "drain", []uint64{q, q, q, uint64(n) - 3*q}, time.Now().Add(time.Hour))
@@ -102,6 +88,27 @@ func TestDrain(t *testing.T) {
 	if err != nil || !rep.OK || rep.SettledTickets != int64(n) {
 		t.Fatalf("reconcile %+v %v", rep, err)
 	}
+}
+
+// countingBroker starts an embedded broker with the claims topic (four partitions) that
+// counts the offset commit requests it receives and the partition offsets in them.
+func countingBroker(t *testing.T) (addr string, commits, partitions *atomic.Int64) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic, topic+".dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	commits, partitions = new(atomic.Int64), new(atomic.Int64)
+	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		commits.Add(1)
+		for _, tp := range req.(*kmsg.OffsetCommitRequest).Topics {
+			partitions.Add(int64(len(tp.Partitions)))
+		}
+		return nil, nil, false
+	})
+	return cluster.ListenAddrs()[0], commits, partitions
 }
 
 // produceBacklog writes the claims of tickets 1..n (ticket id as uid spread over
