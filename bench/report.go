@@ -91,6 +91,7 @@ func WriteText(w io.Writer, res *Result) error {
 		}
 		fmt.Fprintln(w)
 	}
+	writeFarmText(w, res.Farm)
 	if len(res.Baselines) > 0 {
 		fmt.Fprintln(w, "\nbaselines (same client, same load shape, shakes only):")
 		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -407,7 +408,7 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(ep.Name),
 			esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), esc(fmtCounts(ep.Status)))
 	}
-	b.WriteString("</table>\n")
+	b.WriteString("</table>\n" + farmHTML(res.Farm))
 	if res.Open != nil {
 		fmt.Fprintf(&b, "<p>Opened %d tickets worth %d (minor units)", res.OpenedN, res.OpenedSum)
 		if res.Campaign != "" {
