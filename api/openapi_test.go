@@ -3,6 +3,8 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,5 +145,19 @@ func TestErrorCodesAreProduced(t *testing.T) {
 	}
 	for code := range produced {
 		t.Errorf("error code %q is answered but missing from ErrorCode", code)
+	}
+}
+
+// TestAPIDocNamesEveryErrorCode: docs/api.md, the contract in words, shows every error
+// code of ErrorCode as the body a client receives ({"error":"<code>"}).
+func TestAPIDocNamesEveryErrorCode(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range loadDocument(t).Components.Schemas["ErrorCode"].Enum {
+		if !strings.Contains(string(doc), `{"error":"`+code+`"`) {
+			t.Errorf("docs/api.md does not show the error code %q", code)
+		}
 	}
 }

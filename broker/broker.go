@@ -15,13 +15,13 @@ import (
 )
 
 // DefaultTopic is the claims topic docs/cli.md names.
-const DefaultTopic = "shake.claims"
+const DefaultTopic = ikafka.ClaimsTopic
 
 // DefaultPartitions is the partition count of every seeded and auto-created topic.
 const DefaultPartitions = 8
 
 // DLQSuffix is appended to a topic name to name its dead-letter topic.
-const DLQSuffix = ".dlq"
+const DLQSuffix = ikafka.DLQSuffix
 
 // ErrConfig wraps every configuration error Start reports.
 var ErrConfig = errors.New("bad broker configuration")
@@ -73,7 +73,7 @@ func Start(cfg Config) (*Broker, error) {
 		if !validTopic(t) {
 			return nil, fmt.Errorf("%w: topic %q must be 1..245 characters of [a-zA-Z0-9._-]", ErrConfig, t)
 		}
-		topics = append(topics, t, t+DLQSuffix)
+		topics = append(topics, t, ikafka.DLQTopic(t))
 	}
 	if cfg.Nodes == 0 {
 		cfg.Nodes = 1
@@ -102,6 +102,10 @@ func Start(cfg Config) (*Broker, error) {
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.AllowAutoTopicCreation(),
 		kfake.ClusterID("shake"),
+		// Claims are money: topics keep their records (a restarted verifier rebuilds
+		// from the whole claims topic, and the verifier and the settler refuse a topic
+		// that could delete one). kfake's defaults would be 7 days.
+		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1", "log.retention.bytes": "-1"}),
 	}
 	opts = append(opts, clusterOpts(cfg.Nodes)...)
 	opts = append(opts, secOpts...)

@@ -406,7 +406,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := "chaos-" + strconv.FormatUint(seed, 36) + "-" + strconv.FormatInt(time.Now().Unix(), 36)
-	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, rng.Uint64())
+	c := newCampaign(t, bin, filepath.Join(work, "campaign"), id, tickets, edges, verifiers, rng.Uint64())
 	t.Logf("campaign %s: %d tickets, budget %d, %d shards, in %s", id, c.manifest.Count, c.manifest.Budget, len(c.manifest.Shards), c.dir)
 
 	// PostgreSQL, reached by the settler only through the proxy.

@@ -65,13 +65,13 @@ func runCLI(t testing.TB, bin string, args ...string) []byte {
 
 // newCampaign generates a campaign through the CLI (keys init, gen) into dir, exactly as
 // an operator would, and derives the shard keys from campaign.key so that the test can
-// open every token it sees.
-func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges int, seed uint64) *campaign {
+// open every token it sees. vers is the verifier fleet's size (gen --verifiers).
+func newCampaign(t testing.TB, bin, dir, id string, count uint64, edges, vers int, seed uint64) *campaign {
 	t.Helper()
 	runCLI(t, bin, "keys", "init", "--out", dir)
 	runCLI(t, bin, "gen", "--campaign", id, "--key", filepath.Join(dir, "campaign.key"),
 		"--budget", strconv.FormatUint(count*188, 10), "--count", strconv.FormatUint(count, 10),
-		"--edges", strconv.Itoa(edges), "--min", "1", "--max", "2000",
+		"--edges", strconv.Itoa(edges), "--verifiers", strconv.Itoa(vers), "--min", "1", "--max", "2000",
 		"--seed", strconv.FormatUint(seed, 10), "--out", dir)
 	c := &campaign{dir: dir, id: id, manPath: filepath.Join(dir, "manifest.json"),
 		ckPath: filepath.Join(dir, "campaign.key"), skPath: filepath.Join(dir, "session.key"),

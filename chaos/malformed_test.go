@@ -138,7 +138,7 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	bin := shakeBinary(t)
 	dir := t.TempDir()
-	c := newCampaign(t, bin, filepath.Join(dir, "campaign"), "malformed", 6000, 2, 1)
+	c := newCampaign(t, bin, filepath.Join(dir, "campaign"), "malformed", 6000, 2, 1, 1)
 	logs := filepath.Join(dir, "logs")
 	ctx := context.Background()
 	mk := func(name string, args []string, http bool) *service {

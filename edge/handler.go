@@ -18,6 +18,8 @@ const ShakePath = "/v1/shake"
 var (
 	bodyMiss         = []byte(`{"result":"miss"}`)
 	bodyClosedNoNext = []byte(`{"result":"closed","next_round_at":null}`)
+	// bodyPaused tells an app the event is paused, not over.
+	bodyPaused       = []byte(`{"result":"closed","paused":true,"next_round_at":null}`)
 	bodyUnauthorized = []byte(`{"error":"unauthorized"}`)
 	bodyTooLarge     = []byte(`{"error":"too_large"}`)
 	headerRetryAfter = []byte(fasthttp.HeaderRetryAfter)

@@ -132,13 +132,15 @@ type Server struct {
 	ttl         int64 // seconds
 	expiresCap  int64 // unix seconds: no token outlives the campaign's issue end + ttl
 
-	m        metrics
-	sw       *control.Live[edgeSwitches] // the switches in force (switches.go)
-	ctl      *control.Store
-	swTable  *perUser // the per-user table a per_user switch made on an edge without one
-	mShed    *obs.Counter
-	runOnce  atomic.Bool
-	closeOne sync.Once
+	m       metrics
+	sw      *control.Live[edgeSwitches] // the switches in force (switches.go)
+	ctl     *control.Store
+	swTable *perUser // the per-user table a per_user switch made on an edge without one
+	// stopClock remembers when the paced release was stopped (pacestop.go).
+	stopClock stopClock
+	mShed     *obs.Counter
+	runOnce   atomic.Bool
+	closeOne  sync.Once
 }
 
 type metrics struct {

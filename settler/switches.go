@@ -21,11 +21,19 @@ const pausePoll = 20 * time.Millisecond
 func (s *Settler) setupSwitches() error {
 	s.sw = control.NewLive(&settlerSwitches{})
 	st, err := control.New(control.Config{Options: s.cfg.Switches, Role: "settler", Apply: s.applySwitches,
-		Logger: s.log, Registry: s.reg})
+		Check: s.checkSwitches, Logger: s.log, Registry: s.reg})
 	if err != nil {
 		return err
 	}
 	s.ctl = st
+	return nil
+}
+
+// checkSwitches refuses a document naming a round or shard the manifest does not have.
+func (s *Settler) checkSwitches(d *ticket.Switches) error {
+	if m := s.cfg.Manifest; m != nil {
+		return d.CheckAgainst(len(m.Rounds), len(m.Shards))
+	}
 	return nil
 }
 

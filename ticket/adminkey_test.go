@@ -59,3 +59,26 @@ func TestRoleAdminKeys(t *testing.T) {
 		t.Fatalf("a corrupted edge key is recognised as the %s's", r)
 	}
 }
+
+// TestSwitchesCheckAgainstCampaign: a round or shard the campaign does not have is a
+// FieldError naming the field; unknown counts are not checked.
+func TestSwitchesCheckAgainstCampaign(t *testing.T) {
+	d := DefaultSwitches()
+	d.Edge.ClosedRounds, d.Verifier.RevokedShards = []int{0, 2}, []int{3}
+	if err := d.CheckAgainst(3, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rounds, shards int
+		field          string
+	}{{2, 4, "edge.closed_rounds"}, {0, 4, "edge.closed_rounds"}, {3, 3, "verifier.revoked_shards"}, {-1, 3, "verifier.revoked_shards"}} {
+		err := d.CheckAgainst(c.rounds, c.shards)
+		fe, ok := err.(*FieldError)
+		if !ok || fe.Field != c.field {
+			t.Errorf("rounds %d shards %d: %v, want a FieldError naming %s", c.rounds, c.shards, err, c.field)
+		}
+	}
+	if err := d.CheckAgainst(-1, -1); err != nil {
+		t.Errorf("nothing known: %v", err)
+	}
+}

@@ -69,6 +69,11 @@ type Manifest struct {
 	// PerUser is the campaign's rule: at most PerUser tickets opened per user per round,
 	// across every edge (0 = no limit).
 	PerUser int `json:"per_user"`
+	// Verifiers is the number of uid shards of the verifier fleet (--uid-shard I/V must
+	// name V = Verifiers), signed with the rest so that no single verifier started
+	// without --uid-shard can widen the per-user rule. 0, in a manifest made before the
+	// field, means 1 (see VerifierCount).
+	Verifiers int `json:"verifiers,omitempty"`
 	// PerDevice is the campaign's device rule: at most PerDevice wins per device (as the
 	// session token names it) per round on each edge (0 = no rule). MaxRisk is the
 	// highest session risk level that may win (nil, as in manifests written before the
@@ -168,6 +173,8 @@ const (
 	MaxTickets = 1 << 40
 	// MaxPerUser bounds the per-user rule.
 	MaxPerUser = 1<<16 - 1
+	// MaxVerifiers bounds the verifier fleet's uid shards.
+	MaxVerifiers = 1 << 16
 	// MaxTTLSeconds bounds the ticket time-to-live (100 years), far inside time.Duration.
 	MaxTTLSeconds = 100 * 366 * 24 * 3600
 )
@@ -291,6 +298,9 @@ func (m *Manifest) Validate() error {
 	}
 	if err := checkRules(m.PerUser, m.PerDevice, m.MaxRisk); err != nil {
 		return err
+	}
+	if m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
+		return fmt.Errorf("bad verifiers %d (1..%d)", m.Verifiers, MaxVerifiers)
 	}
 	if m.ExpiresAt.Before(m.IssueUntil) {
 		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)
@@ -531,3 +541,7 @@ func (m *Manifest) CheckTimesMilli(round int, issuedMs, openedMs int64) error {
 	}
 	return nil
 }
+
+// VerifierCount is the number of uid shards of the verifier fleet: Verifiers, or 1 for a
+// manifest made before the field.
+func (m *Manifest) VerifierCount() int { return max(m.Verifiers, 1) }

@@ -422,3 +422,27 @@ func AdminToken(adminKey []byte) string {
 	m.Write([]byte(adminTokenLabel))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
+
+// CheckAgainst refuses a document that names a round or a shard the campaign does not
+// have (a typo while revoking a leaked key must not leave the key working): rounds is
+// the campaign's number of rounds (a campaign without timed rounds has the one round
+// 0), shards its number of shards; a negative count is not known to the caller and not
+// checked. The error is a *FieldError naming the field.
+func (d *Switches) CheckAgainst(rounds, shards int) error {
+	if rounds >= 0 {
+		rounds = max(rounds, 1)
+		for _, r := range d.Edge.ClosedRounds {
+			if r >= rounds {
+				return &FieldError{Field: "edge.closed_rounds", Reason: fmt.Sprintf("round %d is not in the campaign (its rounds are 0..%d)", r, rounds-1)}
+			}
+		}
+	}
+	if shards >= 0 {
+		for _, s := range d.Verifier.RevokedShards {
+			if s >= shards {
+				return &FieldError{Field: "verifier.revoked_shards", Reason: fmt.Sprintf("shard %d is not in the campaign (its shards are 0..%d)", s, shards-1)}
+			}
+		}
+	}
+	return nil
+}

@@ -86,6 +86,9 @@ type Config struct {
 	// (0 = no limit). Unlike the other fields its zero value is not a default: `shake
 	// gen` passes 1 unless told otherwise.
 	PerUser int
+	// Verifiers is the number of uid shards of the verifier fleet, recorded in the
+	// manifest; 0 means 1.
+	Verifiers int
 	// PerDevice is the campaign's device rule, at most PerDevice wins per device per
 	// round on each edge (0 = no rule); MaxRisk the highest session risk level that may
 	// win (nil: ticket.MaxRisk, everyone).
@@ -115,6 +118,17 @@ type plan struct {
 func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
 func keyFile(i int) string   { return fmt.Sprintf("edge-%03d.key", i) }
 
+// checkFleetRules checks the per-user rule and the verifier fleet's size.
+func checkFleetRules(cfg Config) error {
+	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
+		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
+	return checkDeviceRules(&cfg)
+}
+
 // check validates cfg, applies defaults and computes the per-shard and per-round split.
 func check(cfg Config) (*plan, error) {
 	p := &plan{cfg: cfg}
@@ -132,7 +146,7 @@ func check(cfg Config) (*plan, error) {
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
 	}
-	if err := checkRules(&cfg); err != nil {
+	if err := checkFleetRules(cfg); err != nil {
 		return nil, err
 	}
 	p.gen = cfg.Generation
@@ -297,7 +311,7 @@ func (p *plan) manifest() *ticket.Manifest {
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
-		PerUser: p.cfg.PerUser, Generation: p.gen, Shards: p.shards,
+		PerUser: p.cfg.PerUser, Verifiers: max(p.cfg.Verifiers, 1), Generation: p.gen, Shards: p.shards,
 		PerDevice: p.cfg.PerDevice, MaxRisk: p.maxRisk(),
 	}
 	if len(p.cfg.Prizes) > 0 {

@@ -161,11 +161,8 @@ func (p *plan) maxRisk() *int {
 	return &r
 }
 
-// checkRules checks the campaign's rules: per-user, per-device, max-risk.
-func checkRules(cfg *Config) error {
-	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
-		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
-	}
+// checkDeviceRules checks the campaign's device rules: per-device, max-risk.
+func checkDeviceRules(cfg *Config) error {
 	if cfg.PerDevice < 0 || cfg.PerDevice > ticket.MaxPerUser {
 		return configErr("per-device", "must be between 0 (no rule) and %d, have %d", ticket.MaxPerUser, cfg.PerDevice)
 	}

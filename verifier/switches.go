@@ -25,6 +25,7 @@ type verifierSwitches struct {
 func (s *Server) setupSwitches() (obs.Common, error) {
 	s.sw = control.NewLive(s.compileSwitches(&ticket.DefaultSwitches().Verifier))
 	st, err := control.New(control.Config{Options: s.cfg.Switches, Role: "verifier", Apply: s.applySwitches,
+		Check:  func(d *ticket.Switches) error { return d.CheckAgainst(len(s.man.Rounds), len(s.man.Shards)) },
 		Logger: s.log, Registry: s.cfg.Registry})
 	if err != nil {
 		return obs.Common{}, err

@@ -52,7 +52,11 @@ type Config struct {
 	// Apply compiles doc into the role's hot-path value and publishes it (Live.Publish),
 	// returning once it is in force. It must refuse (and change nothing) a document the
 	// role cannot honour.
-	Apply        func(ctx context.Context, doc *ticket.Switches) error
+	Apply func(ctx context.Context, doc *ticket.Switches) error
+	// Check, when set, refuses a document that names what the campaign does not have
+	// (a round, a shard), with a *ticket.FieldError; it runs before anything is
+	// written or applied, at start, on PUT and on SIGHUP.
+	Check        func(doc *ticket.Switches) error
 	ApplyTimeout time.Duration // default DefaultApplyTimeout
 	Logger       *slog.Logger
 	Registry     *obs.Registry
@@ -108,7 +112,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "switches")}
 	if cfg.AdminKey != nil {
-		s.token = []byte("Bearer " + ticket.AdminToken(cfg.AdminKey))
+		s.token = bearer(cfg.AdminKey)
 	} else {
 		s.log.Warn("no --admin-key: PUT /admin/switches is refused, switches cannot be changed")
 	}
@@ -125,6 +129,9 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("switches file %s: %w", cfg.File, err)
 	} else {
 		s.log.Info("switches file does not exist yet: starting from the defaults", "file", cfg.File)
+	}
+	if err := s.check(doc); err != nil {
+		return nil, fmt.Errorf("switches file %s: %w", cfg.File, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ApplyTimeout)
 	defer cancel()
@@ -216,13 +223,21 @@ func (s *Store) Reload() error {
 // it (the servers' --dry-run). A missing file is an error wrapping os.ErrNotExist.
 func ReadFile(path string) (*ticket.Switches, error) { return readFile(path) }
 
-// readFile reads and validates a switches file.
+// readFile reads and validates a switches file, refusing one another user could have
+// written (checkTrusted).
 func readFile(path string) (*ticket.Switches, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTrusted(path, fi); err != nil {
+		return nil, err
+	}
 	b, err := io.ReadAll(io.LimitReader(f, ticket.MaxSwitchesBytes+1))
 	if err != nil {
 		return nil, err
@@ -270,6 +285,9 @@ func writeFile(path string, d *ticket.Switches) error {
 // applyLocked persists (when persist and there is a file), applies, logs and records
 // d. s.mu is held.
 func (s *Store) applyLocked(d *ticket.Switches, source string, persist bool) error {
+	if err := s.check(d); err != nil {
+		return err
+	}
 	old := s.cur.load()
 	if persist && s.cfg.File != "" {
 		if err := writeFile(s.cfg.File, d); err != nil {
@@ -292,14 +310,38 @@ func (s *Store) applyLocked(d *ticket.Switches, source string, persist bool) err
 	return err
 }
 
+// check runs Config.Check, if any.
+func (s *Store) check(d *ticket.Switches) error {
+	if s.cfg.Check == nil {
+		return nil
+	}
+	return s.cfg.Check(d)
+}
+
 // Auth reports whether ctx carries the admin token. Without a configured key nothing
 // is authorised.
-func (s *Store) Auth(ctx *fasthttp.RequestCtx) bool {
-	if s.token == nil {
+func (s *Store) Auth(ctx *fasthttp.RequestCtx) bool { return authorized(ctx, s.token) }
+
+// bearer is the Authorization header value an admin key's token gives.
+func bearer(key []byte) []byte { return []byte("Bearer " + ticket.AdminToken(key)) }
+
+// authorized reports whether ctx carries want ("Bearer <token>"); a nil want authorises
+// nothing.
+func authorized(ctx *fasthttp.RequestCtx, want []byte) bool {
+	if want == nil {
 		return false
 	}
-	got := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	return subtle.ConstantTimeCompare(got, s.token) == 1
+	return subtle.ConstantTimeCompare(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), want) == 1
+}
+
+// TokenAuth is the admin check of a server without switches (the query server, reconcile
+// --watch): the request must carry key's token. A nil key authorises nothing.
+func TokenAuth(key []byte) func(*fasthttp.RequestCtx) bool {
+	var want []byte
+	if key != nil {
+		want = bearer(key)
+	}
+	return func(ctx *fasthttp.RequestCtx) bool { return authorized(ctx, want) }
 }
 
 // Wire returns c with the admin listener's /admin/... handler and its token check set

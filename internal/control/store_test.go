@@ -75,3 +75,31 @@ func TestStoreLoadsAndRefusesABadFile(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 }
+
+// TestStoreCheckRefusesBeforeWriting: a document Check refuses (a shard the campaign
+// does not have) is 400 naming the field, and neither written nor recorded nor
+// applied; at start it stops the server.
+func TestStoreCheckRefusesBeforeWriting(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "sw.json")
+	key := ticket.NewKey()
+	applied := 0
+	cfg := Config{Role: "verifier", Options: Options{File: f, AdminKey: key},
+		Check: func(d *ticket.Switches) error { return d.CheckAgainst(1, 2) },
+		Apply: func(context.Context, *ticket.Switches) error { applied++; return nil }}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	code, body := put(s, ticket.AdminToken(key), `{"version":1,"verifier":{"revoked_shards":[2]}}`)
+	if code != 400 || !strings.Contains(body, `"field":"verifier.revoked_shards"`) {
+		t.Errorf("unknown shard: %d %s", code, body)
+	}
+	if _, err := os.Stat(f); err == nil || s.Current().Version != 0 || applied != 1 {
+		t.Errorf("refused document: file %v, current %s, applied %d times", err, s.Current().JSON(), applied)
+	}
+	os.WriteFile(f, []byte(`{"version":1,"edge":{"closed_rounds":[1]}}`), 0o600)
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "edge.closed_rounds") {
+		t.Errorf("a file closing an unknown round at start: %v", err)
+	}
+}

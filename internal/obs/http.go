@@ -34,8 +34,9 @@ type Common struct {
 	AdminListen string
 	// Admin serves every /admin/... path of the admin listener (nil: 404).
 	Admin fasthttp.RequestHandler
-	// AdminAuth, when set, must approve a /debug/pprof/ request (the admin token):
-	// profiles are expensive enough to be a denial of service.
+	// AdminAuth must approve a /debug/pprof/ request (the role's admin token); nil
+	// approves none. Profiles are expensive enough to be a denial of service, and
+	// /debug/pprof/cmdline shows the command line.
 	AdminAuth func(*fasthttp.RequestCtx) bool
 	// Drain is how long /readyz answers 503 {"status":"draining"} after the shutdown
 	// began while requests are still served, so that load balancers move away first.
@@ -172,12 +173,16 @@ func Listen(cfg ServerConfig, h fasthttp.RequestHandler) (*Server, error) {
 	if cfg.AdminOnly {
 		pubHandler, pubName, pubMax = s.handleAdmin, "admin", max(cfg.MaxConns/8, adminMaxConns)
 	}
+	pubPerIP := cfg.MaxConnsPerIP
+	if cfg.AdminOnly {
+		pubPerIP = adminMaxConnsPerIP
+	}
 	var err error
-	if s.pub, err = s.bind(pubName, cfg.Listen, pubHandler, pubMax, cfg.MaxConnsPerIP); err != nil {
+	if s.pub, err = s.bind(pubName, cfg.Listen, pubHandler, pubMax, pubPerIP); err != nil {
 		return nil, err
 	}
 	if cfg.AdminListen != "" && !cfg.AdminOnly {
-		if s.adm, err = s.bind("admin", cfg.AdminListen, s.handleAdmin, adminMaxConns, 0); err != nil {
+		if s.adm, err = s.bind("admin", cfg.AdminListen, s.handleAdmin, adminMaxConns, adminMaxConnsPerIP); err != nil {
 			s.pub.ln.Close()
 			return nil, err
 		}
@@ -200,14 +205,20 @@ func (s *Server) bind(name, addr string, h fasthttp.RequestHandler, maxConns, pe
 		// connection the listener has admitted.
 		concurrency = maxConns + 1
 	}
+	readTimeout, idleTimeout := cfg.ReadTimeout, cfg.IdleTimeout
+	if name == "admin" {
+		// Short: an admin listener's few slots go back soon from a client that holds
+		// connections without sending.
+		readTimeout, idleTimeout = min(readTimeout, adminReadTimeout), min(idleTimeout, adminIdleTimeout)
+	}
 	l.srv = &fasthttp.Server{
 		Handler:      h,
 		ErrorHandler: errorHandler,
 		Name:         "shake-" + cfg.Name,
 		Concurrency:  concurrency,
-		ReadTimeout:  cfg.ReadTimeout,
+		ReadTimeout:  readTimeout,
 		WriteTimeout: cfg.WriteTimeout,
-		IdleTimeout:  cfg.IdleTimeout,
+		IdleTimeout:  idleTimeout,
 		// Bodies are bounded and read whole: the APIs take small JSON documents.
 		MaxRequestBodySize:           cfg.MaxBodySize,
 		DisablePreParseMultipartForm: true,
@@ -373,7 +384,7 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) {
 			WriteError(ctx, fasthttp.StatusInternalServerError, "internal")
 		}
 	case bytes.HasPrefix(path, prefixPprof):
-		if s.cfg.AdminAuth != nil && !s.cfg.AdminAuth(ctx) {
+		if s.cfg.AdminAuth == nil || !s.cfg.AdminAuth(ctx) {
 			WriteError(ctx, fasthttp.StatusUnauthorized, "unauthorized")
 			return
 		}

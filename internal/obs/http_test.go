@@ -139,8 +139,8 @@ func TestServerEndpoints(t *testing.T) {
 	if status, body, _ := do(t, "DELETE", admin+"/metrics", nil); status != 405 || body != `{"error":"method_not_allowed"}` {
 		t.Errorf("DELETE admin /metrics = %d %s", status, body)
 	}
-	if status, _, _ := do(t, "GET", admin+"/debug/pprof/", nil); status != 200 {
-		t.Errorf("admin /debug/pprof/ = %d", status)
+	if status, _, _ := do(t, "GET", admin+"/debug/pprof/", nil); status != 401 {
+		t.Errorf("admin /debug/pprof/ with no AdminAuth = %d, want 401", status)
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if status, _, _ := do(t, "GET", admin+p, nil); status != 200 {

@@ -21,7 +21,15 @@ const (
 	DefaultMaxConnsPerIP = 4096
 	// adminMaxConns is the admin listener's own connection budget, kept apart from the
 	// public one so that /healthz and /metrics answer during a flood.
-	adminMaxConns = 32
+	adminMaxConns = 64
+	// adminMaxConnsPerIP bounds one client's share of the admin budget: a reconnecting
+	// client holds at most this many, and operators, probes and scrapers get the rest.
+	adminMaxConnsPerIP = 8
+	// adminReadTimeout bounds reading one admin request (headers and body: documents of
+	// at most 64 KiB), so that a connection that sends nothing gives its slot back soon.
+	adminReadTimeout = 2 * time.Second
+	// adminIdleTimeout bounds an idle keep-alive connection on an admin listener.
+	adminIdleTimeout = 5 * time.Second
 	// minFDHeadroom is the fewest descriptors kept back from the connection cap for
 	// files (shard, state, spool segments, logs), Kafka connections and the runtime.
 	minFDHeadroom = 48

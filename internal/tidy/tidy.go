@@ -9,7 +9,10 @@
 //   - no issue numbers in code or docs: a comment or a test name says the property it
 //     guards;
 //   - the roles (edge, verifier, settler, query) never import each other, and ticket
-//     imports nothing of the module.
+//     imports nothing of the module;
+//   - every relative link of a Markdown file names a file that exists and, with an
+//     anchor, a heading of it, except targets on a list of documents not written yet,
+//     which can only shrink too (links.go).
 //
 // Test files count (they are read and changed as often as the code); files marked
 // "Code generated ... DO NOT EDIT." do not. third_party/ is upstream code and is skipped.

@@ -3,11 +3,13 @@ package tidy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -22,13 +24,25 @@ const allowlistHeader = `# Functions and .go files over the house limits (70 and
 #   SHAKE_TIDY_WRITE=1 go test -count=1 -run TestTidy ./internal/tidy/
 `
 
+// missingFile lists the link targets allowed not to exist yet.
+const missingFile = "missing_links.txt"
+
+const missingHeader = `# Files that the repository's Markdown links to and that do not exist yet (documents
+# written on other branches). The list can only shrink: TestTidy fails on a link to a
+# missing file not listed here, and on a listed file that exists now. Regenerate it with:
+#   SHAKE_TIDY_WRITE=1 go test -count=1 -run TestTidy ./internal/tidy/
+`
+
+// writeLists is set by SHAKE_TIDY_WRITE=1: TestTidy then rewrites allowlist.txt and
+// missing_links.txt to what the tree holds now instead of checking them.
+var writeLists = os.Getenv("SHAKE_TIDY_WRITE") == "1"
+
 // TestTidy applies the house rules to every file of the module but third_party/.
-// SHAKE_TIDY_WRITE=1 rewrites the allowlist to what is over its limit now instead of
-// checking it.
 func TestTidy(t *testing.T) {
 	root, mod := moduleRoot(t)
 	var longs []Long
 	var problems []Problem
+	markdown := map[string][]byte{}
 	for _, rel := range repoFiles(t, root) {
 		src, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -41,43 +55,102 @@ func TestTidy(t *testing.T) {
 			continue
 		}
 		problems = append(problems, TextProblems(rel, src)...)
+		if strings.HasSuffix(rel, ".md") {
+			markdown[rel] = src
+		}
 		if !strings.HasSuffix(rel, ".go") || strings.Contains(rel, "/testdata/") {
 			continue
 		}
-		l, err := GoLengths(rel, src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		longs = append(longs, l...)
-		if !strings.HasSuffix(rel, "_test.go") {
-			p, err := ImportProblems(mod, path.Dir(rel), rel, src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			problems = append(problems, p...)
-		}
+		l, p := goRules(t, mod, rel, src)
+		longs, problems = append(longs, l...), append(problems, p...)
 	}
 	for _, p := range problems {
 		t.Error(p)
 	}
-	if os.Getenv("SHAKE_TIDY_WRITE") == "1" {
-		if err := os.WriteFile(allowlistFile, FormatAllowlist(longs, allowlistHeader), 0o644); err != nil {
+	checkLengths(t, longs)
+	checkLinks(t, root, markdown)
+}
+
+// goRules applies the length rules to a .go file, and the import rules to a non-test one.
+func goRules(t *testing.T, mod, rel string, src []byte) ([]Long, []Problem) {
+	l, err := GoLengths(rel, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasSuffix(rel, "_test.go") {
+		return l, nil
+	}
+	p, err := ImportProblems(mod, path.Dir(rel), rel, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, p
+}
+
+// checkLengths holds what is over its limit to the allowlist (or rewrites it).
+func checkLengths(t *testing.T, longs []Long) {
+	ratchetList(t, allowlistFile, FormatAllowlist(longs, allowlistHeader), func(src []byte) ([]Problem, error) {
+		allow, err := ParseAllowlist(src)
+		return Ratchet(longs, allow), err
+	})
+}
+
+// checkLinks checks every relative link of the Markdown files: its file exists (or is
+// on the missing list) and its anchor is a heading of that file.
+func checkLinks(t *testing.T, root string, markdown map[string][]byte) {
+	missing := map[string][]string{}
+	for _, file := range sortedNames(markdown) {
+		for _, l := range MarkdownLinks(file, markdown[file]) {
+			target := l.Target
+			if target == "" {
+				target = file
+			}
+			where := fmt.Sprintf("%s:%d", file, l.Line)
+			if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(target))); err != nil {
+				missing[target] = append(missing[target], where)
+				continue
+			}
+			if src, ok := markdown[target]; ok && l.Anchor != "" && !Anchors(src)[l.Anchor] {
+				t.Errorf("%s: links to %s#%s, which is no heading of it", where, target, l.Anchor)
+			}
+		}
+	}
+	ratchetList(t, missingFile, FormatMissing(missing, missingHeader), func(src []byte) ([]Problem, error) {
+		listed, err := ParseMissing(src)
+		return RatchetMissing(missing, listed), err
+	})
+}
+
+// ratchetList writes now to file under SHAKE_TIDY_WRITE=1; otherwise it checks the
+// tree against the file's list with check and reports each problem.
+func ratchetList(t *testing.T, file string, now []byte, check func(src []byte) ([]Problem, error)) {
+	if writeLists {
+		if err := os.WriteFile(file, now, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("wrote %s: %d entries", allowlistFile, len(longs))
+		t.Logf("wrote %s", file)
 		return
 	}
-	src, err := os.ReadFile(allowlistFile)
+	src, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow, err := ParseAllowlist(src)
+	problems, err := check(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range Ratchet(longs, allow) {
+	for _, p := range problems {
 		t.Errorf("%s (regenerate: SHAKE_TIDY_WRITE=1 go test -count=1 -run TestTidy ./internal/tidy/)", p)
 	}
+}
+
+func sortedNames(m map[string][]byte) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // moduleRoot walks up from the package directory to go.mod and returns the root and the
@@ -113,11 +186,7 @@ func repoFiles(t *testing.T, root string) []string {
 	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
 	cmd.Dir = root
 	if out, err := cmd.Output(); err == nil {
-		for _, f := range strings.Split(string(out), "\x00") {
-			if f != "" {
-				files = append(files, f)
-			}
-		}
+		files = gitFiles(out)
 	} else {
 		t.Logf("git ls-files: %v; walking the directory instead", err)
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -152,6 +221,20 @@ func repoFiles(t *testing.T, root string) []string {
 	return kept
 }
 
+// gitFiles splits the output of git ls-files -z. A file in conflict is listed once per
+// stage of the merge, so each name is kept once.
+func gitFiles(out []byte) []string {
+	var files []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(string(out), "\x00") {
+		if f != "" && !seen[f] {
+			seen[f] = true
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
 func isBinary(src []byte) bool {
 	head := src
 	if len(head) > 8192 {
@@ -169,6 +252,15 @@ func goFunc(lines int) []byte {
 	}
 	b.WriteString("}\n")
 	return []byte(b.String())
+}
+
+// TestGitFilesOncePerName: during a merge a conflicted file is listed once per stage,
+// which counted its long functions three times.
+func TestGitFilesOncePerName(t *testing.T) {
+	got := strings.Join(gitFiles([]byte("a.go\x00b.go\x00b.go\x00b.go\x00c.md\x00")), ",")
+	if got != "a.go,b.go,c.md" {
+		t.Fatalf("files %s, want a.go,b.go,c.md", got)
+	}
 }
 
 func TestFunctionOf71LinesFails(t *testing.T) {
@@ -310,5 +402,73 @@ func TestImportRules(t *testing.T) {
 		if err != nil || len(p) != c.want {
 			t.Errorf("%s importing %v: %v, %v; want %d problems", c.dir, c.imports, p, err, c.want)
 		}
+	}
+}
+
+func TestMarkdownLinksAndAnchors(t *testing.T) {
+	doc := []byte("# Top\n\nSee [a](../api/x.md#b-c), [self](#top), [web](https://example.com/x),\n" +
+		"```\n[not a link](nowhere.md)\n```\n[dir](./)\n")
+	got := MarkdownLinks("docs/page.md", doc)
+	want := []Link{{3, "api/x.md", "b-c"}, {3, "", "top"}, {7, "docs", ""}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("links %v, want %v", got, want)
+	}
+	a := Anchors([]byte("# Preflight: one go/no-go check\n## Manifest: `manifest.json`\n## Same\n## Same\n```\n# not a heading\n```\n"))
+	for _, s := range []string{"preflight-one-gono-go-check", "manifest-manifestjson", "same", "same-1"} {
+		if !a[s] {
+			t.Errorf("anchor %q missing from %v", s, a)
+		}
+	}
+	if a["not-a-heading"] {
+		t.Error("a line in a code block was taken as a heading")
+	}
+}
+
+func TestMissingLinksOnlyShrink(t *testing.T) {
+	missing := map[string][]string{"docs/new.md": {"README.md:3"}}
+	if p := RatchetMissing(missing, []string{"docs/new.md"}); len(p) != 0 {
+		t.Fatalf("listed missing target: %v, want no problem", p)
+	}
+	p := RatchetMissing(missing, nil)
+	if len(p) != 1 || p[0].String() != "README.md:3: links to docs/new.md, which does not exist" {
+		t.Fatalf("unlisted missing target: %v", p)
+	}
+	p = RatchetMissing(map[string][]string{}, []string{"docs/new.md"})
+	if len(p) != 1 || !strings.Contains(p[0].String(), "docs/new.md is listed but exists now") {
+		t.Fatalf("stale entry: %v", p)
+	}
+	if _, err := ParseMissing([]byte("a.md\na.md\n")); err == nil {
+		t.Error("a target listed twice parsed")
+	}
+	l, err := ParseMissing(FormatMissing(missing, "# header\n"))
+	if err != nil || len(l) != 1 || l[0] != "docs/new.md" {
+		t.Errorf("round trip: %v, %v", l, err)
+	}
+}
+
+// TestReadmeIsTheFrontDoor: README.md stays a front door (at most 250 lines; the rest
+// lives in docs/), and its two set-up commands are the ones that work: the demo, and the
+// test command exactly as CI (.ci/run) runs it.
+func TestReadmeIsTheFrontDoor(t *testing.T) {
+	root, _ := moduleRoot(t)
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile(filepath.Join(root, ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countLines(readme); n > 250 {
+		t.Errorf("README.md is %d lines, over 250: move the details to docs/", n)
+	}
+	const demo, test = "go run ./tools/shake demo", "go test -race -count=1 ./..."
+	for _, cmd := range []string{demo, test} {
+		if !bytes.Contains(readme, []byte("\n"+cmd+" ")) {
+			t.Errorf("README.md's set-up does not start a line with %q", cmd)
+		}
+	}
+	if !bytes.Contains(ci, []byte("\n"+test+"\n")) {
+		t.Errorf(".ci/run does not run %q, the test command README.md gives", test)
 	}
 }

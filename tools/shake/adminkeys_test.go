@@ -40,10 +40,15 @@ func TestServersRefuseAnotherRolesKey(t *testing.T) {
 		"--brokers", "127.0.0.1:1", "--spool", t.TempDir(), "--listen", "127.0.0.1:0"}
 	settler := []string{"settler", "--brokers", "127.0.0.1:1", "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "l.db"),
 		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0"}
+	query := []string{"query", "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "none.db"), "--session-key", f.key("session.key")}
+	watch := []string{"reconcile", "--manifest", man, "--ledger", "sqlite://" + filepath.Join(t.TempDir(), "none.db"), "--watch", "1s"}
 	cases := []struct {
 		args      []string
 		key, want string
 	}{
+		{query, "admin.key", "give the query admin-query.key"},
+		{query, "admin-settler.key", "is the settler's admin key: give the query admin-query.key"},
+		{watch, "admin.key", "give the query admin-query.key"},
 		{f.edgeArgs(t, 0), "admin.key", "give the edge admin-edge.key"},
 		{f.edgeArgs(t, 0), "admin-verifier.key", "is the verifier's admin key: give the edge admin-edge.key"},
 		{verifier, "admin.key", "give the verifier admin-verifier.key"},
@@ -69,8 +74,7 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 		t.Skip("whole-process test")
 	}
 	c := startChain(t, 200, 1)
-	f := c.f
-	roles := map[string]string{c.edgeAdmins[0]: "edge", c.verAdm: "verifier", c.settlerAdm: "settler"}
+	f, roles := c.f, map[string]string{c.edgeAdmins[0]: "edge", c.verAdm: "verifier", c.settlerAdm: "settler"}
 	for adm, role := range roles {
 		if code, body := get(t, "http://"+adm+"/healthz"); code != 200 || body != `{"status":"ok","role":"`+role+`"}` {
 			t.Errorf("%s /healthz: %d %s", role, code, body)
@@ -78,8 +82,7 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 	}
 
 	// The attacker's steps: the token printed from the edge's key, PUT to the others.
-	_, edgeTok, _ := runCLI("admin", "token", "--key", f.key("admin-edge.key"))
-	edgeTok = strings.TrimSpace(edgeTok)
+	edgeTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-edge.key"))))
 	for _, adm := range []string{c.verAdm, c.settlerAdm} {
 		code, body := adminDo(t, "PUT", "http://"+adm+"/admin/switches", edgeTok,
 			`{"version":99,"verifier":{"open_paused":true},"settler":{"paused":true}}`)
@@ -117,6 +120,8 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 		t.Errorf("ctl resume:\n%s", out)
 	}
 
+	switchesCheckedAgainstCampaign(t, c)
+
 	// show: no key needed; a table by default, JSON with --json.
 	code, out, e = runCLI("ctl", "--servers", strings.Join(all, ","), "show")
 	if code != 0 || !regexp.MustCompile(`(?m)^SERVER +ROLE +VERSION +SWITCHES$`).MatchString(out) ||
@@ -138,4 +143,38 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 			t.Errorf("ctl show --json line %q: %+v %v", l, row, err)
 		}
 	}
+}
+
+// must returns the stdout of a runCLI call (for a command the test expects to work).
+func must(code int, stdout, stderr string) string {
+	if code != 0 {
+		return "exit " + stderr
+	}
+	return stdout
+}
+
+// switchesCheckedAgainstCampaign: on the chain's campaign (one shard, no timed rounds) a
+// shard or a round it does not have is 400 naming the field, ctl says the change
+// failed, and nothing is recorded.
+func switchesCheckedAgainstCampaign(t *testing.T, c *chain) {
+	t.Helper()
+	f := c.f
+	verTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-verifier.key"))))
+	code, body := adminDo(t, "PUT", "http://"+c.verAdm+"/admin/switches", verTok, `{"version":3,"verifier":{"revoked_shards":[1]}}`)
+	if code != 400 || !strings.Contains(body, `"field":"verifier.revoked_shards"`) {
+		t.Errorf("PUT revoking unknown shard 1: %d %s, want 400 naming verifier.revoked_shards", code, body)
+	}
+	code, body = adminDo(t, "PUT", "http://"+c.edgeAdmins[0]+"/admin/switches", strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-edge.key")))),
+		`{"version":3,"edge":{"closed_rounds":[1]}}`)
+	if code != 400 || !strings.Contains(body, `"field":"edge.closed_rounds"`) {
+		t.Errorf("PUT closing unknown round 1: %d %s, want 400 naming edge.closed_rounds", code, body)
+	}
+	code, out, e := runCLI("ctl", "--admin-key", f.key("admin.key"), "--servers", c.verAdm, "set", "verifier.revoked_shards=1")
+	if code != 1 || !strings.Contains(out, "verifier.revoked_shards") || !strings.Contains(out, "verifier.revoked_shards reached 0 verifiers") {
+		t.Errorf("ctl revoking unknown shard 1: exit %d\n%s%s", code, out, e)
+	}
+	if d := switchesOf(t, c.verAdm); d.Version != 2 || len(d.Verifier.RevokedShards) != 0 {
+		t.Errorf("a refused document was recorded: %s", d.JSON())
+	}
+
 }

@@ -70,13 +70,10 @@ func runBroker(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&sec.TLSClientCA, "tls-client-ca", "", "PEM CA `FILE`: require client certificates it signed (mutual TLS)")
 	var users brokerTopicList
 	fs.Var(&users, "sasl-user", "SASL user `NAME:PASSWORD` (repeatable; PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
-	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usageError(stderr, "broker: --log-format must be text or json, not %q", *logFormat)
 	}
 	if *partitions < 1 || *partitions > 1<<14 {
 		return usageError(stderr, "broker: --partitions must be in 1..16384, not %d", *partitions)

@@ -181,7 +181,10 @@ func ctlReport(stdout io.Writer, res []control.Result, keys []string) int {
 			}
 		}
 		where := "applies: " + strings.Join(applies, ",")
-		if len(applies) == 0 {
+		switch {
+		case r.Role == "":
+			where = "applies: unknown (its role could not be learned)"
+		case len(applies) == 0:
 			where = fmt.Sprintf("applies: nothing (a %s acts on %s.* only)", role, role)
 		}
 		if r.Err != nil {

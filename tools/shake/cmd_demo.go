@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,35 +77,40 @@ type demoConfig struct {
 	users        int
 	duration     time.Duration
 	rate         float64
-	ledgerURL    string
+	ledgerURL    string   // the ledger to open ("": DIR/ledger.db)
+	ledgerArgs   []string // how the settler is given it, with no password on its command line
 	brokers      string
 	kafkaArgs    []string // security and --min-replication flags for the verifier and settler
 	settleWithin time.Duration
 	targets      demoTargets
 	progress     io.Writer
+	args         []string // as given, for the report's record of what ran
 }
 
 // demoSummary is DIR/summary.json.
 type demoSummary struct {
-	Campaign     string            `json:"campaign"`
-	Out          string            `json:"out"`
-	Brokers      string            `json:"brokers"`
-	Ledger       string            `json:"ledger"`
-	Edges        int               `json:"edges"`
-	Tickets      uint64            `json:"tickets"`
-	Budget       int64             `json:"budget"`
-	GenSeconds   float64           `json:"gen_seconds"`
-	SettleWait   float64           `json:"settle_wait_seconds"`
-	TotalSeconds float64           `json:"total_seconds"`
-	Bench        *bench.Result     `json:"bench"`
-	Reconcile    *settler.Report   `json:"reconcile"`
-	CrossCheck   demoCrossCheck    `json:"cross_check"`
-	Servers      map[string]string `json:"servers"`
-	Admin        map[string]string `json:"admin"` // each server's admin listener
-	Pause        *demoPause        `json:"pause,omitempty"`
-	Targets      []bench.Check     `json:"targets"`
-	OK           bool              `json:"ok"`
-	Failures     []string          `json:"failures"`
+	Campaign     string        `json:"campaign"`
+	Out          string        `json:"out"`
+	Brokers      string        `json:"brokers"`
+	Ledger       string        `json:"ledger"`
+	Edges        int           `json:"edges"`
+	Tickets      uint64        `json:"tickets"`
+	Budget       int64         `json:"budget"`
+	GenSeconds   float64       `json:"gen_seconds"`
+	SettleWait   float64       `json:"settle_wait_seconds"`
+	TotalSeconds float64       `json:"total_seconds"`
+	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
+	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
+	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
+	OpenedFile string            `json:"opened_file"`
+	Reconcile  *settler.Report   `json:"reconcile"`
+	CrossCheck demoCrossCheck    `json:"cross_check"`
+	Servers    map[string]string `json:"servers"`
+	Admin      map[string]string `json:"admin"` // each server's admin listener
+	Pause      *demoPause        `json:"pause,omitempty"`
+	Targets    []bench.Check     `json:"targets"`
+	OK         bool              `json:"ok"`
+	Failures   []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
@@ -122,14 +126,14 @@ type demoCrossCheck struct {
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", demoUsage, stderr)
-	var c demoConfig
+	c := demoConfig{args: args}
 	fs.StringVar(&c.out, "out", "", "output `DIR` (default: a new directory under $TMPDIR)")
 	fs.Uint64Var(&c.tickets, "tickets", 50000, "red packets in the campaign")
 	fs.IntVar(&c.edges, "edges", 2, "edge servers (one shard each)")
 	fs.IntVar(&c.users, "users", 200000, "simulated users")
 	fs.DurationVar(&c.duration, "duration", 40*time.Second, "how long users keep arriving")
 	fs.Float64Var(&c.rate, "rate", 5000, "shakes per second offered (open loop)")
-	fs.StringVar(&c.ledgerURL, "ledger", "", "ledger `URL` (default sqlite:///DIR/ledger.db)")
+	lf := addLedgerFlags(fs, "ledger `URL` (default sqlite:///DIR/ledger.db)")
 	fs.StringVar(&c.brokers, "brokers", "embedded", "Kafka `HOST:PORT[,...]`, or embedded")
 	fs.DurationVar(&c.settleWithin, "settle-timeout", 60*time.Second, "how long to wait for settlement after the load")
 	minRepl := fs.Int("min-replication", 1, "the servers' --min-replication (the demo is one machine)")
@@ -141,7 +145,11 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if msg := c.targets.check(); msg != "" {
 		return usageError(stderr, "demo: %s", msg)
 	}
-	if _, err := kf.load(); err != nil {
+	_, err := kf.load()
+	if err == nil {
+		c.ledgerURL, c.ledgerArgs, err = lf.forChild()
+	}
+	if err != nil {
 		return usageError(stderr, "demo: %v", err)
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
@@ -233,9 +241,10 @@ func (d *demo) run(ctx context.Context) int {
 	s.Out, s.Edges, s.Tickets, s.Servers, s.Failures = c.out, c.edges, c.tickets, map[string]string{}, []string{}
 	s.Admin = map[string]string{}
 	defer d.stopAll()
+	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
-	keys, err := newKeySet()
+	_, keys, err := writeKeySet(c.out, keySetNames())
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 		return 1
@@ -243,12 +252,6 @@ func (d *demo) run(ctx context.Context) int {
 	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for name, k := range keys {
-		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-			return 1
-		}
-	}
 	// One timed round that covers the load, with its tickets paced evenly over the
 	// window, as at the gala: wins (and so opens) arrive at a steady rate instead of all
 	// in the first seconds. The round opens now and allows demoStartup for the servers.
@@ -270,7 +273,7 @@ func (d *demo) run(ctx context.Context) int {
 	// 2. Broker.
 	brokers := c.brokers
 	if brokers == "embedded" {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{"shake.claims"}})
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8, Topics: []string{broker.DefaultTopic}})
 		if err != nil {
 			fmt.Fprintf(d.stderr, "shake demo: starting the embedded broker: %v\n", err)
 			return 1
@@ -283,8 +286,9 @@ func (d *demo) run(ctx context.Context) int {
 	ledgerURL := c.ledgerURL
 	if ledgerURL == "" {
 		ledgerURL = "sqlite://" + filepath.Join(c.out, "ledger.db")
+		c.ledgerArgs = []string{"--ledger", ledgerURL}
 	}
-	s.Ledger = ledgerURL
+	s.Ledger = redactLedgerURL(ledgerURL)
 
 	// 3. Servers.
 	if err := d.startServers(ctx, m, ckPath, skPath, brokers, ledgerURL); err != nil {
@@ -310,6 +314,7 @@ func (d *demo) run(ctx context.Context) int {
 	} else {
 		pausec <- nil
 	}
+	stopSampler := d.startSampler(c.edges)
 	res, err := bench.Run(ctx, bench.Config{
 		Label: "shake", EdgeURLs: edgeURLs, VerifierURL: "http://" + s.Servers["verifier"],
 		SessionKey: sessionKey, Users: c.users, Rate: c.rate, Duration: c.duration,
@@ -321,6 +326,7 @@ func (d *demo) run(ctx context.Context) int {
 		fmt.Fprintln(c.progress)
 	}
 	if err != nil {
+		stopSampler()
 		fmt.Fprintf(d.stderr, "shake demo: load: %v\n", err)
 		return 1
 	}
@@ -348,6 +354,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.SettleWait = time.Since(settleStart).Seconds()
 	d.showPackets(ctx, skPath, sessionKey, ledgerURL, res)
 	d.settleLag, d.settleLagClaims, d.settleLagErr = scrapeSettleLag(ctx, s.Admin["settler"])
+	samples := stopSampler()
 	d.stopAll()
 
 	rep, err := settler.Reconcile(context.Background(), m, c.out, l)
@@ -365,7 +372,11 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	d.writeOutputs(res, m, rep)
+	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count,
+		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
+		s.OK = false
+	}
 	d.printSummary(m, res, rep)
 	if !s.OK {
 		return 1
@@ -398,8 +409,8 @@ func (d *demo) startServers(ctx context.Context, m *ticket.Manifest, ckPath, skP
 	specs = append(specs,
 		spec{"verifier", []string{"verifier", "--manifest", manifest, "--key", ckPath, "--session-key", skPath,
 			"--brokers", brokers, "--spool", filepath.Join(c.out, "spool")}},
-		spec{"settler", []string{"settler", "--brokers", brokers, "--ledger", ledgerURL, "--manifest", manifest,
-			"--key", ckPath}},
+		spec{"settler", append([]string{"settler", "--brokers", brokers, "--manifest", manifest,
+			"--key", ckPath}, d.cfg.ledgerArgs...)},
 	)
 	for i := range specs {
 		role, _, _ := strings.Cut(specs[i].name, "-") // edge-000 is an edge
@@ -533,27 +544,9 @@ func (d *demo) stopAll() {
 	d.procs = nil
 }
 
-func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.Report) {
-	out := d.cfg.out
-	if b, err := json.MarshalIndent(&d.summary, "", "  "); err == nil {
-		if err := os.WriteFile(filepath.Join(out, "summary.json"), append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		}
-	}
-	f, err := os.Create(filepath.Join(out, "report.html"))
-	if err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		return
-	}
-	defer f.Close()
-	if err := bench.WriteHTMLReport(f, res, "shake demo", d.reportSections(m, rep)); err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: writing the report: %v\n", err)
-	}
-}
-
 // reportSections puts the verdict, the money and the cross-check at the top of
 // report.html, above the load charts.
-func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.ReportSection {
+func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *bench.Result) []bench.ReportSection {
 	s := &d.summary
 	cc := &s.CrossCheck
 	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Checks: s.Targets, Rows: [][2]string{
@@ -573,6 +566,12 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 			{"shake ctl resume sent", fmt.Sprintf("%.1fs into the load (shaded on the charts)", p.To)},
 			{"tickets issued by the edges in between", fmt.Sprintf("%.0f (issued counter %.0f, then %.0f)", p.IssuedInside, p.IssuedAtStop, p.IssuedAtEnd)},
 		}})
+		before, after := p.winRates(res)
+		row := [2]string{"shakes won per second, 2 s before the pause and 2 s after the resume", fmt.Sprintf("%.0f, then %.0f", before, after)}
+		if before > 0 {
+			row[1] += fmt.Sprintf(" (%.2f×: above 1 the edges released the paused seconds' backlog at once)", after/before)
+		}
+		verdict[len(verdict)-1].Rows = append(verdict[len(verdict)-1].Rows, row)
 	}
 	return append(verdict,
 		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{

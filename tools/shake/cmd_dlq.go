@@ -106,7 +106,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	d := &dlq{brokers: bl, topic: *topic, dlqTopic: *topic + ".dlq", reason: *reason, stdout: stdout,
+	d := &dlq{brokers: bl, topic: *topic, dlqTopic: ikafka.DLQTopic(*topic), reason: *reason, stdout: stdout,
 		sec: sec, client: sec.Client(bl, 10*time.Second)}
 	switch action {
 	case "list":

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -46,6 +47,9 @@ The state file must exist. --init-state creates it, for the shard's very first s
 only, and refuses a file that exists; without --init-state a missing file is refused
 (exit 2): starting afresh on a shard that was served before would hand its tickets
 out again. After the first start, drop --init-state from the command line.
+--init-only (with --init-state) creates the state file and exits 0 without serving: the
+first start as a one-shot step (compose run, a Kubernetes Job) before the edge is
+started for good without --init-state.
 
 --per-device N caps wins per device per round on this edge, for sessions whose token
 names a device (default: the campaign's per_device; 0 = no rule). Sessions whose risk
@@ -83,6 +87,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	sessionKeys := addSessionKeyFlag(fs)
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
+	initOnly := fs.Bool("init-only", false, "with --init-state: create the state file and exit 0 without serving (a one-shot first start)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
 	var perUser, perDevice perUserFlag
 	fs.Var(&perUser, "per-user", "at most `N` wins per user per round (0 = no limit; default: the campaign's per_user)")
@@ -90,7 +95,7 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (shard, keys, state file, switches, listen addresses), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
@@ -103,9 +108,6 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireFlag(fs, "tickets", "key", "session-key", "state"); err != nil {
 		return usageError(stderr, "edge: %v", err)
-	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usageError(stderr, "edge: --log-format must be text or json, not %q", *logFormat)
 	}
 	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)
@@ -125,6 +127,9 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 		PerUser: perUser.value(), PerDevice: perDevice.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}
+	if *initOnly && (!*initState || *dryRun) {
+		return usageError(stderr, "edge: --init-only needs --init-state and no --dry-run")
+	}
 	if *dryRun {
 		return edgeDryRun(newStartCheck(fs, true, stdout), cfg, *sf.adminKey)
 	}
@@ -132,12 +137,27 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "edge: %v", err)
 	}
+	if *initOnly {
+		return edgeInitOnly(srv, cfg.State, stdout, stderr)
+	}
 	ctx, cancel := obs.SignalContext(context.Background())
 	defer cancel()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("edge stopped with an error", "err", err)
 		return 1
 	}
+	return 0
+}
+
+// edgeInitOnly closes an edge that was built with --init-state (so its state file is
+// created and synced) without serving: the one-shot first start of a shard, for layouts
+// whose init step must end by itself (a compose run, a Kubernetes Job).
+func edgeInitOnly(srv *edge.Server, state string, stdout, stderr io.Writer) int {
+	if err := srv.Close(); err != nil {
+		fmt.Fprintf(stderr, "shake edge: --init-only: closing the state file %s: %v\n", state, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "state file created: %s (start the edge without --init-state from now on)\n", state)
 	return 0
 }
 

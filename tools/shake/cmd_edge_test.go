@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -35,5 +37,38 @@ func TestEdgeUsageErrors(t *testing.T) {
 	code, _, errOut := runCLI("edge", "-h")
 	if code != 0 || !strings.Contains(errOut, "Usage: shake edge") || !strings.Contains(errOut, "-per-user") {
 		t.Fatalf("-h: %d %q", code, errOut)
+	}
+}
+
+// TestEdgeInitOnly: --init-only creates the state file and exits 0 without serving; a
+// second run refuses the existing file (exit 2) and leaves it as it was; the edge then
+// starts on it without --init-state. Without --init-state it is a usage error.
+func TestEdgeInitOnly(t *testing.T) {
+	f := newCampaign(t, 100, 1)
+	args := f.edgeArgs(t, 0, "--admin-listen", "127.0.0.1:0")
+	state := args[slices.Index(args, "--state")+1]
+	if !slices.Contains(args, "--init-state") {
+		t.Fatal("edge has no --init-state")
+	}
+	code, out, errOut := runCLI(append(slices.Clone(args), "--init-only")...)
+	if code != 0 || !strings.Contains(out, "state file created: "+state) {
+		t.Fatalf("--init-only: %d %q %q", code, out, errOut)
+	}
+	before, err := os.ReadFile(state)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("no state file after --init-only: %v", err)
+	}
+	code, out, errOut = runCLI(append(slices.Clone(args), "--init-only")...)
+	if after, _ := os.ReadFile(state); code != 2 || out != "" || !strings.Contains(errOut, "already exists") || !bytes.Equal(before, after) {
+		t.Fatalf("--init-only again: %d %q %q, file changed: %v", code, out, errOut, !bytes.Equal(before, after))
+	}
+	noInit := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--init-state" })
+	code, _, errOut = runCLI(append(slices.Clone(noInit), "--init-only")...)
+	if code != 2 || !strings.Contains(errOut, "--init-only needs --init-state") {
+		t.Fatalf("--init-only without --init-state: %d %q", code, errOut)
+	}
+	code, out, errOut = runCLI(append(noInit, "--dry-run")...)
+	if code != 0 {
+		t.Fatalf("the edge does not start on the state --init-only created: %d %s %s", code, out, errOut)
 	}
 }

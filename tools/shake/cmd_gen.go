@@ -32,7 +32,7 @@ sum exactly to AMOUNT, each between --min and --max, and writes them as one shar
                          ticket MAC'd with the ticket-MAC key derived from campaign.key;
                          mode 0600)
   DIR/edge-NNN.key       the shard's AEAD key (mode 0600): give it to edge NNN only
-  DIR/manifest.json      the campaign: budget, count, rounds, per_user, prizes, every
+  DIR/manifest.json      the campaign: budget, count, rounds, per_user, verifiers, prizes, every
                          shard's id range, amount and SHA-256, and seed_sha256 (the
                          commitment to the seed), signed with a key derived from
                          campaign.key (verifier, settler, inspect --key check it)
@@ -40,6 +40,10 @@ sum exactly to AMOUNT, each between --min and --max, and writes them as one shar
                          private until the event is over, then publish it so anyone can
                          check the amounts with 'shake inspect --reveal DIR/seed
                          DIR/manifest.json' (sha256sum DIR/seed = seed_sha256)
+
+--verifiers V (default 1) is the size of the verifier fleet: V uid shards, each verifier
+started with --uid-shard I/V. It is signed into the manifest, and a verifier whose V
+differs refuses to start, so no single verifier can widen the per-user rule.
 
 --per-user N (default 1; 0 = no limit) is the campaign's rule: at most N tickets opened
 per user per round, across every edge. It is written into the manifest and into every
@@ -156,6 +160,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	maxRisk := fs.Int("max-risk", ticket.MaxRisk, "the highest session risk `level` that may win, 0..9 (9 = everyone)")
 	var prizes prizesFlag
 	fs.Var(&prizes, "prize", "a fixed prize `AMOUNTxCOUNT` (e.g. 88800x8): exactly COUNT tickets of exactly AMOUNT, repeatable")
+	verifiers := fs.Int("verifiers", 1, fmt.Sprintf("the number `V` of uid shards of the verifier fleet (1..%d): each verifier must run --uid-shard I/V with this V", ticket.MaxVerifiers))
 	dryRun := fs.Bool("dry-run", false, "check everything and print the plan (shards, rounds, amounts, files); write nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -169,13 +174,16 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	if *maxA < 0 {
 		return usageError(stderr, "gen: --max: must be positive, have %d", *maxA)
 	}
+	if *verifiers < 1 || *verifiers > ticket.MaxVerifiers {
+		return usageError(stderr, "gen: --verifiers: must be between 1 and %d, have %d", ticket.MaxVerifiers, *verifiers)
+	}
 	if *ttl < time.Second {
 		return usageError(stderr, "gen: --ttl: must be at least 1s, have %v", *ttl)
 	}
 	cfg := ticketgen.Config{
 		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
 		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out, PerUser: *perUser,
-		Prizes: prizes, PerDevice: *perDevice, MaxRisk: maxRisk,
+		Prizes: prizes, Verifiers: *verifiers, PerDevice: *perDevice, MaxRisk: maxRisk,
 	}
 	if *weights != "" {
 		ws, err := parseWeights(*weights)

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/query"
 	"shake/settler/ledger"
+	"shake/ticket"
 )
 
 func init() {
@@ -52,20 +54,22 @@ and -shm files), reads the session key, binds and closes --listen and
 --admin-listen, prints one "ok" line per check and exits 0, or one line naming the flag
 and exit 2.
 
-Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen. SIGTERM
+Also serves GET /healthz, /readyz (the ledger answers); /metrics on --admin-listen, and
+/debug/pprof/ there with the token of --admin-key admin-query.key (never without). SIGTERM
 or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 `
 
 func runQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query", queryUsage, stderr)
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	sessionKeys := addSessionKeyFlag(fs)
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
+	adminKey := fs.String("admin-key", "", "admin-query.key `file`: /debug/pprof/ needs its token (without it no profile is served)")
 	conns := fs.Int("db-conns", query.DefaultDBConns, "most ledger connections")
 	maxInFlight := fs.Int("max-in-flight", query.DefaultMaxInFlight, "requests in progress before answering 503")
 	dbTimeout := fs.Duration("db-timeout", query.DefaultDBTimeout, "longest wait for the ledger per request")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "check the session key, the listen addresses and the ledger (reachable within 5s, this version's schema), print what was checked, exit 0 or 2; serve nothing")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -74,8 +78,6 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "query: %v", err)
 	}
 	switch {
-	case *logFormat != "text" && *logFormat != "json":
-		return usageError(stderr, "query: --log-format must be text or json, not %q", *logFormat)
 	case *conns < 1 || *conns > 1024:
 		return usageError(stderr, "query: --db-conns must be in 1..1024, have %d", *conns)
 	case *maxInFlight < 1:
@@ -83,9 +85,9 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
-	sk, moreSK, err := sessionKeys.read()
+	ledgerURL, sk, moreSK, ak, err := queryInputs(lf, sessionKeys, *adminKey)
 	if err != nil {
-		return usageError(stderr, "query: --session-key: %v", err)
+		return usageError(stderr, "query: %v", err)
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
 	chk.ok("session-key", "%s", sessionKeys)
@@ -93,18 +95,16 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	openTimeout := 15 * time.Second
 	if *dryRun {
 		openTimeout = dryRunLedgerTimeout
-	}
-	if *dryRun {
 		// A read-only look that leaves no file behind (opening a WAL SQLite file, even
 		// read-only, creates its -wal and -shm files): the schema must be this version's.
 		pctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
-		p, err := ledger.ProbeLedger(pctx, *ledgerURL, "")
+		p, err := ledger.ProbeLedger(pctx, ledgerURL, "")
 		cancel()
 		switch {
 		case err != nil:
 			return chk.fail("--ledger: %v", err)
 		case !p.Exists:
-			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", *ledgerURL)
+			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(ledgerURL))
 		case p.Version < p.Latest:
 			return chk.fail("--ledger: schema version %d, this query server reads version %d: start the settler of this version once to migrate it", p.Version, p.Latest)
 		}
@@ -114,15 +114,15 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	octx, cancel := context.WithTimeout(context.Background(), openTimeout)
-	rd, err := query.OpenReader(octx, *ledgerURL, *conns)
+	rd, err := query.OpenReader(octx, ledgerURL, *conns)
 	cancel()
 	if err != nil {
 		if errors.Is(err, query.ErrBadURL) || errors.Is(err, query.ErrSchema) {
 			return usageError(stderr, "query: --ledger: %v", err)
 		}
-		return usageError(stderr, "query: --ledger: cannot open %s: %v", *ledgerURL, err)
+		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(ledgerURL), err)
 	}
-	httpCfg := obs.Common{AdminListen: *adminListen}
+	httpCfg := obs.Common{AdminListen: *adminListen, AdminAuth: control.TokenAuth(ak)}
 	if httpCfg.AdminListen == "" {
 		if httpCfg.AdminListen, err = obs.DefaultAdminListen(*listen); err != nil {
 			rd.Close()
@@ -132,7 +132,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		// The same reader the server uses (read-only, never migrates) opened and closed.
 		rd.Close()
-		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(*ledgerURL))
+		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(ledgerURL))
 		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
@@ -175,4 +175,19 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 		return code
 	}
 	return chk.done()
+}
+
+// queryInputs reads the query server's secrets: the ledger URL (no password on the
+// command line), the session key and the optional admin-query.key.
+func queryInputs(lf *ledgerFlags, sessionKeys *sessionKeysFlag, adminKey string) (string, []byte, [][]byte, []byte, error) {
+	u, err := lf.resolve()
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	sk, more, err := sessionKeys.read()
+	if err != nil {
+		return "", nil, nil, nil, fmt.Errorf("--session-key: %w", err)
+	}
+	ak, err := optionalRoleKey(adminKey, ticket.RoleQuery)
+	return u, sk, more, ak, err
 }

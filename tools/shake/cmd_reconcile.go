@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"path/filepath"
 	"time"
@@ -78,13 +79,13 @@ Exit: 0 ok, 1 a check failed, 2 bad usage, an unreadable file or an unreachable 
 func runReconcile(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("reconcile", reconcileUsage, stderr)
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required; shard files are read from DIR)")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	refund := fs.Bool("refund", false, "after expiry, return the unopened remainder to the sponsor (once)")
 	keyPath := fs.String("key", "", "campaign.key `FILE`: also verify the manifest's signature")
 	watch := fs.Duration("watch", 0, "repeat the check every `D` until SIGTERM, exporting it on --listen/metrics (0: check once)")
-	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz")
-	logFormat := fs.String("log-format", "text", "with --watch: log format, text or json")
+	listen := fs.String("listen", defaultReconcileListen, "with --watch: `HOST:PORT` for /metrics, /healthz, /readyz, /debug/pprof/")
+	adminKey := fs.String("admin-key", "", "with --watch: admin-query.key `file`; /debug/pprof/ needs its token (without it no profile is served)")
+	logFormat := logFormatFlag(fs, "with --watch: log format, text or json")
 	dryRun := fs.Bool("dry-run", false, "check the manifest, the shard files, the ledger (read-only, within 5s) and, with --watch, --listen; print what was checked, exit 0 or 2; reconcile nothing")
 	logLvl := logLevelFlag(fs)
 	if ok, code := parseFlags(fs, args); !ok {
@@ -93,41 +94,34 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL, err := lf.resolve()
+	if err != nil {
 		return flagError(fs, "%v", err)
-	} else {
-		*ledgerURL = u
 	}
 	switch {
+	case *adminKey != "" && *watch == 0:
+		return flagError(fs, "--admin-key goes with --watch (it guards the watch's /debug/pprof/)")
 	case *watch < 0:
 		return flagError(fs, "--watch must be > 0")
 	case *watch > 0 && *refund:
 		return flagError(fs, "--refund and --watch do not go together: refund once, by hand")
-	case *logFormat != "text" && *logFormat != "json":
-		return flagError(fs, "--log-format must be text or json, not %q", *logFormat)
 	case *refund && *keyPath == "":
 		return flagError(fs, "--refund needs --key campaign.key: a refund moves money, so the manifest's signature is checked first")
 	}
-	var m *ticket.Manifest
-	var err error
-	if *keyPath != "" {
-		key, kerr := ticket.ReadKeyFile(*keyPath)
-		if kerr != nil {
-			return flagError(fs, "--key: %v", kerr)
-		}
-		m, err = ticket.LoadManifestKey(*manifestPath, key)
-	} else {
-		m, err = ticket.LoadManifest(*manifestPath)
-	}
+	m, err := loadManifestFlags(*manifestPath, *keyPath)
 	if err != nil {
-		return flagError(fs, "--manifest: %v", err)
+		return flagError(fs, "%v", err)
+	}
+	ak, err := optionalRoleKey(*adminKey, ticket.RoleQuery)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	if *dryRun {
-		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, *ledgerURL, *watch, *listen, *keyPath != "")
+		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, ledgerURL, *watch, *listen, *keyPath != "")
 	}
 	if *watch > 0 {
-		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, manifest: m, dir: filepath.Dir(*manifestPath),
-			ledgerURL: *ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
+		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, adminKey: ak, manifest: m, dir: filepath.Dir(*manifestPath),
+			ledgerURL: ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
 	}
 	if *refund {
 		// Refuse early, before touching the ledger.
@@ -138,12 +132,12 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	dir := filepath.Dir(*manifestPath)
-	rep, err := settler.ReconcileURL(ctx, m, dir, *ledgerURL)
+	rep, err := settler.ReconcileURL(ctx, m, dir, ledgerURL)
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
 	if *refund && rep.OK {
-		if rep, err = reconcileRefund(ctx, m, dir, *ledgerURL); err != nil {
+		if rep, err = reconcileRefund(ctx, m, dir, ledgerURL); err != nil {
 			return flagError(fs, "--refund: %v", err)
 		}
 	}
@@ -202,4 +196,25 @@ func reconcileDryRun(chk *startCheck, m *ticket.Manifest, manifestPath, ledgerUR
 		}
 	}
 	return chk.done()
+}
+
+// loadManifestFlags loads --manifest, checking its signature when --key is given; the
+// error names the flag.
+func loadManifestFlags(manifestPath, keyPath string) (*ticket.Manifest, error) {
+	if keyPath == "" {
+		m, err := ticket.LoadManifest(manifestPath)
+		if err != nil {
+			return nil, fmt.Errorf("--manifest: %w", err)
+		}
+		return m, nil
+	}
+	key, err := ticket.ReadKeyFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	m, err := ticket.LoadManifestKey(manifestPath, key)
+	if err != nil {
+		return nil, fmt.Errorf("--manifest: %w", err)
+	}
+	return m, nil
 }

@@ -104,8 +104,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated `HOST:PORT` list (required)")
 	topic := fs.String("topic", settler.DefaultTopic, "claims `topic`; dead letters go to TOPIC.dlq")
 	group := fs.String("group", settler.DefaultGroup, "consumer `group`")
-	ledgerURL := fs.String("ledger", "", "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	ledgerPW := fs.String("ledger-password-file", "", "`FILE` holding the PostgreSQL password (kept off the command line)")
+	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
 	manifestPath := fs.String("manifest", "", "campaign `DIR/manifest.json` (required)")
 	keyPath := fs.String("key", "", "campaign.key `FILE` (required): checks the manifest, every claim's signature and ticket MAC")
 	listen := fs.String("listen", "127.0.0.1:8082", "admin listener `HOST:PORT`: /healthz, /readyz, /metrics, /debug/pprof/, /admin/switches")
@@ -117,7 +116,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	session := fs.Duration("session-timeout", settler.DefaultSessionTimeout, "consumer group session timeout (how soon a dead member's partitions move)")
 	stall := fs.Duration("stall-timeout", settler.DefaultStallTimeout, "a partition whose committed offset stands still this long while claims wait on it (ledger healthy): recreate the group reader")
 	dlqTimeout := fs.Duration("dlq-timeout", settler.DefaultDLQTimeout, "dead letters failing to be written this long: log them, count them, commit the batch, answer 503 on /readyz")
-	logFormat := fs.String("log-format", "text", "log format: `json` or text")
+	logFormat := logFormatFlag(fs, "log format: `json` or text")
 	ledgerWait := fs.Duration("ledger-wait", settler.DefaultLedgerWait, "at start, how long to retry a ledger that cannot be reached (0 = fail at once)")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, shards, switches, listen address, ledger, topics), print what was checked, exit 0 or 2; serve and write nothing")
 	sf := addServerFlags(fs, false)
@@ -134,14 +133,11 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return chk.fail("%v", err)
 	}
-	if u, err := ledgerWithPassword(*ledgerURL, *ledgerPW); err != nil {
+	ledgerURL, err := lf.resolve()
+	if err != nil {
 		return chk.fail("%v", err)
-	} else {
-		*ledgerURL = u
 	}
 	switch {
-	case *logFormat != "json" && *logFormat != "text":
-		return chk.fail("--log-format must be json or text, not %q", *logFormat)
 	case *batch < 1 || *batch > settler.MaxBatch:
 		return chk.fail("--batch must be in 1..%d, not %d", settler.MaxBatch, *batch)
 	case *linger <= 0 || *linger > time.Minute:
@@ -212,7 +208,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *dryRun {
-		return settlerDryRun(chk, log, sec, bl, *topic, *kf.minRepl, *listen, *ledgerURL, m)
+		return settlerDryRun(chk, log, sec, bl, *topic, ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt), *listen, ledgerURL, m)
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
@@ -252,7 +248,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	l, err := settler.OpenLedger(ctx, *ledgerURL, m, settler.LedgerStart{Wait: *ledgerWait, Logger: log, Waiting: waiting.Store})
+	l, err := settler.OpenLedger(ctx, ledgerURL, m, settler.LedgerStart{Wait: *ledgerWait, Logger: log, Waiting: waiting.Store})
 	if err != nil {
 		stopServing()
 		switch {
@@ -266,14 +262,15 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	defer l.Close()
 	// Kafka last: every local input (files, the ledger) is judged first, whatever state
 	// Kafka is in.
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
+	policy := ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, policy, false); err != nil {
 		stopServing()
 		return chk.fail("%v", err)
 	}
 
 	s, err := settler.New(settler.Config{Brokers: bl, Kafka: sec, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall, DLQTimeout: *dlqTimeout,
-		Registry: reg, Logger: log, Switches: swOpts})
+		Registry: reg, Logger: log, Switches: swOpts, TopicPolicy: &policy})
 	if err != nil {
 		stopServing()
 		return chk.fail("%v", err)
@@ -313,7 +310,7 @@ func lateAdmin(c obs.Common, live *atomic.Pointer[settler.Settler]) obs.Common {
 // reachable, at a schema this binary knows and not registered to another generation
 // or manifest (looked at read-only, within dryRunLedgerTimeout, never migrated), and the
 // topics pass the start-up policy (Kafka unreachable is a problem here).
-func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, minRepl int,
+func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, policy ikafka.Policy,
 	listen, ledgerURL string, m *ticket.Manifest) int {
 	if a, err := bindCheck(listen); err != nil {
 		return chk.fail("--listen: %v", err)
@@ -323,9 +320,9 @@ func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brok
 	if code, ok := ledgerDryRun(chk, ledgerURL, m, "a start creates it and migrates it to schema version %d"); !ok {
 		return code
 	}
-	if err := checkClaimsTopicAtStart(context.Background(), log, sec, brokers, topic, minRepl, true); err != nil {
+	if err := checkClaimsTopicAtStart(context.Background(), log, sec, brokers, topic, policy, true); err != nil {
 		return chk.fail("%v", err)
 	}
-	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d", topic, topic, minRepl)
+	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d and keep their claims", topic, topic, policy.MinReplication)
 	return chk.done()
 }

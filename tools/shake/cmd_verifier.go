@@ -51,9 +51,13 @@ replayer moves spooled claims to Kafka in order once it is back; claims still sp
 exit, including after kill -9, are replayed at the next start. Concurrent opens are
 batched: one Kafka write (or one fsync) per batch.
 
---uid-shard I/V (default 0/1): verifiers scale out by user. This one opens tickets only
-for users with uid mod V = I, and holds each of them to the per_user rule; run V of
-them side by side on one topic, and route /v1/open by the same rule.
+--uid-shard I/V: verifiers scale out by user. This one opens tickets only for users with
+uid mod V = I, and holds each of them to the per_user rule; run V of them side by side on
+one topic, and route /v1/open by the same rule. V is the campaign's: 'shake gen
+--verifiers V' signs it into the manifest ("verifiers", default 1), and a verifier whose
+V differs, or that is started without --uid-shard when V > 1, refuses to start (exit 2):
+no single misconfigured verifier can widen the per-user rule. With V = 1 the flag may be
+left out (0/1).
 
 At start, before /readyz says ready (opens answer 503 meanwhile), the verifier rebuilds
 what it knows: it reads every partition of --topic from its start to its end offset
@@ -83,12 +87,12 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "campaign.key (required)")
 	sessionKeys := addSessionKeyFlag(fs)
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,...] (required)")
-	topic := fs.String("topic", "shake.claims", "claims topic")
+	topic := fs.String("topic", ikafka.ClaimsTopic, "claims topic")
 	spool := fs.String("spool", "", "spool directory for claims while Kafka is unreachable (required)")
 	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address")
 	spoolMax := fs.Int64("spool-max-bytes", verifier.DefaultSpoolMaxBytes, "most bytes the spool may hold waiting for Kafka")
-	uidShard := fs.String("uid-shard", "0/1", "this verifier's share of the users, I/V: uid mod V = I")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	uidShard := fs.String("uid-shard", "", "this verifier's share of the users, I/V: uid mod V = I; V must be the manifest's verifiers (default 0/1, only when that is 1)")
+	logFormat := logFormatFlag(fs, "log format: text or json")
 	dryRun := fs.Bool("dry-run", false, "load and check everything (keys, manifest, spool, switches, listen addresses, topics), print what was checked, exit 0 or 2; serve, write and produce nothing")
 	sf := addServerFlags(fs, true)
 	logLvl := logLevelFlag(fs)
@@ -102,9 +106,6 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireFlag(fs, "manifest", "key", "session-key", "brokers", "spool"); err != nil {
 		return usageError(stderr, "verifier: %v", err)
-	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usageError(stderr, "verifier: --log-format must be text or json, not %q", *logFormat)
 	}
 	bl, err := ikafka.ParseBrokers(*brokers)
 	if err != nil {
@@ -120,7 +121,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *topic == "" {
 		return usageError(stderr, "verifier: --topic must not be empty")
 	}
-	us, err := verifier.ParseUIDShard(*uidShard)
+	us, err := fleetUIDShard(*uidShard, *manifest, *key)
 	if err != nil {
 		return usageError(stderr, "verifier: --uid-shard: %v", err)
 	}
@@ -129,13 +130,19 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 		Manifest: *manifest, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, Brokers: bl, Topic: *topic, Kafka: sec,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}
-	if *dryRun {
-		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *kf.minRepl, *sf.adminKey)
-	}
 	// Bad local files are reported before Kafka is asked anything: at once, whatever
 	// state Kafka is in. verifier.New checks them fully.
-	if _, err := ticket.LoadManifest(*manifest); err != nil {
+	m, err := ticket.LoadManifest(*manifest)
+	if err != nil && !*dryRun {
 		return usageError(stderr, "verifier: %v", err)
+	}
+	policy := ikafka.Policy{MinReplication: *kf.minRepl}
+	if m != nil {
+		policy = ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
+	}
+	cfg.TopicPolicy = &policy
+	if *dryRun {
+		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *sf.adminKey)
 	}
 	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
 		if _, err := ticket.ReadKeyFile(k); err != nil {
@@ -144,7 +151,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *cfg.TopicPolicy, false); err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}
 	srv, err := verifier.New(cfg)
@@ -178,7 +185,7 @@ func verifierErrFlag(err error) string {
 	return "config"
 }
 
-func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minRepl int, adminKey string) int {
+func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, adminKey string) int {
 	chk.ok("flags", "brokers %v, topic %s, uid shard %s, security %s", cfg.Brokers, cfg.Topic, cfg.UIDShard, cfg.Kafka.String())
 	if adminKey != "" {
 		chk.ok("admin key", "%s", adminKey)
@@ -195,9 +202,42 @@ func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minR
 	if !chk.switches(cfg.Switches.File, &code) || !chk.binds(&code, "--listen", cfg.Listen, "--admin-listen", cfg.HTTP.AdminListen) {
 		return code
 	}
-	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, minRepl, true); err != nil {
+	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, *cfg.TopicPolicy, true); err != nil {
 		return chk.fail("%v", err)
 	}
-	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d", cfg.Topic, cfg.Topic, minRepl)
+	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d and keep their claims", cfg.Topic, cfg.Topic, cfg.TopicPolicy.MinReplication)
 	return chk.done()
+}
+
+// fleetUIDShard parses --uid-shard and holds it to the verifier fleet's size that the
+// manifest carries, signed (verifiers, V): I/W with W != V is refused, and so is no
+// --uid-shard at all when V > 1 (a verifier for every uid beside a sharded fleet breaks
+// the per-user rule). A key or manifest that cannot be read is left to the checks that
+// report those flags.
+func fleetUIDShard(flagValue, manifestPath, keyPath string) (verifier.UIDShard, error) {
+	var us verifier.UIDShard
+	if flagValue != "" {
+		var err error
+		if us, err = verifier.ParseUIDShard(flagValue); err != nil {
+			return us, err
+		}
+	}
+	key, err := ticket.ReadKeyFile(keyPath)
+	if err != nil {
+		return us, nil
+	}
+	m, err := ticket.LoadManifestKey(manifestPath, key)
+	if err != nil {
+		return us, nil
+	}
+	v := m.VerifierCount()
+	switch {
+	case flagValue == "" && v > 1:
+		return us, fmt.Errorf("required: manifest %s signs a fleet of %d verifiers (verifiers); give this one --uid-shard I/%d", manifestPath, v, v)
+	case flagValue == "":
+		return verifier.UIDShard{Index: 0, Count: 1}, nil
+	case int(us.Count) != v:
+		return us, fmt.Errorf("%s names a fleet of %d verifiers, but manifest %s signs %d (verifiers): give --uid-shard I/%d", flagValue, us.Count, manifestPath, v, v)
+	}
+	return us, nil
 }

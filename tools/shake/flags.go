@@ -72,7 +72,9 @@ func parseFlagsArgs(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (ok b
 		return false, 0
 	}
 	if err != nil {
-		return false, flagError(fs, "%v (see 'shake %s -h')", err, fs.Name())
+		// Name the flag as it is documented and typed: --flag, not the package's -flag.
+		msg := strings.Replace(err.Error(), "for flag -", "for flag --", 1)
+		return false, flagError(fs, "%s (see 'shake %s -h')", msg, fs.Name())
 	}
 	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return false, flagError(fs, "%v", err)
@@ -145,6 +147,8 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 		if e := fs.Set(f.Name, v); e != nil {
 			err = fmt.Errorf("$%s (for --%s): invalid value %q: %v", envName(f.Name), f.Name, v, e)
+		} else if m, ok := f.Value.(interface{ markFromEnv() }); ok {
+			m.markFromEnv() // --ledger: a password is fine in the environment, not on argv
 		}
 	})
 	return err
@@ -171,6 +175,33 @@ func logLevelFlag(fs *flag.FlagSet) *logLevel {
 	l := &logLevel{l: slog.LevelInfo}
 	fs.Var(l, "log-level", "log `level`: debug, info, warn or error")
 	return l
+}
+
+// logFormat is a --log-format flag: text or json, checked here, when the flag is set
+// (from the command line or SHAKE_LOG_FORMAT), for every command that logs.
+type logFormat struct{ s *string }
+
+func (f logFormat) String() string {
+	if f.s == nil {
+		return ""
+	}
+	return *f.s
+}
+
+func (f logFormat) Set(s string) error {
+	if s != "text" && s != "json" {
+		return errors.New("must be text or json")
+	}
+	*f.s = s
+	return nil
+}
+
+// logFormatFlag defines --log-format (default text) on fs with usage, and returns where
+// the checked value is kept.
+func logFormatFlag(fs *flag.FlagSet, usage string) *string {
+	s := "text"
+	fs.Var(logFormat{&s}, "log-format", usage)
+	return &s
 }
 
 // maxSecretFile bounds a password file: a password, not a document.

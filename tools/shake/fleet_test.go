@@ -272,7 +272,7 @@ func runFleetRule(t *testing.T, perUser int) {
 	const users, edges, shakesPerEdge = 2000, 3, 4
 	count := users * edges * perUser * 6 / 5
 	f := newFleet(t, fmt.Sprintf("fleet-%d", perUser), "--budget", strconv.Itoa(count*100), "--count", strconv.Itoa(count),
-		"--edges", strconv.Itoa(edges), "--per-user", strconv.Itoa(perUser), "--seed", "11")
+		"--edges", strconv.Itoa(edges), "--per-user", strconv.Itoa(perUser), "--seed", "11", "--verifiers", "2")
 	f.startEdges(perUser)
 	vers := f.startVerifiers(2)
 	f.startSettler()

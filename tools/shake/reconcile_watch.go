@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"shake/internal/control"
 	"shake/internal/obs"
 	"shake/settler"
 	"shake/settler/ledger"
@@ -26,6 +27,7 @@ const defaultReconcileListen = "127.0.0.1:8084"
 type reconcileWatch struct {
 	every     time.Duration
 	listen    string
+	adminKey  []byte // admin-query.key: /debug/pprof/ needs its token (nil: never served)
 	manifest  *ticket.Manifest
 	dir       string // the manifest's directory, where the shard files are
 	ledgerURL string
@@ -84,7 +86,8 @@ func runReconcileWatch(cfg reconcileWatch) int {
 		func() float64 { return cfg.every.Seconds() })
 
 	// --listen is reconcile --watch's admin listener (like the settler's): it serves /metrics.
-	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load, AdminOnly: true},
+	srv, err := obs.Listen(obs.ServerConfig{Name: "reconcile", Listen: cfg.listen, Logger: cfg.log, Registry: w.reg, Ready: w.ready.Load, AdminOnly: true,
+		Common: obs.Common{AdminAuth: control.TokenAuth(cfg.adminKey)}},
 		func(c *fasthttp.RequestCtx) { obs.NotFound(c) })
 	if err != nil {
 		return usageError(cfg.stderr, "reconcile: --listen: %v", err)

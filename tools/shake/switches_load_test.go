@@ -20,6 +20,7 @@ type chain struct {
 	edges, edgeAdmins []string
 	verifier, verAdm  string
 	settlerAdm        string
+	ledger            string // the settler's SQLite ledger URL
 	procs             map[string]*serverProc
 }
 
@@ -42,7 +43,8 @@ func startChain(t *testing.T, tickets, edges int) *chain {
 		"--admin-key", adminKey("verifier"), "--drain", "0s", "--min-replication", "1")
 	c.verifier, c.verAdm = v.waitLine(t, verifierRE, 20*time.Second), v.adminAddr(t)
 	c.procs["verifier"] = v
-	s := startServer(t, 0, "settler", "--brokers", brokers, "--ledger", "sqlite://"+filepath.Join(t.TempDir(), "ledger.db"),
+	c.ledger = "sqlite://" + filepath.Join(t.TempDir(), "ledger.db")
+	s := startServer(t, 0, "settler", "--brokers", brokers, "--ledger", c.ledger,
 		"--manifest", man, "--key", f.key("campaign.key"), "--listen", "127.0.0.1:0", "--admin-key", adminKey("settler"), "--min-replication", "1")
 	c.settlerAdm = s.adminAddr(t)
 	c.procs["settler"] = s
