@@ -118,17 +118,6 @@ type plan struct {
 func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
 func keyFile(i int) string   { return fmt.Sprintf("edge-%03d.key", i) }
 
-// checkFleetRules checks the per-user rule and the verifier fleet's size.
-func checkFleetRules(cfg Config) error {
-	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
-		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
-	}
-	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
-		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
-	}
-	return checkDeviceRules(&cfg)
-}
-
 // check validates cfg, applies defaults and computes the per-shard and per-round split.
 func check(cfg Config) (*plan, error) {
 	p := &plan{cfg: cfg}
@@ -146,7 +135,7 @@ func check(cfg Config) (*plan, error) {
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
 	}
-	if err := checkFleetRules(cfg); err != nil {
+	if err := checkRules(&cfg); err != nil {
 		return nil, err
 	}
 	p.gen = cfg.Generation

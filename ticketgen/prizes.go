@@ -161,8 +161,14 @@ func (p *plan) maxRisk() *int {
 	return &r
 }
 
-// checkDeviceRules checks the campaign's device rules: per-device, max-risk.
-func checkDeviceRules(cfg *Config) error {
+// checkRules checks the campaign's rules: per-user, verifiers, per-device, max-risk.
+func checkRules(cfg *Config) error {
+	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
+		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
 	if cfg.PerDevice < 0 || cfg.PerDevice > ticket.MaxPerUser {
 		return configErr("per-device", "must be between 0 (no rule) and %d, have %d", ticket.MaxPerUser, cfg.PerDevice)
 	}

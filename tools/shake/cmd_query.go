@@ -179,15 +179,13 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 
 // queryInputs reads the query server's secrets: the ledger URL (no password on the
 // command line), the session key and the optional admin-query.key.
-func queryInputs(lf *ledgerFlags, sessionKeys *sessionKeysFlag, adminKey string) (string, []byte, [][]byte, []byte, error) {
-	u, err := lf.resolve()
-	if err != nil {
+func queryInputs(lf *ledgerFlags, sessionKeys *sessionKeysFlag, adminKey string) (ledgerURL string, sk []byte, moreSK [][]byte, ak []byte, err error) {
+	if ledgerURL, err = lf.resolve(); err != nil {
 		return "", nil, nil, nil, err
 	}
-	sk, more, err := sessionKeys.read()
-	if err != nil {
+	if sk, moreSK, err = sessionKeys.read(); err != nil {
 		return "", nil, nil, nil, fmt.Errorf("--session-key: %w", err)
 	}
-	ak, err := optionalRoleKey(adminKey, ticket.RoleQuery)
-	return u, sk, more, ak, err
+	ak, err = optionalRoleKey(adminKey, ticket.RoleQuery)
+	return ledgerURL, sk, moreSK, ak, err
 }
