@@ -233,7 +233,6 @@ func mixChart(b *strings.Builder, eps []*EndpointResult) {
 			total += ep.Errors[k]
 		}
 		y := padT + 50*i
-		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="12">%s</text>`, padL-4, y+18, esc(ep.Name))
 		x := float64(padL)
 		for _, p := range parts {
 			w := float64(plotW) * float64(p.n) / float64(max(total, 1))
@@ -249,7 +248,7 @@ func mixChart(b *strings.Builder, eps []*EndpointResult) {
 			}
 			x += w
 		}
-		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">%d answers and errors</text>`, padL, y+38, total)
+		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11"><tspan font-weight="bold">%s</tspan>: %d answers and errors</text>`, padL, y+38, esc(endpointTitle(ep.Name)), total)
 	}
 	b.WriteString(`</svg>`)
 }

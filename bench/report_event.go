@@ -291,7 +291,7 @@ func amountHistogram(b *strings.Builder, sorted []int64, currency string, prizes
 	}
 	fmt.Fprintf(b, svgOpen, chartW, chartH, esc(title))
 	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
-	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">packets</text>`, padT-4)
+	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">packets</text>`, padT-12)
 	for i := 0; i <= 4; i++ {
 		y := padT + plotH - plotH*i/4
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eee"/><text x="%d" y="%d" text-anchor="end" font-size="11">%s</text>`,

@@ -103,15 +103,17 @@ type demoSummary struct {
 	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
 	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
 	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
-	OpenedFile string            `json:"opened_file"`
-	Reconcile  *settler.Report   `json:"reconcile"`
-	CrossCheck demoCrossCheck    `json:"cross_check"`
-	Servers    map[string]string `json:"servers"`
-	Admin      map[string]string `json:"admin"` // each server's admin listener
-	Pause      *demoPause        `json:"pause,omitempty"`
-	Targets    []bench.Check     `json:"targets"`
-	OK         bool              `json:"ok"`
-	Failures   []string          `json:"failures"`
+	OpenedFile string `json:"opened_file"`
+	// ServersSeries is the servers' own counters about once a second (see demoReading).
+	ServersSeries []demoReading     `json:"servers_series,omitempty"`
+	Reconcile     *settler.Report   `json:"reconcile"`
+	CrossCheck    demoCrossCheck    `json:"cross_check"`
+	Servers       map[string]string `json:"servers"`
+	Admin         map[string]string `json:"admin"` // each server's admin listener
+	Pause         *demoPause        `json:"pause,omitempty"`
+	Targets       []bench.Check     `json:"targets"`
+	OK            bool              `json:"ok"`
+	Failures      []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
@@ -581,7 +583,7 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *benc
 			{"refunded", ticket.FormatAmount(rep.RefundedAmount, m.Currency)},
 			{"outstanding", ticket.FormatAmount(rep.OutstandingAmount, m.Currency)},
 			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
-			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
+			{"account balances sum to (double entry: zero)", ticket.FormatAmount(rep.BalanceSum, m.Currency)},
 		}},
 		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
 			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, ticket.FormatAmount(cc.OpenedAmount, m.Currency))},
@@ -611,12 +613,5 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
-	switch missed := failedTargets(s.Targets); {
-	case s.OK:
-		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
-	case len(missed) > 0:
-		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
-	default:
-		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
-	}
+	writeOutcome(w, s)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,6 +30,7 @@ func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.
 	lean.Opened = nil
 	s := d.summary
 	s.Bench = &lean
+	s.ServersSeries = readings(res.Started, ev.Samples)
 	b, err := json.MarshalIndent(&s, "", "  ")
 	if err != nil {
 		return err
@@ -153,4 +155,36 @@ func demoPrizes(tickets uint64) []ticket.Prize {
 func (d *demo) event(m *ticket.Manifest, loadBefore string, samples []bench.EventSample) *bench.Event {
 	return &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count, Prizes: m.Prizes,
 		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, d.cfg.args, loadBefore), Samples: samples}
+}
+
+// demoReading is one sample of the servers' counters in summary.json: seconds since the
+// load started, each shard's tickets left, the settler's posted totals (amount in minor
+// units), the p99 from claim to commit of the claims committed since the previous
+// reading (ms), and the consumer lag; null where a server could not be read.
+type demoReading struct {
+	T              float64    `json:"t"`
+	TicketsLeft    []*float64 `json:"tickets_left"`
+	SettledTickets *float64   `json:"settled_tickets"`
+	SettledAmount  *float64   `json:"settled_amount"`
+	SettleLagP99MS *float64   `json:"settle_lag_p99_ms"`
+	KafkaLag       *float64   `json:"kafka_lag"`
+}
+
+func readings(start time.Time, samples []bench.EventSample) []demoReading {
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	out := make([]demoReading, len(samples))
+	for i, s := range samples {
+		r := demoReading{T: math.Round(s.At.Sub(start).Seconds()*1000) / 1000, SettledTickets: num(s.SettledTickets),
+			SettledAmount: num(s.SettledAmount), SettleLagP99MS: num(s.SettleLagP99 * 1000), KafkaLag: num(s.KafkaLag)}
+		for _, v := range s.TicketsLeft {
+			r.TicketsLeft = append(r.TicketsLeft, num(v))
+		}
+		out[i] = r
+	}
+	return out
 }

@@ -200,3 +200,15 @@ func okWord(ok bool) string {
 	}
 	return "NOT OK"
 }
+
+// writeOutcome prints the demo's last line: OK, or FAILED with the targets missed.
+func writeOutcome(w io.Writer, s *demoSummary) {
+	switch missed := failedTargets(s.Targets); {
+	case s.OK:
+		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
+	case len(missed) > 0:
+		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
+	default:
+		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
+	}
+}
