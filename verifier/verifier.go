@@ -70,10 +70,8 @@ type Config struct {
 	// HTTP is the admin listener, drain and connection limits, passed to obs.Listen.
 	HTTP obs.Common
 	// Switches are the --switches file and the admin key (see switches.go).
-	Switches control.Options
-	// TopicPolicy, when set, is checked against the claims topic before any claim is
-	// written to it or replayed there (readiness.go); nil: no check (tests).
-	TopicPolicy *ikafka.Policy
+	Switches    control.Options
+	TopicPolicy *ikafka.Policy // checked before any claim goes to the topic (readiness.go); nil: never
 }
 
 // Server is a verifier bound to its listen address.
@@ -116,8 +114,7 @@ type Server struct {
 	mOpenTime *obs.Histogram
 	sw        *control.Live[verifierSwitches] // the switches in force (switches.go)
 	ctl       *control.Store
-	gate      *ikafka.Gate // nil without a TopicPolicy (readiness.go)
-	stopGate  func()
+	topicGate
 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
@@ -202,7 +199,6 @@ func New(cfg Config) (*Server, error) {
 		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
 		"restored_from_spool", s.rb.restored(), "spool_pending", s.sp.pendingRecs.Load(),
 		"brokers", cfg.Brokers, "topic", cfg.Topic)
-	s.startGate()
 	s.startRebuild()
 	return s, nil
 }
@@ -234,10 +230,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
 	s.ctl.Close()
-	s.stopRebuild()
-	if s.stopGate != nil {
-		s.stopGate()
-	}
+	s.stopBackground()
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -248,10 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.srv.Close()
 	s.ctl.Close()
-	s.stopRebuild()
-	if s.stopGate != nil {
-		s.stopGate()
-	}
+	s.stopBackground()
 	return s.dur.close()
 }
 

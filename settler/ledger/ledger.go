@@ -383,6 +383,16 @@ func checkPosting(p *Posting) error {
 	return nil
 }
 
+// checkBatch checks every posting of a batch (checkPosting).
+func checkBatch(batch []Posting) error {
+	for i := range batch {
+		if err := checkPosting(&batch[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkInfo checks a registration before it reaches the ledger.
 func checkInfo(info *CampaignInfo) error {
 	if !ticket.ValidCampaign(info.Campaign) || !ticket.ValidGeneration(info.Generation) || len(info.ManifestDigest) != 64 ||

@@ -80,9 +80,18 @@ func TestShardBudgets(t *testing.T) {
 			if s.BudgetBalance != 0 || s.LateAmount != 70 || !sameShards(s.Shards, want) {
 				t.Fatalf("after refund %+v, want shards %+v", s, want)
 			}
+		})
+	}
+}
 
-			// A campaign funded whole keeps its one account when the settler funds it
-			// per shard with the same total.
+// TestShardBudgetsOfCampaignFundedWhole: a campaign funded whole (by Fund, or by a
+// ledger before shard accounts) keeps its one account when the settler funds it per
+// shard with the same total.
+func TestShardBudgetsOfCampaignFundedWhole(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			l := open(t, b.url)
 			if err := l.Fund(ctx, "whole", "CNY", 500); err != nil {
 				t.Fatal(err)
 			}

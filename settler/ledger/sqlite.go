@@ -238,13 +238,8 @@ func (l *sqliteLedger) Fund(ctx context.Context, campaign, currency string, budg
 
 func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 	var res Result
-	for i := range batch {
-		if err := checkPosting(&batch[i]); err != nil {
-			return res, err
-		}
-	}
-	if len(batch) == 0 {
-		return res, nil
+	if err := checkBatch(batch); err != nil || len(batch) == 0 {
+		return res, err
 	}
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		res = Result{}

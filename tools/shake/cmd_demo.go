@@ -33,7 +33,7 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
-  1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
+  1. writes the keys 'shake keys init' writes and generates a campaign of N red packets
      (budget N x 188 fen, amounts in [1, 2000] fen, one prize of 1888 fen per 1000
      tickets) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round

@@ -20,7 +20,7 @@ func init() {
 const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE [--init-state]
-                  [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin.key]
+                  [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin-edge.key]
                   [--switches FILE] [--drain 2s] [--per-user N] [--per-device N] [--pace]
                   [--log-format text|json]
                   [--log-level info]
