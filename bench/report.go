@@ -93,6 +93,7 @@ func WriteText(w io.Writer, res *Result) error {
 		}
 		fmt.Fprintln(w)
 	}
+	writeFarmText(w, res.Farm)
 	if len(res.Baselines) > 0 {
 		fmt.Fprintln(w, "\nbaselines (same client, same load shape, shakes only):")
 		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -481,7 +482,7 @@ func WriteEventReport(w io.Writer, res *Result, title string, sections []ReportS
 		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(endpointTitle(ep.Name)),
 			esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), esc(fmtCounts(ep.Status)))
 	}
-	b.WriteString("</table></div></div>\n")
+	b.WriteString("</table></div></div>\n" + farmHTML(res.Farm))
 	if res.Open != nil {
 		cur := ""
 		if ev != nil {

@@ -134,12 +134,14 @@ func (s *Settler) fundAndGate(ctx context.Context) (ok bool, err error) {
 	m := s.cfg.Manifest
 	// The campaign is registered (generation, manifest digest and the figures readers
 	// of the ledger such as shake query show) before it is funded, and funded before
-	// the first posting can debit it.
+	// the first posting can debit it. Both are once: a restart only checks them.
 	if err := s.retry(ctx, "fund", func(actx context.Context) error {
 		if err := Register(actx, m, s.cfg.Ledger); err != nil {
 			return err
 		}
-		return s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget)
+		// One budget account per shard, funded with the shard's amount: batches of
+		// different shards (other settlers of the group) never wait for one budget row.
+		return s.cfg.Ledger.FundShards(actx, m.Campaign, m.Currency, ShardAmounts(m))
 	}); err != nil {
 		if ctx.Err() != nil {
 			return false, nil

@@ -89,6 +89,11 @@ type Config struct {
 	// Verifiers is the number of uid shards of the verifier fleet, recorded in the
 	// manifest; 0 means 1.
 	Verifiers int
+	// PerDevice is the campaign's device rule, at most PerDevice wins per device per
+	// round on each edge (0 = no rule); MaxRisk the highest session risk level that may
+	// win (nil: ticket.MaxRisk, everyone).
+	PerDevice int
+	MaxRisk   *int
 	// Generation is the campaign generation id; empty means a fresh random one
 	// (ticket.NewGeneration), which is what every real run wants.
 	Generation string
@@ -130,13 +135,9 @@ func check(cfg Config) (*plan, error) {
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
 	}
-	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
-		return nil, configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	if err := checkRules(&cfg); err != nil {
+		return nil, err
 	}
-	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
-		return nil, configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
-	}
-	p.cfg.Verifiers = max(cfg.Verifiers, 1)
 	p.gen = cfg.Generation
 	if p.gen == "" {
 		p.gen = ticket.NewGeneration()
@@ -299,7 +300,8 @@ func (p *plan) manifest() *ticket.Manifest {
 		Budget: p.cfg.Budget, Count: p.cfg.Count, Min: p.min, Max: p.max,
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
-		PerUser: p.cfg.PerUser, Verifiers: p.cfg.Verifiers, Generation: p.gen, Shards: p.shards,
+		PerUser: p.cfg.PerUser, Verifiers: max(p.cfg.Verifiers, 1), Generation: p.gen, Shards: p.shards,
+		PerDevice: p.cfg.PerDevice, MaxRisk: p.maxRisk(),
 	}
 	if len(p.cfg.Prizes) > 0 {
 		// Min and Max bound every ticket, prizes included; the lucky bounds are apart.
@@ -508,6 +510,7 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 		Shard: i, Shards: len(p.shards), FirstTicket: s.FirstTicket, Count: s.Count, Amount: s.Amount,
 		TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds, RoundRanges: s.Rounds, CreatedAt: p.created,
 		KeyCheck: s.KeyCheck, PerUser: p.cfg.PerUser, Generation: p.gen,
+		PerDevice: p.cfg.PerDevice, MaxRisk: p.maxRisk(),
 	}
 	sw, err := ticket.NewShardWriter(io.MultiWriter(f, sum), h)
 	if err != nil {

@@ -30,13 +30,14 @@ import (
 
 // Config configures New. Zero values take the defaults noted.
 type Config struct {
-	Manifest   string   // path of manifest.json
-	Key        string   // path of campaign.key
-	SessionKey string   // path of session.key
-	Brokers    []string // Kafka bootstrap host:port list
-	Topic      string   // claims topic, default shake.claims
-	Spool      string   // spool directory
-	Listen     string   // default 127.0.0.1:8081
+	Manifest        string   // path of manifest.json
+	Key             string   // path of campaign.key
+	SessionKey      string   // path of session.key
+	MoreSessionKeys []string // more session.key paths accepted in a key rotation
+	Brokers         []string // Kafka bootstrap host:port list
+	Topic           string   // claims topic, default shake.claims
+	Spool           string   // spool directory
+	Listen          string   // default 127.0.0.1:8081
 	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
 	// other users' opens are 421 misdirected.
 	UIDShard UIDShard
@@ -525,11 +526,11 @@ func prepare(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, about(ErrManifest, err)
 	}
-	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
+	sk, err := ticket.LoadSessionKeys(cfg.SessionKey, cfg.MoreSessionKeys)
 	if err != nil {
 		return nil, about(ErrSessionKey, err)
 	}
-	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+	for _, p := range append([]string{cfg.Key, cfg.SessionKey}, cfg.MoreSessionKeys...) {
 		// A key other users can read lets any of them forge sessions or claims.
 		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
 			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
@@ -542,9 +543,7 @@ func prepare(cfg Config) (*Server, error) {
 	}
 	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
 	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return nil, about(ErrSessionKey, fmt.Errorf("session key %s: %w", cfg.SessionKey, err))
-	}
+	s.sess = sk
 	keys := make([][]byte, len(man.Shards))
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // pgLedger is the PostgreSQL ledger over one connection. One connection is enough: the
@@ -24,37 +22,9 @@ type pgLedger struct {
 	migrated bool
 	// readOnly sessions (OpenReadOnly) never migrate nor create the staging table.
 	readOnly bool
+	// moves is the fast path's scratch for the balances a batch moves (under mu).
+	moves balanceMoves
 }
-
-// stagingDDL is the per-connection staging table the batch is copied into before the
-// idempotent INSERT ... SELECT; ON COMMIT DELETE ROWS empties it after every batch.
-const stagingDDL = `CREATE TEMP TABLE IF NOT EXISTS shake_staging (
-    campaign TEXT, ticket BIGINT, shard INTEGER, round INTEGER, amount BIGINT,
-    currency TEXT, uid TEXT, debit TEXT, credit TEXT, opened_at BIGINT
-) ON COMMIT DELETE ROWS`
-
-var stagingColumns = []string{"campaign", "ticket", "shard", "round", "amount", "currency", "uid", "debit", "credit", "opened_at"}
-
-// postFromStaging inserts the staged postings that are new, then moves the balances of
-// exactly the rows it inserted: duplicates (already posted, or repeated in the batch)
-// never touch a balance.
-const postFromStaging = `
-WITH ins AS (
-    INSERT INTO postings (campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at)
-    SELECT DISTINCT ON (campaign, ticket) campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, $1
-    FROM shake_staging ORDER BY campaign, ticket
-    ON CONFLICT (campaign, ticket) DO NOTHING
-    RETURNING debit, credit, amount, currency
-), moves AS (
-    SELECT debit AS acct, currency, -amount AS d FROM ins
-    UNION ALL SELECT credit, currency, amount FROM ins
-), upd AS (
-    INSERT INTO accounts (name, currency, balance)
-    SELECT acct, MIN(currency), SUM(d) FROM moves GROUP BY acct ORDER BY acct
-    ON CONFLICT (name) DO UPDATE SET balance = accounts.balance + excluded.balance
-    RETURNING 1
-)
-SELECT (SELECT COUNT(*) FROM ins), (SELECT COALESCE(SUM(amount), 0) FROM ins)::BIGINT, (SELECT COUNT(*) FROM upd)`
 
 func openPostgres(ctx context.Context, url string) (*pgLedger, error) {
 	l := &pgLedger{url: url}
@@ -154,12 +124,27 @@ func pgMigrate(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
+// pgTransfer sums the campaign's transfers of kind (one, or one per shard); ok is false
+// when there is none.
 func pgTransfer(ctx context.Context, tx pgx.Tx, campaign, kind string) (amount int64, currency string, ok bool, err error) {
-	err = tx.QueryRow(ctx, `SELECT amount, currency FROM transfers WHERE campaign = $1 AND kind = $2`, campaign, kind).Scan(&amount, &currency)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, "", false, nil
+	var n int64
+	err = tx.QueryRow(ctx, transferSumQuery, campaign, kind).Scan(&amount, &currency, &n)
+	return amount, currency, err == nil && n > 0, err
+}
+
+// pgShardTransfers returns the campaign's transfers of kind by shard (-1: the one
+// budget account of a campaign funded whole) and their currency.
+func pgShardTransfers(ctx context.Context, tx pgx.Tx, campaign, kind string) (map[int]int64, string, error) {
+	rows, err := tx.Query(ctx, `SELECT shard, amount, currency FROM transfers WHERE campaign = $1 AND kind = $2`, campaign, kind)
+	if err != nil {
+		return nil, "", err
 	}
-	return amount, currency, err == nil, err
+	m := map[int]int64{}
+	var k int32
+	var a int64
+	var cur string
+	_, err = pgx.ForEachRow(rows, []any{&k, &a, &cur}, func() error { m[int(k)] = a; return nil })
+	return m, cur, err
 }
 
 func pgAddBalance(ctx context.Context, tx pgx.Tx, name, currency string, delta int64) error {
@@ -168,14 +153,21 @@ func pgAddBalance(ctx context.Context, tx pgx.Tx, name, currency string, delta i
 	return err
 }
 
-// pgLockBudget locks the campaign's budget account row. Every posting, fund and refund
-// of a campaign takes this lock first, so a refund can never interleave with a batch.
-func pgLockBudget(ctx context.Context, tx pgx.Tx, campaign string) (bal int64, exists bool, err error) {
-	err = tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE name = $1 FOR UPDATE`, BudgetAccount(campaign)).Scan(&bal)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
+// pgLockBudget locks every budget account row of the campaign (the one account, or one
+// per shard) in name order and returns their balances in that order. Fund and refund
+// take these locks first, and a batch takes those of its shards, so a refund can never
+// interleave with a batch while batches of different shards do not wait for each other.
+func pgLockBudget(ctx context.Context, tx pgx.Tx, campaign string) ([]accountBalance, error) {
+	lo, hi := shardBudgetRange(campaign)
+	rows, err := tx.Query(ctx, `SELECT name, balance FROM accounts WHERE name = $1 OR (name >= $2 AND name < $3)
+		ORDER BY name FOR UPDATE`, BudgetAccount(campaign), lo, hi)
+	if err != nil {
+		return nil, err
 	}
-	return bal, err == nil, err
+	var bs []accountBalance
+	var b accountBalance
+	_, err = pgx.ForEachRow(rows, []any{&b.name, &b.balance}, func() error { bs = append(bs, b); return nil })
+	return bs, err
 }
 
 func pgFund(ctx context.Context, tx pgx.Tx, campaign, currency string, budget int64) error {
@@ -202,13 +194,49 @@ func pgFund(ctx context.Context, tx pgx.Tx, campaign, currency string, budget in
 	return pgAddBalance(ctx, tx, from, currency, -budget)
 }
 
+func (l *pgLedger) FundShards(ctx context.Context, campaign, currency string, amounts []int64) error {
+	total, err := checkShardAmounts(campaign, currency, amounts)
+	if err != nil {
+		return err
+	}
+	err = l.withConn(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+				return err
+			}
+			have, cur, err := pgShardTransfers(ctx, tx, campaign, "fund")
+			if err != nil || len(have) > 0 {
+				return errors.Join(err, sameShardFunding(campaign, currency, cur, have, amounts, total))
+			}
+			// Two funders racing on a fresh campaign: the transfers primary key lets one
+			// win, the other's insert waits and then fails; its retry finds the transfers.
+			now, from := time.Now().UnixMicro(), SponsorAccount(campaign)
+			for k, a := range amounts {
+				to := ShardBudgetAccount(campaign, k)
+				if _, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+					VALUES ($1, 'fund', $2, $3, $4, $5, $6, $7)`, campaign, k, a, currency, from, to, now); err != nil {
+					return err
+				}
+				if err := pgAddBalance(ctx, tx, to, currency, a); err != nil {
+					return err
+				}
+			}
+			return pgAddBalance(ctx, tx, from, currency, -total)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("fund %s per shard: %w", campaign, err)
+	}
+	return nil
+}
+
 func (l *pgLedger) Fund(ctx context.Context, campaign, currency string, budget int64) error {
 	if err := checkCampaignTransfer(campaign, currency, budget); err != nil {
 		return err
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
 				return err
 			}
 			return pgFund(ctx, tx, campaign, currency, budget)
@@ -216,117 +244,6 @@ func (l *pgLedger) Fund(ctx context.Context, campaign, currency string, budget i
 	})
 	if err != nil {
 		return fmt.Errorf("fund %s: %w", campaign, err)
-	}
-	return nil
-}
-
-// stagingSource feeds a batch to CopyFrom without building a [][]any up front.
-type stagingSource struct {
-	batch    []Posting
-	refunded map[string]bool // campaigns whose late claims the sponsor pays
-	i        int
-	row      [10]any
-}
-
-func (s *stagingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
-func (s *stagingSource) Err() error { return nil }
-func (s *stagingSource) Values() ([]any, error) {
-	p := &s.batch[s.i-1]
-	s.row = [10]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
-		strconv.FormatUint(p.UID, 10), debitAccount(p.Campaign, s.refunded), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
-	return s.row[:], nil
-}
-
-func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
-	var res Result
-	for i := range batch {
-		if err := checkPosting(&batch[i]); err != nil {
-			return res, err
-		}
-	}
-	if len(batch) == 0 {
-		return res, nil
-	}
-	err := l.withConn(ctx, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			refunded := map[string]bool{}
-			for _, camp := range campaignsOf(batch) {
-				_, exists, err := pgLockBudget(ctx, tx, camp)
-				if err != nil {
-					return err
-				}
-				if !exists {
-					return fmt.Errorf("%w: %s", ErrNotFunded, camp)
-				}
-				if _, _, ok, err := pgTransfer(ctx, tx, camp, "refund"); err != nil {
-					return err
-				} else if ok {
-					refunded[camp] = true
-				}
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, refunded: refunded}); err != nil {
-				return fmt.Errorf("copy to staging: %w", err)
-			}
-			var n, upd int64
-			now := time.Now().UnixMicro()
-			if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
-				return pgOverBudget(err)
-			}
-			res.Posted, res.Duplicates = int(n), len(batch)-int(n)
-			if res.Posted == len(batch) {
-				return nil // every posting new: no duplicate, no conflict (the common case)
-			}
-			return pgConflicts(ctx, tx, batch, &res, now)
-		})
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
-	}
-	return res, nil
-}
-
-// pgOverBudget maps the budget trigger's violation to ErrOverBudget.
-func pgOverBudget(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23514" && pe.ConstraintName == "budget_nonnegative" {
-		return fmt.Errorf("%w: %s", ErrOverBudget, pe.Message)
-	}
-	return err
-}
-
-// pgConflicts looks up who holds the tickets of a batch that were not all new, records
-// the postings that claim a ticket held for another uid in the conflicts table, and
-// sets res.Conflicts and res.Duplicates.
-func pgConflicts(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result, now int64) error {
-	posted := map[string]map[uint64]string{}
-	for _, camp := range campaignsOf(batch) {
-		var ids []int64
-		for i := range batch {
-			if batch[i].Campaign == camp {
-				ids = append(ids, int64(batch[i].Ticket))
-			}
-		}
-		rows, err := tx.Query(ctx, `SELECT ticket, uid FROM postings WHERE campaign = $1 AND ticket = ANY($2)`, camp, ids)
-		if err != nil {
-			return err
-		}
-		m := map[uint64]string{}
-		var t int64
-		var uid string
-		_, err = pgx.ForEachRow(rows, []any{&t, &uid}, func() error { m[uint64(t)] = uid; return nil })
-		if err != nil {
-			return err
-		}
-		posted[camp] = m
-	}
-	classify(batch, posted, res)
-	for _, i := range res.Conflicts {
-		p := &batch[i]
-		if _, err := tx.Exec(ctx, `INSERT INTO conflicts (campaign, ticket, uid, posted_uid, amount, opened_at, seen_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, p.Campaign, int64(p.Ticket),
-			strconv.FormatUint(p.UID, 10), posted[p.Campaign][p.Ticket], p.Amount, micros(p.OpenedAt), now); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -357,37 +274,29 @@ func (l *pgLedger) Refund(ctx context.Context, campaign, currency string, budget
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
 				return err
 			}
 			if err := pgFund(ctx, tx, campaign, currency, budget); err != nil {
 				return err
 			}
-			bal, _, err := pgLockBudget(ctx, tx, campaign)
+			bs, err := pgLockBudget(ctx, tx, campaign)
 			if err != nil {
 				return err
 			}
 			amount, _, ok, err := pgTransfer(ctx, tx, campaign, "refund")
-			if err != nil {
-				return err
-			}
-			if ok {
+			if err != nil || ok {
 				rr = RefundResult{Amount: amount}
-				return nil
-			}
-			if bal < 0 {
-				return fmt.Errorf("%w: budget account of %s is negative (%d)", ErrConflict, campaign, bal)
-			}
-			from, to := BudgetAccount(campaign), SponsorAccount(campaign)
-			if _, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, amount, currency, debit, credit, posted_at)
-				VALUES ($1, 'refund', $2, $3, $4, $5, $6)`, campaign, bal, currency, from, to, time.Now().UnixMicro()); err != nil {
 				return err
 			}
-			if err := pgAddBalance(ctx, tx, from, currency, -bal); err != nil {
+			now, to := time.Now().UnixMicro(), SponsorAccount(campaign)
+			rr.Posted = true
+			rr.Amount, err = refundAccounts(campaign, bs, func(k int, from string, amount int64) error {
+				_, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+					VALUES ($1, 'refund', $2, $3, $4, $5, $6, $7)`, campaign, k, amount, currency, from, to, now)
 				return err
-			}
-			rr = RefundResult{Amount: bal, Posted: true}
-			return pgAddBalance(ctx, tx, to, currency, bal)
+			}, func(name string, delta int64) error { return pgAddBalance(ctx, tx, name, currency, delta) })
+			return err
 		})
 	})
 	if err != nil {
@@ -416,8 +325,22 @@ func (l *pgLedger) Stats(ctx context.Context, campaign string) (Stats, error) {
 				WHERE campaign = $1 AND debit = $2`, campaign, SponsorAccount(campaign)).Scan(&s.LateTickets, &s.LateAmount); err != nil {
 				return err
 			}
-			return tx.QueryRow(ctx, `SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts WHERE name = $1`,
-				BudgetAccount(campaign)).Scan(&s.BudgetBalance)
+			lo, hi := shardBudgetRange(campaign)
+			if err := tx.QueryRow(ctx, budgetBalanceQuery, BudgetAccount(campaign), lo, hi).Scan(&s.BudgetBalance); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, shardStatsQuery, campaign, SponsorAccount(campaign), lo)
+			if err != nil {
+				return err
+			}
+			var sh ShardStats
+			var k int32
+			_, err = pgx.ForEachRow(rows, []any{&k, &sh.Funded, &sh.Refunded, &sh.Settled, &sh.Balance}, func() error {
+				sh.Shard = int(k)
+				s.Shards = append(s.Shards, sh)
+				return nil
+			})
+			return err
 		})
 	})
 	if err != nil {

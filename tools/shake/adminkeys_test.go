@@ -26,7 +26,11 @@ func TestAdminTokenPerRole(t *testing.T) {
 			t.Errorf("admin token --key admin.key --role %s: %d %q %s", role, code, out, e)
 		}
 	}
-	wantUsage(t, []string{"admin", "token", "--key", filepath.Join(dir, "admin.key")}, "shake admin token: --key: ", "--role")
+	// The operator's key without --role: its own token, which no server accepts, said.
+	code, out, e := runCLI("admin", "token", "--key", filepath.Join(dir, "admin.key"))
+	if code != 0 || strings.TrimSpace(out) != ticket.AdminToken(op) || !strings.Contains(e, "no server accepts this token") {
+		t.Errorf("admin token --key admin.key: %d %q %q", code, out, e)
+	}
 	wantUsage(t, []string{"admin", "token", "--key", filepath.Join(dir, "admin-edge.key"), "--role", "verifier"}, "shake admin token: --key: ", "edge's admin key")
 	wantUsage(t, []string{"admin", "token", "--key", filepath.Join(dir, "admin.key"), "--role", "boss"}, "shake admin token: ", "--role")
 }
@@ -74,8 +78,7 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 		t.Skip("whole-process test")
 	}
 	c := startChain(t, 200, 1)
-	f := c.f
-	roles := map[string]string{c.edgeAdmins[0]: "edge", c.verAdm: "verifier", c.settlerAdm: "settler"}
+	f, roles := c.f, map[string]string{c.edgeAdmins[0]: "edge", c.verAdm: "verifier", c.settlerAdm: "settler"}
 	for adm, role := range roles {
 		if code, body := get(t, "http://"+adm+"/healthz"); code != 200 || body != `{"status":"ok","role":"`+role+`"}` {
 			t.Errorf("%s /healthz: %d %s", role, code, body)
@@ -83,8 +86,7 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 	}
 
 	// The attacker's steps: the token printed from the edge's key, PUT to the others.
-	_, edgeTok, _ := runCLI("admin", "token", "--key", f.key("admin-edge.key"))
-	edgeTok = strings.TrimSpace(edgeTok)
+	edgeTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-edge.key"))))
 	for _, adm := range []string{c.verAdm, c.settlerAdm} {
 		code, body := adminDo(t, "PUT", "http://"+adm+"/admin/switches", edgeTok,
 			`{"version":99,"verifier":{"open_paused":true},"settler":{"paused":true}}`)
@@ -122,25 +124,7 @@ func TestCtlTellsTheTruthPerRole(t *testing.T) {
 		t.Errorf("ctl resume:\n%s", out)
 	}
 
-	// Switches checked against the campaign (one shard, no timed rounds): a shard or a
-	// round it does not have is 400 naming the field, and ctl says the change failed.
-	verTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-verifier.key"))))
-	code, body := adminDo(t, "PUT", "http://"+c.verAdm+"/admin/switches", verTok, `{"version":3,"verifier":{"revoked_shards":[1]}}`)
-	if code != 400 || !strings.Contains(body, `"field":"verifier.revoked_shards"`) {
-		t.Errorf("PUT revoking unknown shard 1: %d %s, want 400 naming verifier.revoked_shards", code, body)
-	}
-	code, body = adminDo(t, "PUT", "http://"+c.edgeAdmins[0]+"/admin/switches", strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-edge.key")))),
-		`{"version":3,"edge":{"closed_rounds":[1]}}`)
-	if code != 400 || !strings.Contains(body, `"field":"edge.closed_rounds"`) {
-		t.Errorf("PUT closing unknown round 1: %d %s, want 400 naming edge.closed_rounds", code, body)
-	}
-	code, out, e = runCLI("ctl", "--admin-key", f.key("admin.key"), "--servers", c.verAdm, "set", "verifier.revoked_shards=1")
-	if code != 1 || !strings.Contains(out, "verifier.revoked_shards") || !strings.Contains(out, "verifier.revoked_shards reached 0 verifiers") {
-		t.Errorf("ctl revoking unknown shard 1: exit %d\n%s%s", code, out, e)
-	}
-	if d := switchesOf(t, c.verAdm); d.Version != 2 || len(d.Verifier.RevokedShards) != 0 {
-		t.Errorf("a refused document was recorded: %s", d.JSON())
-	}
+	switchesCheckedAgainstCampaign(t, c)
 
 	// show: no key needed; a table by default, JSON with --json.
 	code, out, e = runCLI("ctl", "--servers", strings.Join(all, ","), "show")
@@ -171,4 +155,32 @@ func must(code int, stdout, stderr string) string {
 		return "exit " + stderr
 	}
 	return stdout
+}
+
+// switchesCheckedAgainstCampaign: on the chain's campaign (one shard, no timed rounds) a
+// shard or a round it does not have is 400 naming the field, ctl says the change
+// failed, and nothing is recorded.
+func switchesCheckedAgainstCampaign(t *testing.T, c *chain) {
+	t.Helper()
+	f := c.f
+	verTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-verifier.key"))))
+	code, body := adminDo(t, "PUT", "http://"+c.verAdm+"/admin/switches", verTok, `{"version":3,"verifier":{"revoked_shards":[1]}}`)
+	if code != 400 || !strings.Contains(body, `"field":"verifier.revoked_shards"`) {
+		t.Errorf("PUT revoking unknown shard 1: %d %s, want 400 naming verifier.revoked_shards", code, body)
+	}
+	edgeTok := strings.TrimSpace(must(runCLI("admin", "token", "--key", f.key("admin-edge.key"))))
+	for doc, field := range map[string]string{`{"version":3,"edge":{"closed_rounds":[1]}}`: "edge.closed_rounds",
+		`{"version":3,"verifier":{"revoked_shards":[1]}}`: "verifier.revoked_shards"} {
+		if code, body = adminDo(t, "PUT", "http://"+c.edgeAdmins[0]+"/admin/switches", edgeTok, doc); code != 400 || !strings.Contains(body, `"field":"`+field+`"`) {
+			t.Errorf("edge: PUT %s: %d %s, want 400 naming %s", doc, code, body, field)
+		}
+	}
+	code, out, e := runCLI("ctl", "--admin-key", f.key("admin.key"), "--servers", c.verAdm, "set", "verifier.revoked_shards=1")
+	if code != 1 || !strings.Contains(out, "verifier.revoked_shards") || !strings.Contains(out, "verifier.revoked_shards reached 0 verifiers") {
+		t.Errorf("ctl revoking unknown shard 1: exit %d\n%s%s", code, out, e)
+	}
+	if d := switchesOf(t, c.verAdm); d.Version != 2 || len(d.Verifier.RevokedShards) != 0 {
+		t.Errorf("a refused document was recorded: %s", d.JSON())
+	}
+
 }

@@ -33,8 +33,9 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
-  1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
-     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
+  1. writes the keys 'shake keys init' writes and generates a campaign of N red packets
+     (budget N x 188 fen, amounts in [1, 2000] fen, one prize of 1888 fen per 1000
+     tickets) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
@@ -145,15 +146,12 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if msg := c.targets.check(); msg != "" {
 		return usageError(stderr, "demo: %s", msg)
 	}
-	if _, err := kf.load(); err != nil {
-		return usageError(stderr, "demo: %v", err)
+	_, err := kf.load()
+	if err == nil {
+		c.ledgerURL, c.ledgerArgs, err = lf.forChild()
 	}
-	if lf.url.raw != "" {
-		u, err := lf.resolve()
-		if err != nil {
-			return usageError(stderr, "demo: %v", err)
-		}
-		c.ledgerURL, c.ledgerArgs = u, lf.childArgs()
+	if err != nil {
+		return usageError(stderr, "demo: %v", err)
 	}
 	if len(kf.sec.Args()) > 0 && c.brokers == "embedded" {
 		return usageError(stderr, "demo: the Kafka security flags need --brokers (the embedded broker is plain text)")
@@ -247,7 +245,7 @@ func (d *demo) run(ctx context.Context) int {
 	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
-	keys, err := newKeySet()
+	_, keys, err := writeKeySet(c.out, keySetNames())
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
 		return 1
@@ -255,12 +253,6 @@ func (d *demo) run(ctx context.Context) int {
 	campaignKey, sessionKey, adminKey := keys["campaign.key"], keys["session.key"], keys["admin.key"]
 	ckPath, skPath := filepath.Join(c.out, "campaign.key"), filepath.Join(c.out, "session.key")
 	d.adminKeyPath = filepath.Join(c.out, "admin.key")
-	for name, k := range keys {
-		if err := ticket.WriteKeyFile(filepath.Join(c.out, name), k); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-			return 1
-		}
-	}
 	// One timed round that covers the load, with its tickets paced evenly over the
 	// window, as at the gala: wins (and so opens) arrive at a steady rate instead of all
 	// in the first seconds. The round opens now and allows demoStartup for the servers.
@@ -269,6 +261,7 @@ func (d *demo) run(ctx context.Context) int {
 	m, err := ticketgen.Generate(ctx, ticketgen.Config{
 		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
 		Edges: c.edges, Min: 1, Max: 2000, Rounds: []ticket.RoundWindow{round}, OutDir: c.out, Now: genStart,
+		Prizes: demoPrizes(c.tickets),
 	})
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
@@ -381,8 +374,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count,
-		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
+	if err := d.writeOutputs(res, m, rep, d.event(m, loadBefore, samples)); err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
 		s.OK = false
 	}
@@ -627,11 +619,4 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	default:
 		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
 	}
-}
-
-func okWord(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "NOT OK"
 }

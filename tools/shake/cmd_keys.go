@@ -65,10 +65,7 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return usageError(stderr, "keys init: --out: cannot create %s: %v", *out, err)
 	}
-	names := []string{"campaign.key", "session.key", "admin.key"}
-	for _, r := range ticket.AdminRoles {
-		names = append(names, ticket.AdminRoleKeyFile(r))
-	}
+	names := keySetNames()
 	// Check them all first so that a refusal leaves no half-initialised directory.
 	for _, n := range names {
 		p := filepath.Join(*out, n)
@@ -78,20 +75,9 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 			return usageError(stderr, "keys init: --out: %v", err)
 		}
 	}
-	keys, err := newKeySet()
+	written, _, err := writeKeySet(*out, names)
 	if err != nil {
-		return usageError(stderr, "keys init: %v", err)
-	}
-	var written []string
-	for _, n := range names {
-		p := filepath.Join(*out, n)
-		if err := ticket.WriteKeyFile(p, keys[n]); err != nil {
-			for _, w := range written {
-				os.Remove(w)
-			}
-			return usageError(stderr, "keys init: --out: %v", err)
-		}
-		written = append(written, p)
+		return usageError(stderr, "keys init: --out: %v", err)
 	}
 	if err := ticket.SyncDir(*out); err != nil {
 		fmt.Fprintf(stderr, "shake keys init: cannot sync %s: %v\n", *out, err)
@@ -101,6 +87,37 @@ func runKeysInit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, p)
 	}
 	return 0
+}
+
+// writeKeySet writes a fresh key set (newKeySet) into dir as the files names, mode
+// 0600, none over an existing file; on failure it removes what it wrote. It returns the
+// paths written and the keys by file name.
+func writeKeySet(dir string, names []string) ([]string, map[string][]byte, error) {
+	keys, err := newKeySet()
+	if err != nil {
+		return nil, nil, err
+	}
+	var written []string
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if err := ticket.WriteKeyFile(p, keys[n]); err != nil {
+			for _, w := range written {
+				os.Remove(w)
+			}
+			return nil, nil, err
+		}
+		written = append(written, p)
+	}
+	return written, keys, nil
+}
+
+// keySetNames are the files keys init writes: the three keys and the role admin keys.
+func keySetNames() []string {
+	names := []string{"campaign.key", "session.key", "admin.key"}
+	for _, r := range ticket.AdminRoles {
+		names = append(names, ticket.AdminRoleKeyFile(r))
+	}
+	return names
 }
 
 // newKeySet returns the keys keys init writes, by file name: three random keys and the

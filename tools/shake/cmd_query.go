@@ -62,7 +62,7 @@ or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 func runQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query", queryUsage, stderr)
 	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
+	sessionKeys := addSessionKeyFlag(fs)
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
 	adminKey := fs.String("admin-key", "", "admin-query.key `file`: /debug/pprof/ needs its token (without it no profile is served)")
@@ -85,40 +85,26 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
-	ledgerURL := new(string)
-	if u, err := lf.resolve(); err != nil {
-		return usageError(stderr, "query: %v", err)
-	} else {
-		*ledgerURL = u
-	}
-	sk, err := ticket.ReadKeyFile(*sessionKey)
+	ledgerURL, sk, moreSK, ak, err := queryInputs(lf, sessionKeys, *adminKey)
 	if err != nil {
-		return usageError(stderr, "query: --session-key: %v", err)
-	}
-	var ak []byte
-	if *adminKey != "" {
-		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
-			return usageError(stderr, "query: %v", err)
-		}
+		return usageError(stderr, "query: %v", err)
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
-	chk.ok("session-key", "%s", *sessionKey)
+	chk.ok("session-key", "%s", sessionKeys)
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	openTimeout := 15 * time.Second
 	if *dryRun {
 		openTimeout = dryRunLedgerTimeout
-	}
-	if *dryRun {
 		// A read-only look that leaves no file behind (opening a WAL SQLite file, even
 		// read-only, creates its -wal and -shm files): the schema must be this version's.
 		pctx, cancel := context.WithTimeout(context.Background(), dryRunLedgerTimeout)
-		p, err := ledger.ProbeLedger(pctx, *ledgerURL, "")
+		p, err := ledger.ProbeLedger(pctx, ledgerURL, "")
 		cancel()
 		switch {
 		case err != nil:
 			return chk.fail("--ledger: %v", err)
 		case !p.Exists:
-			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(*ledgerURL))
+			return chk.fail("--ledger: %s does not exist (the query server never creates a ledger: point it at the settler's)", redactLedgerURL(ledgerURL))
 		case p.Version < p.Latest:
 			return chk.fail("--ledger: schema version %d, this query server reads version %d: start the settler of this version once to migrate it", p.Version, p.Latest)
 		}
@@ -128,13 +114,13 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	octx, cancel := context.WithTimeout(context.Background(), openTimeout)
-	rd, err := query.OpenReader(octx, *ledgerURL, *conns)
+	rd, err := query.OpenReader(octx, ledgerURL, *conns)
 	cancel()
 	if err != nil {
 		if errors.Is(err, query.ErrBadURL) || errors.Is(err, query.ErrSchema) {
 			return usageError(stderr, "query: --ledger: %v", err)
 		}
-		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(*ledgerURL), err)
+		return usageError(stderr, "query: --ledger: cannot open %s: %v", redactLedgerURL(ledgerURL), err)
 	}
 	httpCfg := obs.Common{AdminListen: *adminListen, AdminAuth: control.TokenAuth(ak)}
 	if httpCfg.AdminListen == "" {
@@ -146,11 +132,11 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		// The same reader the server uses (read-only, never migrates) opened and closed.
 		rd.Close()
-		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(*ledgerURL))
+		chk.ok("ledger", "%s reachable, read-only, with the query schema", ledgerScheme(ledgerURL))
 		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
-		HTTP: httpCfg, Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
+		HTTP: httpCfg, Reader: rd, SessionKey: sk, MoreSessionKeys: moreSK, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
 	})
 	if err != nil {
 		rd.Close()
@@ -189,4 +175,17 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 		return code
 	}
 	return chk.done()
+}
+
+// queryInputs reads the query server's secrets: the ledger URL (no password on the
+// command line), the session key and the optional admin-query.key.
+func queryInputs(lf *ledgerFlags, sessionKeys *sessionKeysFlag, adminKey string) (ledgerURL string, sk []byte, moreSK [][]byte, ak []byte, err error) {
+	if ledgerURL, err = lf.resolve(); err != nil {
+		return "", nil, nil, nil, err
+	}
+	if sk, moreSK, err = sessionKeys.read(); err != nil {
+		return "", nil, nil, nil, fmt.Errorf("--session-key: %w", err)
+	}
+	ak, err = optionalRoleKey(adminKey, ticket.RoleQuery)
+	return ledgerURL, sk, moreSK, ak, err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"path/filepath"
 	"time"
@@ -93,13 +94,13 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "manifest", "ledger"); err != nil {
 		return flagError(fs, "%v", err)
 	}
-	ledgerURL := new(string)
-	if u, err := lf.resolve(); err != nil {
+	ledgerURL, err := lf.resolve()
+	if err != nil {
 		return flagError(fs, "%v", err)
-	} else {
-		*ledgerURL = u
 	}
 	switch {
+	case *adminKey != "" && *watch == 0:
+		return flagError(fs, "--admin-key goes with --watch (it guards the watch's /debug/pprof/)")
 	case *watch < 0:
 		return flagError(fs, "--watch must be > 0")
 	case *watch > 0 && *refund:
@@ -107,35 +108,20 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	case *refund && *keyPath == "":
 		return flagError(fs, "--refund needs --key campaign.key: a refund moves money, so the manifest's signature is checked first")
 	}
-	var m *ticket.Manifest
-	var err error
-	if *keyPath != "" {
-		key, kerr := ticket.ReadKeyFile(*keyPath)
-		if kerr != nil {
-			return flagError(fs, "--key: %v", kerr)
-		}
-		m, err = ticket.LoadManifestKey(*manifestPath, key)
-	} else {
-		m, err = ticket.LoadManifest(*manifestPath)
-	}
+	m, err := loadManifestFlags(*manifestPath, *keyPath)
 	if err != nil {
-		return flagError(fs, "--manifest: %v", err)
+		return flagError(fs, "%v", err)
 	}
-	var ak []byte
-	if *adminKey != "" {
-		if *watch == 0 {
-			return flagError(fs, "--admin-key goes with --watch (it guards the watch's /debug/pprof/)")
-		}
-		if ak, err = readRoleAdminKey(*adminKey, ticket.RoleQuery); err != nil {
-			return flagError(fs, "%v", err)
-		}
+	ak, err := optionalRoleKey(*adminKey, ticket.RoleQuery)
+	if err != nil {
+		return flagError(fs, "%v", err)
 	}
 	if *dryRun {
-		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, *ledgerURL, *watch, *listen, *keyPath != "")
+		return reconcileDryRun(newStartCheck(fs, true, stdout), m, *manifestPath, ledgerURL, *watch, *listen, *keyPath != "")
 	}
 	if *watch > 0 {
 		return runReconcileWatch(reconcileWatch{every: *watch, listen: *listen, adminKey: ak, manifest: m, dir: filepath.Dir(*manifestPath),
-			ledgerURL: *ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
+			ledgerURL: ledgerURL, log: obs.NewLogger(stderr, *logFormat, logLvl.Level()), stderr: stderr})
 	}
 	if *refund {
 		// Refuse early, before touching the ledger.
@@ -146,12 +132,12 @@ func runReconcile(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	dir := filepath.Dir(*manifestPath)
-	rep, err := settler.ReconcileURL(ctx, m, dir, *ledgerURL)
+	rep, err := settler.ReconcileURL(ctx, m, dir, ledgerURL)
 	if err != nil {
 		return flagError(fs, "%v", err)
 	}
 	if *refund && rep.OK {
-		if rep, err = reconcileRefund(ctx, m, dir, *ledgerURL); err != nil {
+		if rep, err = reconcileRefund(ctx, m, dir, ledgerURL); err != nil {
 			return flagError(fs, "--refund: %v", err)
 		}
 	}
@@ -210,4 +196,25 @@ func reconcileDryRun(chk *startCheck, m *ticket.Manifest, manifestPath, ledgerUR
 		}
 	}
 	return chk.done()
+}
+
+// loadManifestFlags loads --manifest, checking its signature when --key is given; the
+// error names the flag.
+func loadManifestFlags(manifestPath, keyPath string) (*ticket.Manifest, error) {
+	if keyPath == "" {
+		m, err := ticket.LoadManifest(manifestPath)
+		if err != nil {
+			return nil, fmt.Errorf("--manifest: %w", err)
+		}
+		return m, nil
+	}
+	key, err := ticket.ReadKeyFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	m, err := ticket.LoadManifestKey(manifestPath, key)
+	if err != nil {
+		return nil, fmt.Errorf("--manifest: %w", err)
+	}
+	return m, nil
 }

@@ -26,7 +26,7 @@ func init() {
 const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
                      --key campaign.key [--topic shake.claims] [--group shake-settler]
-                     [--listen 127.0.0.1:8082] [--admin-key admin.key] [--switches FILE]
+                     [--listen 127.0.0.1:8082] [--admin-key admin-settler.key] [--switches FILE]
                      [--batch 2000] [--linger 50ms] [--min-replication 3] [Kafka security flags]
                      [--ledger-wait 60s] [--dry-run]
 
@@ -133,11 +133,9 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if err := requireFlag(fs, "brokers", "ledger", "manifest", "key"); err != nil {
 		return chk.fail("%v", err)
 	}
-	ledgerURL := new(string)
-	if u, err := lf.resolve(); err != nil {
+	ledgerURL, err := lf.resolve()
+	if err != nil {
 		return chk.fail("%v", err)
-	} else {
-		*ledgerURL = u
 	}
 	switch {
 	case *batch < 1 || *batch > settler.MaxBatch:
@@ -210,7 +208,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *dryRun {
-		return settlerDryRun(chk, log, sec, bl, *topic, ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt), *listen, *ledgerURL, m)
+		return settlerDryRun(chk, log, sec, bl, *topic, ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt), *listen, ledgerURL, m)
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
@@ -250,7 +248,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	l, err := settler.OpenLedger(ctx, *ledgerURL, m, settler.LedgerStart{Wait: *ledgerWait, Logger: log, Waiting: waiting.Store})
+	l, err := settler.OpenLedger(ctx, ledgerURL, m, settler.LedgerStart{Wait: *ledgerWait, Logger: log, Waiting: waiting.Store})
 	if err != nil {
 		stopServing()
 		switch {

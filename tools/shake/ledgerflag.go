@@ -66,6 +66,16 @@ func (l *ledgerFlags) childArgs() []string {
 	return a
 }
 
+// forChild is resolve and childArgs for a command that starts the process opening the
+// ledger (the demo's settler); with no --ledger at all both are empty.
+func (l *ledgerFlags) forChild() (string, []string, error) {
+	if l.url.raw == "" {
+		return "", nil, nil
+	}
+	u, err := l.resolve()
+	return u, l.childArgs(), err
+}
+
 // errLedgerPasswordOnArgv is wrapped by the refusal of a password on the command line.
 var errLedgerPasswordOnArgv = errors.New("a password on the command line is readable by every local user (ps, /proc/PID/cmdline)")
 

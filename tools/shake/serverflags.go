@@ -101,6 +101,15 @@ func (f *serverFlags) build(listen, role string) (obs.Common, control.Options, e
 	return c, o, nil
 }
 
+// optionalRoleKey is readRoleAdminKey for a server that may run without --admin-key
+// (path ""): it then serves no profile.
+func optionalRoleKey(path, role string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return readRoleAdminKey(path, role)
+}
+
 // readRoleAdminKey reads --admin-key for a server of role: it must be that role's key
 // (admin-ROLE.key), never the operator's admin.key nor another role's key, so that a key
 // taken from this server changes the switches of its role only.
