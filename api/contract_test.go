@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"shake/edge"
 	"shake/internal/control"
 	"shake/internal/testchain"
 	"shake/query"
@@ -241,6 +242,19 @@ func (failReader) Campaign(context.Context, string) (query.CampaignInfo, bool, e
 func (failReader) Ping(context.Context) error { return errDown }
 func (failReader) Close() error               { return nil }
 
+// pausedEdge serves the campaign in dir from a second state file, paused by its
+// switches file.
+func pausedEdge(t *testing.T, dir, sessionPath string) string {
+	sw := filepath.Join(dir, "switches-paused.json")
+	must(t, os.WriteFile(sw, []byte(`{"version":1,"edge":{"paused":true}}`), 0o600))
+	e, err := edge.New(edge.Config{Tickets: filepath.Join(dir, "edge-000.tickets"), Key: filepath.Join(dir, "edge-000.key"),
+		SessionKey: sessionPath, State: filepath.Join(dir, "edge-000-paused.state"), InitState: true, Listen: "127.0.0.1:0",
+		Switches: control.Options{File: sw}})
+	must(t, err)
+	testchain.Run(t, e.Run)
+	return "http://" + e.Addr()
+}
+
 // TestContract drives the real edge, verifier and query handlers through every answer
 // openapi.json documents, and fails on any answer it does not document (status, keys,
 // result or error code, array items, Retry-After) and on any documented answer no
@@ -269,6 +283,8 @@ func TestContract(t *testing.T) {
 	tok1, _ := won["token"].(string)
 	o.do(shake, "POST", edgeA, "/v1/shake", user(1), "") // miss: one per user
 	o.do(shake, "POST", edgeB, "/v1/shake", user(1), "") // closed, next round tomorrow
+	// closed and paused: the edge.paused switch
+	o.do(shake, "POST", pausedEdge(t, dirB, ch.SessionPath), "/v1/shake", user(1), "")
 	o.do(shake, "POST", edgeA, "/v1/shake", "", "")
 	o.do(shake, "POST", edgeA, "/v1/shake", expiredSession, "")
 	o.do(shake, "GET", edgeA, "/v1/shake", user(1), "")

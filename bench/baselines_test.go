@@ -139,7 +139,7 @@ func TestReportHTMLSelfContained(t *testing.T) {
 	if n := strings.Count(page, "<svg"); n != 5 {
 		t.Fatalf("%d charts, want 5", n)
 	}
-	for _, want := range []string{"<polyline", "<rect", "Requests per second", "Shakes won and answered closed per second", "Latency percentiles", "Result mix",
+	for _, want := range []string{"<polyline", "<rect", "Requests answered per second", "Shake results per second", ">miss<", ">retry (429)<", "time (UTC)", "Latency percentiles", "Result mix",
 		"Baselines", "bare", "skipped:", "won", "opened", "</html>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("report lacks %q", want)

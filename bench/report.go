@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"shake/ticket"
 )
 
 // Ratio returns the main run's shake throughput divided by the baseline's (0 when either
@@ -116,16 +118,17 @@ func WriteText(w io.Writer, res *Result) error {
 type chartSeries struct {
 	name  string
 	color string
-	pts   []float64 // one value per second
+	pts   []float64 // one value per second, or at xs when set
+	xs    []float64 // seconds since the chart's start, one per point (nil: 0, 1, 2...)
 }
 
 var palette = []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"}
 
 const (
-	chartW, chartH             = 720, 260
-	padL, padR, padT, padB     = 64, 16, 24, 36
+	chartW, chartH             = 720, 270
+	padL, padR, padT, padB     = 72, 16, 28, 42
 	plotW, plotH               = chartW - padL - padR, chartH - padT - padB
-	svgOpen                    = `<svg viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s">`
+	svgOpen                    = `<svg viewBox="0 0 %d %d" role="img" aria-label="%s">`
 	axisStyle                  = `stroke="#888" stroke-width="1"`
 	latencyQuantileCategoryLen = 5
 )
@@ -146,53 +149,6 @@ func niceMax(v float64) float64 {
 	return 10 * p
 }
 
-// lineChart renders series over seconds as an SVG line chart.
-func lineChart(b *strings.Builder, title, unit string, series []chartSeries, wins ...Window) {
-	n, ymax := 0, 0.0
-	for _, s := range series {
-		n = max(n, len(s.pts))
-		for _, v := range s.pts {
-			ymax = math.Max(ymax, v)
-		}
-	}
-	ymax = niceMax(ymax)
-	fmt.Fprintf(b, svgOpen, chartW, chartH, chartW, chartH, esc(title))
-	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
-	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT+plotH, padL+plotW, padT+plotH, axisStyle)
-	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT, padL, padT+plotH, axisStyle)
-	for i := 0; i <= 4; i++ {
-		y := padT + plotH - plotH*i/4
-		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eee"/>`, padL, y, padL+plotW, y)
-		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc(fmtNum(ymax*float64(i)/4)+unit))
-	}
-	xmax := max(n-1, 1)
-	for _, w := range wins {
-		x0 := float64(padL) + float64(plotW)*math.Max(w.From, 0)/float64(xmax)
-		x1 := float64(padL) + float64(plotW)*math.Min(w.To, float64(xmax))/float64(xmax)
-		if x1 > x0 {
-			fmt.Fprintf(b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#ffd54f" fill-opacity="0.35"/><text x="%.1f" y="%d" font-size="11">%s</text>`,
-				x0, padT, x1-x0, plotH, x0+2, padT+plotH-4, esc(w.Label))
-		}
-	}
-	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">0 s</text>`, padL, chartH-8)
-	fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="11">%d s</text>`, padL+plotW, chartH-8, xmax)
-	for k, s := range series {
-		if len(s.pts) == 0 {
-			continue
-		}
-		var pts strings.Builder
-		for i, v := range s.pts {
-			x := float64(padL) + float64(plotW)*float64(i)/float64(xmax)
-			y := float64(padT+plotH) - float64(plotH)*v/ymax
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x, y)
-		}
-		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, s.color, strings.TrimSpace(pts.String()))
-		fmt.Fprintf(b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="11">%s</text>`,
-			padL+plotW-150, padT+4+14*k, s.color, padL+plotW-136, padT+13+14*k, esc(s.name))
-	}
-	b.WriteString(`</svg>`)
-}
-
 func fmtNum(v float64) string {
 	switch {
 	case v >= 1e6:
@@ -209,13 +165,19 @@ func fmtNum(v float64) string {
 // the max is often orders of magnitude above the median.
 func latencyChart(b *strings.Builder, names []string, lats []Latency) {
 	const title = "Latency percentiles (log scale, from intended send time)"
-	fmt.Fprintf(b, svgOpen, chartW, chartH, chartW, chartH, esc(title))
+	fmt.Fprintf(b, svgOpen, chartW, chartH, esc(title))
 	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
-	lo, hi := 1.0, 10.0 // µs, decades
+	// The scale starts at the decade below the smallest bar, not at 1 µs: on a log
+	// scale, empty decades under the data flatten every difference that matters.
+	lo, hi := math.Inf(1), 10.0 // µs
 	for _, l := range lats {
 		hi = math.Max(hi, float64(l.Max/time.Microsecond))
+		if l.P50 > 0 {
+			lo = math.Min(lo, float64(l.P50/time.Microsecond))
+		}
 	}
 	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
+	lo = math.Pow(10, math.Floor(math.Log10(math.Max(math.Min(lo, hi/10), 1))))
 	ylog := func(us float64) float64 {
 		us = math.Max(us, lo)
 		return float64(padT+plotH) - float64(plotH)*math.Log10(us/lo)/math.Log10(hi/lo)
@@ -223,7 +185,7 @@ func latencyChart(b *strings.Builder, names []string, lats []Latency) {
 	for d := lo; d <= hi; d *= 10 {
 		y := ylog(d)
 		fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>`, padL, y, padL+plotW, y)
-		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc(fmtDur(time.Duration(d)*time.Microsecond)))
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end" font-size="11">%s</text>`, padL-4, y+4, esc((time.Duration(d) * time.Microsecond).String()))
 	}
 	cats := []string{"p50", "p90", "p99", "p99.9", "max"}
 	groupW := float64(plotW) / float64(len(cats))
@@ -249,7 +211,7 @@ func latencyChart(b *strings.Builder, names []string, lats []Latency) {
 func mixChart(b *strings.Builder, eps []*EndpointResult) {
 	const title = "Result mix"
 	h := padT + 50*len(eps) + 20
-	fmt.Fprintf(b, svgOpen, chartW, h, chartW, h, esc(title))
+	fmt.Fprintf(b, svgOpen, chartW, h, esc(title))
 	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
 	colors := map[string]string{"won": "#2ca02c", "opened": "#2ca02c", "miss": "#9e9e9e", "closed": "#8c564b", "retry": "#ff7f0e"}
 	for i, ep := range eps {
@@ -302,7 +264,7 @@ func writeChecks(b *strings.Builder, checks []Check) {
 			cls = "fail"
 		}
 	}
-	fmt.Fprintf(b, `<table class="verdict %s"><tr><th></th><th>target</th><th>measured</th><th>threshold</th><th>flag</th></tr>`, cls)
+	fmt.Fprintf(b, `<table class="verdict %s" style="text-align:left"><tr><th></th><th>target</th><th>measured</th><th>threshold</th><th>flag</th></tr>`, cls)
 	for _, c := range checks {
 		mark, color := "✓", "#1a7f37"
 		if !c.OK {
@@ -312,6 +274,88 @@ func writeChecks(b *strings.Builder, checks []Check) {
 			color, mark, esc(c.Target), esc(c.Measured), esc(c.Threshold), esc(c.Flag))
 	}
 	b.WriteString("</table>")
+}
+
+// endpointTitle names an endpoint for people: what it is and who answers it.
+func endpointTitle(name string) string {
+	switch name {
+	case "shake":
+		return "shakes (edges, POST /v1/shake)"
+	case "open":
+		return "opens (verifier, POST /v1/open)"
+	case "packets":
+		return "my packets (query, GET /v1/packets)"
+	}
+	return name
+}
+
+// loadCharts draws the load's charts: requests, results and p99 per second, the
+// latency percentiles and the result mix, the main run's endpoints first, then each
+// baseline's shakes.
+func loadCharts(b *strings.Builder, res *Result) {
+	var rps, p99 []chartSeries
+	names := []string{}
+	lats := []Latency{}
+	add := func(name string, ep *EndpointResult) {
+		c := palette[len(names)%len(palette)]
+		var r, p []float64
+		for _, s := range ep.Series {
+			for len(r) < s.T {
+				r, p = append(r, 0), append(p, math.NaN())
+			}
+			r = append(r, float64(s.Count))
+			p = append(p, float64(s.P99)/float64(time.Millisecond))
+		}
+		rps = append(rps, chartSeries{name: name, color: c, pts: r})
+		p99 = append(p99, chartSeries{name: name, color: c, pts: p})
+		names = append(names, name)
+		lats = append(lats, ep.Latency)
+	}
+	add("shakes", &res.Shake)
+	if res.Open != nil {
+		add("opens", res.Open)
+	}
+	if res.Packets != nil {
+		add("my packets", res.Packets)
+	}
+	for i := range res.Baselines {
+		if r := res.Baselines[i].Result; r != nil {
+			add("baseline "+res.Baselines[i].Name, &r.Shake)
+		}
+	}
+	b.WriteString("<div class=\"charts\">\n")
+	lineChart(b, lineSpec{title: "Requests answered per second", ylabel: "per second", start: res.Started, series: rps, wins: res.Windows})
+	lineChart(b, lineSpec{title: "Shake results per second", ylabel: "per second", start: res.Started, series: shakeResultSeries(&res.Shake), wins: res.Windows})
+	lineChart(b, lineSpec{title: "p99 latency, second by second", ylabel: "ms", start: res.Started, series: p99, wins: res.Windows})
+	latencyChart(b, names, lats)
+	eps := res.Endpoints()
+	for i := range res.Baselines {
+		if r := res.Baselines[i].Result; r != nil {
+			e := r.Shake
+			e.Name = "baseline " + res.Baselines[i].Name
+			eps = append(eps, &e)
+		}
+	}
+	mixChart(b, eps)
+	b.WriteString("</div>\n")
+}
+
+// shakeResultSeries is every class of shake answer per second: won, miss, closed,
+// retry (429) and errors (including drops).
+func shakeResultSeries(ep *EndpointResult) []chartSeries {
+	out := []chartSeries{{name: "won", color: "#2ca02c"}, {name: "miss", color: "#9e9e9e"},
+		{name: "closed", color: "#8c564b"}, {name: "retry (429)", color: "#ff7f0e"}, {name: "errors and drops", color: "#d62728"}}
+	for _, s := range ep.Series {
+		for len(out[0].pts) < s.T {
+			for k := range out {
+				out[k].pts = append(out[k].pts, 0)
+			}
+		}
+		for k, v := range []int64{s.Won, s.Miss, s.Closed, s.Retry, s.Errors} {
+			out[k].pts = append(out[k].pts, float64(v))
+		}
+	}
+	return out
 }
 
 func stripScheme(u string) string {
@@ -348,14 +392,38 @@ func WriteHTML(w io.Writer, res *Result) error { return WriteHTMLReport(w, res, 
 
 // WriteHTMLReport is WriteHTML with a title and sections of the caller's, shown first.
 func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSection) error {
+	return WriteEventReport(w, res, title, sections, nil)
+}
+
+// reportCSS lays the page out over the whole window: tables and text on top, charts two
+// or three to a row on a wide screen, one on a narrow one.
+const reportCSS = "body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}" +
+	"table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}" +
+	"th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}" +
+	".charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em 2em}" +
+	".charts svg{width:100%;height:auto;display:block;font-family:inherit}svg{max-width:100%}" +
+	".cols{display:flex;flex-wrap:wrap;gap:0 2.5em;align-items:flex-start}" +
+	".tiles{display:flex;flex-wrap:wrap;gap:1em;margin:1em 0}.tile{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:10em}" +
+	".tile b{display:block;font-size:150%}.note{color:#666;font-size:90%;max-width:70em}" +
+	".verdict.fail{border:2px solid #cf222e}.verdict.pass{border:2px solid #1a7f37}.verdict td{text-align:left}"
+
+// WriteEventReport is WriteHTMLReport with what the caller knows of the event beyond
+// the load (ev, may be nil): money over time, the amounts people got, tickets left per
+// shard, settlement lag, and what ran.
+func WriteEventReport(w io.Writer, res *Result, title string, sections []ReportSection, ev *Event) error {
 	var b strings.Builder
 	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + esc(title) + " report</title><style>" +
-		"body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:960px}" +
-		"table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}" +
-		"th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}svg{display:block;margin:1.5em 0;font-family:inherit}" +
-		".note{color:#666;font-size:90%}</style></head><body>\n")
+		reportCSS + "</style></head><body>\n")
 	fmt.Fprintf(&b, "<h1>%s</h1>", esc(title))
-	for _, sec := range sections {
+	if ev != nil {
+		ev.headline(&b, res)
+	}
+	b.WriteString(`<div class="cols">`)
+	for i, sec := range sections {
+		if i == 1 {
+			b.WriteString(`</div><div class="cols">`)
+		}
+		b.WriteString("<div>")
 		fmt.Fprintf(&b, "<h2>%s", esc(sec.Title))
 		if sec.Verdict != nil {
 			if *sec.Verdict {
@@ -370,9 +438,13 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 		for _, r := range sec.Rows {
 			fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td></tr>", esc(r[0]), esc(r[1]))
 		}
-		b.WriteString("</table>\n")
+		b.WriteString("</table></div>\n")
 	}
-	if len(sections) > 0 {
+	b.WriteString("</div>\n")
+	if ev != nil {
+		ev.sections(&b, res)
+	}
+	if len(sections) > 0 || ev != nil {
 		b.WriteString("<h2>Load</h2>")
 	}
 	fmt.Fprintf(&b, "<p>%s, ", esc(res.Mode))
@@ -385,13 +457,15 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 		fmt.Fprintf(&b, "%d closed-loop clients", res.Connections)
 	}
 	fmt.Fprintf(&b, ", %v, %d users, think time %v, started %s, took %v.", res.Duration, res.Users, res.Think,
-		esc(res.Started.Format(time.RFC3339)), res.Elapsed.Round(time.Millisecond))
+		esc(res.Started.UTC().Format(time.RFC3339)), res.Elapsed.Round(time.Millisecond))
 	if res.Interrupted {
 		b.WriteString(" <strong>Interrupted before the end.</strong>")
 	}
-	b.WriteString("</p>\n<p class=\"note\">Latency is measured from each request's intended send time, so queueing in a stalled server shows (no coordinated omission).</p>\n")
+	b.WriteString("</p>\n<p class=\"note\">Latency is measured from each request's intended send time, so queueing in a stalled server shows (no coordinated omission). " +
+		"<b>dropped</b> counts arrivals the load generator never sent because its bound of requests in flight was full: the servers were answering too slowly to take them.</p>\n")
 
-	b.WriteString("<h2>Endpoints</h2><table><tr><th>endpoint</th><th>targets</th><th>requests</th><th>responses</th><th>throughput/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>")
+	b.WriteString(`<div class="cols"><div>`)
+	b.WriteString("<h3>Endpoints</h3><table><tr><th>endpoint</th><th>targets</th><th>requests</th><th>responses</th><th>throughput/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>")
 	for _, ep := range res.Endpoints() {
 		var targets []string
 		for _, u := range ep.URLs {
@@ -399,74 +473,27 @@ func WriteHTMLReport(w io.Writer, res *Result, title string, sections []ReportSe
 		}
 		l := ep.Latency
 		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%.0f</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
-			esc(ep.Name), esc(strings.Join(targets, " ")), ep.Requests, ep.Responses, ep.Throughput,
+			esc(endpointTitle(ep.Name)), esc(strings.Join(targets, " ")), ep.Requests, ep.Responses, ep.Throughput,
 			fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
 	}
-	b.WriteString("</table>\n<table><tr><th>endpoint</th><th>results</th><th>errors</th><th>HTTP status</th></tr>")
+	b.WriteString("</table></div><div><h3>Results</h3><table><tr><th>endpoint</th><th>results</th><th>errors</th><th>HTTP status</th></tr>")
 	for _, ep := range res.Endpoints() {
-		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(ep.Name),
+		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(endpointTitle(ep.Name)),
 			esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), esc(fmtCounts(ep.Status)))
 	}
-	b.WriteString("</table>\n")
+	b.WriteString("</table></div></div>\n")
 	if res.Open != nil {
-		fmt.Fprintf(&b, "<p>Opened %d tickets worth %d (minor units)", res.OpenedN, res.OpenedSum)
+		cur := ""
+		if ev != nil {
+			cur = ev.Currency
+		}
+		fmt.Fprintf(&b, "<p>Opened %d tickets worth %s", res.OpenedN, esc(ticket.FormatAmount(res.OpenedSum, cur)))
 		if res.Campaign != "" {
 			fmt.Fprintf(&b, " in campaign %s", esc(res.Campaign))
 		}
 		b.WriteString(".</p>\n")
 	}
-
-	// Charts: the main run's endpoints, then each baseline's shakes.
-	var rps, p99 []chartSeries
-	names := []string{}
-	lats := []Latency{}
-	add := func(name string, ep *EndpointResult) {
-		c := palette[len(names)%len(palette)]
-		var r, p []float64
-		for _, s := range ep.Series {
-			for len(r) < s.T {
-				r, p = append(r, 0), append(p, 0)
-			}
-			r = append(r, float64(s.Count))
-			p = append(p, float64(s.P99)/float64(time.Millisecond))
-		}
-		rps = append(rps, chartSeries{name, c, r})
-		p99 = append(p99, chartSeries{name, c, p})
-		names = append(names, name)
-		lats = append(lats, ep.Latency)
-	}
-	add("shake /v1/shake", &res.Shake)
-	if res.Open != nil {
-		add("shake /v1/open", res.Open)
-	}
-	for i := range res.Baselines {
-		if r := res.Baselines[i].Result; r != nil {
-			add(res.Baselines[i].Name, &r.Shake)
-		}
-	}
-	b.WriteString("<h2>Charts</h2>\n")
-	lineChart(&b, "Requests per second", "", rps, res.Windows...)
-	var won, closed []float64
-	for _, s := range res.Shake.Series {
-		for len(won) < s.T {
-			won, closed = append(won, 0), append(closed, 0)
-		}
-		won, closed = append(won, float64(s.Won)), append(closed, float64(s.Closed))
-	}
-	lineChart(&b, "Shakes won and answered closed per second", "", []chartSeries{
-		{"won", palette[2], won}, {"closed", palette[0], closed}}, res.Windows...)
-	lineChart(&b, "p99 latency per second", " ms", p99, res.Windows...)
-	latencyChart(&b, names, lats)
-	eps := res.Endpoints()
-	for i := range res.Baselines {
-		if r := res.Baselines[i].Result; r != nil {
-			e := r.Shake
-			e.Name = res.Baselines[i].Name
-			eps = append(eps, &e)
-		}
-	}
-	mixChart(&b, eps)
-
+	loadCharts(&b, res)
 	if len(res.Baselines) > 0 {
 		b.WriteString("<h2>Baselines</h2><p class=\"note\">Same client, same load shape, same machine; shakes only. " +
 			"The ratio is shake's /v1/shake throughput divided by the baseline's.</p>" +

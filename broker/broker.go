@@ -102,6 +102,10 @@ func Start(cfg Config) (*Broker, error) {
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.AllowAutoTopicCreation(),
 		kfake.ClusterID("shake"),
+		// Claims are money: topics keep their records (a restarted verifier rebuilds
+		// from the whole claims topic, and the verifier and the settler refuse a topic
+		// that could delete one). kfake's defaults would be 7 days.
+		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1", "log.retention.bytes": "-1"}),
 	}
 	opts = append(opts, clusterOpts(cfg.Nodes)...)
 	opts = append(opts, secOpts...)

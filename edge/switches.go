@@ -32,6 +32,8 @@ type edgeSwitches struct {
 	// per is the per-user table in force (nil: no limit): the configured one, or a view
 	// of a table with the override's limit.
 	per *perUser
+	// stops are each round's stopped spans (pacestop.go); nil when none ever was.
+	stops [][]stop
 }
 
 // setupSwitches builds the edge's switches store (loading --switches) and returns the
@@ -77,6 +79,9 @@ func (s *Server) compileSwitches(e *ticket.EdgeSwitches) *edgeSwitches {
 		c.per = s.perUserView(*e.PerUser)
 	}
 	c.early = c.paused || c.shed != 0
+	if s.cfg.Pace {
+		c.stops = s.stopClock.record(s.now().UnixNano(), c.paused, c.closed, len(s.disp.rounds))
+	}
 	return c
 }
 
@@ -106,7 +111,7 @@ func (s *Server) perUserView(limit int) *perUser {
 func (s *Server) early(ctx *fasthttp.RequestCtx, sw *edgeSwitches) bool {
 	if sw.paused {
 		s.m.closed.Inc()
-		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyClosedNoNext)
+		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyPaused)
 		return true
 	}
 	if sw.shed != 0 && rand.Uint64() < sw.shed {
@@ -141,8 +146,11 @@ func (s *Server) roundClosed(ctx *fasthttp.RequestCtx, sw *edgeSwitches, r *roun
 }
 
 // paceTime is the clock the paced release of r reads: time since the round opened,
-// slowed by pace_factor.
+// less the time its release was stopped (paused or closed), slowed by pace_factor.
 func (sw *edgeSwitches) paceTime(r *round, ns int64) int64 {
+	if sw.stops != nil && ns > r.start {
+		ns -= stoppedWithin(sw.stops[r.index], r.start, ns)
+	}
 	if !sw.paceScaled || ns <= r.start {
 		return ns
 	}

@@ -126,6 +126,10 @@ func (l *lowFundLedger) Fund(ctx context.Context, campaign, currency string, _ i
 	return l.Ledger.Fund(ctx, campaign, currency, l.budget)
 }
 
+func (l *lowFundLedger) FundShards(ctx context.Context, campaign, currency string, _ []int64) error {
+	return l.Ledger.Fund(ctx, campaign, currency, l.budget)
+}
+
 // TestOverBudgetNeverStallsOrGoesNegative: claims worth more than the budget account
 // holds. The ledger refuses the batch; the settler must neither retry it forever nor
 // pay beyond the budget: it posts claim by claim and dead-letters what does not fit.

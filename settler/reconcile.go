@@ -221,6 +221,9 @@ func Reconcile(ctx context.Context, m *ticket.Manifest, dir string, l ledger.Led
 			balanceOK = false
 			r.problem("budget account holds %d, outstanding is %d", st.BudgetBalance, r.OutstandingAmount)
 		}
+		if !checkShardBudgets(r, m, st.Shards) {
+			balanceOK = false
+		}
 	} else if rows > 0 || st.Refunded {
 		balanceOK = false
 		r.problem("postings exist but the campaign was never funded")
@@ -279,6 +282,44 @@ func checkFundedHere(ctx context.Context, m *ticket.Manifest, l ledger.Ledger) (
 	return nil, nil
 }
 
+// checkShardBudgets proves each shard budget account of a campaign funded per shard:
+// funded with its shard's amount in the manifest, holding exactly that amount less what
+// it paid and refunded, never below zero. (The accounts' sum is checked against the
+// outstanding amount with the campaign's.) A campaign funded whole has no shard figures.
+func checkShardBudgets(r *Report, m *ticket.Manifest, shards []ledger.ShardStats) bool {
+	if shards == nil {
+		return true
+	}
+	ok := len(shards) == len(m.Shards)
+	if !ok {
+		r.problem("ledger funded %d shard budget accounts, manifest has %d shards", len(shards), len(m.Shards))
+	}
+	for i, sh := range shards {
+		switch {
+		case sh.Shard != i || i >= len(m.Shards):
+			ok = false
+			r.problem("ledger funded a budget account for shard %d, which the manifest does not have", sh.Shard)
+		case sh.Funded != m.Shards[i].Amount:
+			ok = false
+			r.problem("shard %d budget account funded with %d, manifest says %d", i, sh.Funded, m.Shards[i].Amount)
+		case sh.Balance != sh.Funded-sh.Settled-sh.Refunded || sh.Balance < 0:
+			ok = false
+			r.problem("shard %d budget account holds %d, funded %d - settled %d - refunded %d", i, sh.Balance, sh.Funded, sh.Settled, sh.Refunded)
+		}
+	}
+	return ok
+}
+
+// ShardAmounts are the manifest's per-shard budgets, the amounts each shard's budget
+// account is funded with.
+func ShardAmounts(m *ticket.Manifest) []int64 {
+	as := make([]int64, len(m.Shards))
+	for i := range m.Shards {
+		as[i] = m.Shards[i].Amount
+	}
+	return as
+}
+
 // Info returns the ledger registration of m: its campaign, generation and digest, and
 // the figures (currency, budget, ticket count) readers of the ledger show.
 func Info(m *ticket.Manifest) (ledger.CampaignInfo, error) {
@@ -326,6 +367,10 @@ func Refund(ctx context.Context, m *ticket.Manifest, l ledger.Ledger, now time.T
 	// A refund funds the campaign if nothing did: it registers the manifest first, so
 	// that no other manifest of the campaign can be used later.
 	if err := Register(ctx, m, l); err != nil {
+		return ledger.RefundResult{}, err
+	}
+	// Funded per shard first, as the settler funds it, if no settler ever did.
+	if err := l.FundShards(ctx, m.Campaign, m.Currency, ShardAmounts(m)); err != nil {
 		return ledger.RefundResult{}, err
 	}
 	return l.Refund(ctx, m.Campaign, m.Currency, m.Budget)

@@ -316,3 +316,48 @@ func TestAttackTamperedManifestRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestReconcileShardBudgets: a campaign funded per shard, as the settler funds it, is
+// proved account by account: budget money moved from one shard's account to another's,
+// with transfers and balances kept consistent (so double entry, the drift check and
+// the campaign's sum all still hold), is caught by the per-shard check.
+func TestReconcileShardBudgets(t *testing.T) {
+	t.Parallel()
+	c := makeCampaign(t, t.TempDir(), "rsh", []uint64{100, 50}, time.Now().Add(time.Hour))
+	ids := []uint64{1, 2, 3, 101, 102}
+	moved := []string{
+		`UPDATE transfers SET amount = amount - 5 WHERE campaign = 'rsh' AND kind = 'fund' AND shard = 0`,
+		`UPDATE transfers SET amount = amount + 5 WHERE campaign = 'rsh' AND kind = 'fund' AND shard = 1`,
+		`UPDATE accounts SET balance = balance - 5 WHERE name = 'budget:rsh:0'`,
+		`UPDATE accounts SET balance = balance + 5 WHERE name = 'budget:rsh:1'`,
+	}
+	for backend, url := range ledgerURLs(t) {
+		for _, tamper := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/tampered=%v", backend, tamper), func(t *testing.T) {
+				ctx := context.Background()
+				l, err := ledger.Open(ctx, url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				if err := l.FundShards(ctx, "rsh", c.manifest.Currency, ShardAmounts(c.manifest)); err != nil {
+					t.Fatal(err)
+				}
+				settle(t, l, c, ids...)
+				if tamper {
+					execSQL(t, url, moved...)
+				}
+				r, err := Reconcile(ctx, c.manifest, c.dir, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.OK == tamper || r.DriftedAccounts != 0 || r.BalanceSum != 0 {
+					t.Fatalf("tampered %v: report %+v", tamper, r)
+				}
+				if tamper && !strings.Contains(strings.Join(r.Problems, "; "), "shard 0 budget account funded with") {
+					t.Fatalf("problems %q do not name shard 0", r.Problems)
+				}
+			})
+		}
+	}
+}

@@ -88,6 +88,10 @@ type Config struct {
 	Switches control.Options
 	// Now is the clock (tests); nil uses time.Now.
 	Now func() time.Time
+	// TopicPolicy, when set, is checked against the claims topic before the first
+	// claim is consumed (again, since the start-up check may not have reached Kafka);
+	// until it passes the settler is not ready, naming why (kafkaready.go).
+	TopicPolicy *ikafka.Policy
 }
 
 // Settler consumes claims and posts them. Create with New, then Run.
@@ -132,6 +136,13 @@ type Settler struct {
 	settling    atomic.Bool // Run is inside settle: it is not waiting on the group
 
 	dlqDown atomic.Bool // the last dead-letter write failed for DLQTimeout
+
+	// Kafka readiness (kafkaready.go): the topic gate, whether the last look found the
+	// claims topic and this settler's member in its group, and the client id that
+	// member is known by.
+	gate     *ikafka.Gate
+	kafkaOK  atomic.Bool
+	clientID string
 
 	money moneyMetrics
 }
@@ -219,6 +230,7 @@ func New(cfg Config) (*Settler, error) {
 	if err := s.setupSwitches(); err != nil {
 		return nil, err
 	}
+	s.initKafkaReady()
 	return s, nil
 }
 
@@ -229,6 +241,9 @@ const (
 	ReadyBreakerOpen   = "ledger_breaker_open" // the ledger failed; postings wait for the breaker
 	ReadyStalled       = "stalled"             // a partition's claims wait and its committed offset does not move
 	ReadyDLQUnwritable = "dlq_unwritable"      // the dead-letter topic refused writes for --dlq-timeout
+	// ReadyKafkaUnreachable: the claims topic cannot be reached or this settler has not
+	// joined its consumer group: nothing is being consumed.
+	ReadyKafkaUnreachable = "kafka_unreachable"
 )
 
 // NotReadyReason returns "" when the settler is consuming with everything it needs,
@@ -237,8 +252,12 @@ func (s *Settler) NotReadyReason() string {
 	switch {
 	case !s.funded.Load():
 		return ReadyUnfunded
+	case s.gate != nil && !s.gate.Open():
+		return s.gate.Reason()
 	case !s.running.Load():
 		return ReadyStarting
+	case !s.kafkaOK.Load():
+		return ReadyKafkaUnreachable
 	case s.br.State() == BreakerOpen:
 		return ReadyBreakerOpen
 	case s.stalled.Load():
@@ -268,7 +287,9 @@ func (s *Settler) Run(ctx context.Context) error {
 		if err := Register(actx, m, s.cfg.Ledger); err != nil {
 			return err
 		}
-		return s.cfg.Ledger.Fund(actx, m.Campaign, m.Currency, m.Budget)
+		// One budget account per shard, funded with the shard's amount: batches of
+		// different shards (other settlers of the group) never wait for one budget row.
+		return s.cfg.Ledger.FundShards(actx, m.Campaign, m.Currency, ShardAmounts(m))
 	}); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -276,6 +297,9 @@ func (s *Settler) Run(ctx context.Context) error {
 		return err
 	}
 	s.funded.Store(true)
+	if s.gate != nil && s.gate.Run(ctx) != nil {
+		return nil // stopped before the topic passed: nothing was consumed
+	}
 
 	rd := s.newReader()
 	defer func() { rd.Close() }()
@@ -318,6 +342,7 @@ func (s *Settler) Run(ctx context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
+		s.kafkaOK.Store(true) // claims came through the group: reached and joined
 		epoch, ok := s.enterUnpaused(ctx)
 		if !ok {
 			break // stopped while paused: the claims in hand were never committed
@@ -403,7 +428,8 @@ func (s *Settler) newReader() *kafka.Reader {
 		RebalanceTimeout:  s.cfg.SessionTimeout,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
-		Dialer:            s.cfg.Kafka.Dialer(10 * time.Second),
+		JoinGroupBackoff:  time.Second, // kafka-go's 5 s would hold readiness that long after Kafka returns
+		Dialer:            s.dialer(),
 		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Warn("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 }
@@ -415,7 +441,7 @@ func (s *Settler) newReader() *kafka.Reader {
 // exports the group's lag.
 func (s *Settler) watchStall(ctx context.Context) {
 	client := s.cfg.Kafka.Client(s.cfg.Brokers, 5*time.Second)
-	tick := time.NewTicker(max(s.cfg.StallTimeout/6, 100*time.Millisecond))
+	tick := time.NewTicker(min(max(s.cfg.StallTimeout/6, 100*time.Millisecond), kafkaLookEvery))
 	defer tick.Stop()
 	type seen struct {
 		committed int64
@@ -429,6 +455,7 @@ func (s *Settler) watchStall(ctx context.Context) {
 		case <-tick.C:
 		}
 		offs, err := groupOffsets(ctx, client, s.cfg.Group, s.cfg.Topic)
+		s.lookAtGroup(ctx, client, err)
 		if err != nil {
 			continue // the broker is down: nothing to tell
 		}

@@ -100,7 +100,7 @@ type run struct {
 	done chan error
 }
 
-func startSettler(t *testing.T, addr string, c *testCampaign, l ledger.Ledger, mut func(*Config)) *run {
+func startSettler(t testing.TB, addr string, c *testCampaign, l ledger.Ledger, mut func(*Config)) *run {
 	t.Helper()
 	v := c.validator(t, nil)
 	reg := obs.NewRegistry()
@@ -122,7 +122,7 @@ func startSettler(t *testing.T, addr string, c *testCampaign, l ledger.Ledger, m
 }
 
 // waitSeen waits until the settler has handled n claims (posted, duplicate or dead).
-func (r *run) waitSeen(t *testing.T, n uint64) {
+func (r *run) waitSeen(t testing.TB, n uint64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {

@@ -67,6 +67,9 @@ type durableConfig struct {
 	DownFor       time.Duration
 	ReplayBackoff time.Duration
 	Kafka         *ikafka.Security // TLS and SASL; nil is plain text
+	// TopicOpen reports whether the claims topic passed its policy (nil: always):
+	// until then claims are spooled and the spool is not replayed.
+	TopicOpen func() bool
 }
 
 // durable makes claims durable: a bounded queue that concurrent requests append to,
@@ -173,7 +176,12 @@ func newDurable(cfg durableConfig, sp *spool, reg *obs.Registry, log *slog.Logge
 	return d
 }
 
-func (d *durable) kafkaUp() bool { return time.Now().UnixNano() >= d.downUntil.Load() }
+func (d *durable) kafkaUp() bool {
+	return d.topicOpen() && time.Now().UnixNano() >= d.downUntil.Load()
+}
+
+// topicOpen reports whether claims may be written to the topic (its policy passed).
+func (d *durable) topicOpen() bool { return d.cfg.TopicOpen == nil || d.cfg.TopicOpen() }
 
 // writable reports whether a claim can be made durable somewhere right now.
 func (d *durable) writable() bool {
@@ -320,6 +328,13 @@ func (d *durable) replayer(ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
+		if !d.topicOpen() {
+			// The claims topic has not passed its policy: what is spooled stays there.
+			if !sleep(250 * time.Millisecond) {
+				return
+			}
+			continue
+		}
 		var (
 			end   cursor
 			bytes int64

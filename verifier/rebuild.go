@@ -58,6 +58,7 @@ type rebuildState struct {
 	counts  [numRestoreResults]atomic.Uint64
 	metrics [numRestoreResults]*obs.Counter
 	done    atomic.Bool
+	failing atomic.Bool // the last attempt to read the claims topic failed
 	cancel  context.CancelFunc
 	exited  chan struct{}
 	seconds atomic.Uint64 // float64 bits: time from New to ready
@@ -129,6 +130,7 @@ func (s *Server) rebuildTopic(ctx context.Context) error {
 				err = fmt.Errorf("topic %s has no partitions", s.cfg.Topic)
 			}
 			if err == nil {
+				s.rb.failing.Store(false)
 				for _, p := range ps {
 					parts = append(parts, &partState{id: p})
 				}
@@ -136,6 +138,7 @@ func (s *Server) rebuildTopic(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				s.rb.failing.Store(true)
 				s.rb.errors.Inc()
 				s.log.Warn("cannot read the claims topic to rebuild; retrying", "topic", s.cfg.Topic,
 					"attempt", attempt, "retry_in", backoff, "err", err)
@@ -153,6 +156,7 @@ func (s *Server) rebuildTopic(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		s.rb.failing.Store(true)
 		s.rb.errors.Inc()
 		s.log.Warn("claims topic read failed during the rebuild; retrying the unfinished partitions",
 			"topic", s.cfg.Topic, "attempt", attempt, "retry_in", backoff, "err", err)

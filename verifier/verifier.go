@@ -30,13 +30,14 @@ import (
 
 // Config configures New. Zero values take the defaults noted.
 type Config struct {
-	Manifest   string   // path of manifest.json
-	Key        string   // path of campaign.key
-	SessionKey string   // path of session.key
-	Brokers    []string // Kafka bootstrap host:port list
-	Topic      string   // claims topic, default shake.claims
-	Spool      string   // spool directory
-	Listen     string   // default 127.0.0.1:8081
+	Manifest        string   // path of manifest.json
+	Key             string   // path of campaign.key
+	SessionKey      string   // path of session.key
+	MoreSessionKeys []string // more session.key paths accepted in a key rotation
+	Brokers         []string // Kafka bootstrap host:port list
+	Topic           string   // claims topic, default shake.claims
+	Spool           string   // spool directory
+	Listen          string   // default 127.0.0.1:8081
 	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
 	// other users' opens are 421 misdirected.
 	UIDShard UIDShard
@@ -70,6 +71,9 @@ type Config struct {
 	HTTP obs.Common
 	// Switches are the --switches file and the admin key (see switches.go).
 	Switches control.Options
+	// TopicPolicy, when set, is checked against the claims topic before any claim is
+	// written to it or replayed there (readiness.go); nil: no check (tests).
+	TopicPolicy *ikafka.Policy
 }
 
 // Server is a verifier bound to its listen address.
@@ -112,6 +116,8 @@ type Server struct {
 	mOpenTime *obs.Histogram
 	sw        *control.Live[verifierSwitches] // the switches in force (switches.go)
 	ctl       *control.Store
+	gate      *ikafka.Gate // nil without a TopicPolicy (readiness.go)
+	stopGate  func()
 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
@@ -168,10 +174,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.mOpenTime = reg.Histogram("shake_verifier_open_seconds", "Latency of POST /v1/open, durable write included.", obs.LatencyBuckets)
 	s.inWait = 2*cfg.KafkaTimeout + time.Second
+	s.newGate(reg)
 	s.dur = newDurable(durableConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, QueueSize: cfg.QueueSize, BatchMax: cfg.BatchMax,
 		Producers: cfg.Producers, BatchTimeout: cfg.BatchTimeout, KafkaTimeout: cfg.KafkaTimeout,
-		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond, Kafka: cfg.Kafka,
+		DownFor: cfg.DownFor, ReplayBackoff: 100 * time.Millisecond, Kafka: cfg.Kafka, TopicOpen: s.topicOpen,
 	}, s.sp, reg, cfg.Logger)
 	common, err := s.setupSwitches()
 	if err != nil {
@@ -182,7 +189,7 @@ func New(cfg Config) (*Server, error) {
 		Name: "verifier", Listen: cfg.Listen, MaxBodySize: MaxBodySize,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		Concurrency: cfg.Concurrency, ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger: cfg.Logger, Registry: reg, Ready: s.ready, Common: common,
+		Logger: cfg.Logger, Registry: reg, NotReady: s.notReady, Common: common,
 	}, s.handle)
 	if err != nil {
 		s.ctl.Close()
@@ -195,12 +202,10 @@ func New(cfg Config) (*Server, error) {
 		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
 		"restored_from_spool", s.rb.restored(), "spool_pending", s.sp.pendingRecs.Load(),
 		"brokers", cfg.Brokers, "topic", cfg.Topic)
+	s.startGate()
 	s.startRebuild()
 	return s, nil
 }
-
-// ready is /readyz: the rebuild is done and a claim can be made durable somewhere.
-func (s *Server) ready() bool { return s.rb.done.Load() && s.dur.writable() }
 
 // ownUID reports whether uid is of this verifier's uid shard.
 func (s *Server) ownUID(uid uint64) bool { return s.cfg.UIDShard.owns(uid) }
@@ -230,6 +235,9 @@ func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
 	s.ctl.Close()
 	s.stopRebuild()
+	if s.stopGate != nil {
+		s.stopGate()
+	}
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -241,6 +249,9 @@ func (s *Server) Close() error {
 	s.srv.Close()
 	s.ctl.Close()
 	s.stopRebuild()
+	if s.stopGate != nil {
+		s.stopGate()
+	}
 	return s.dur.close()
 }
 
@@ -525,11 +536,11 @@ func prepare(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, about(ErrManifest, err)
 	}
-	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
+	sk, err := ticket.LoadSessionKeys(cfg.SessionKey, cfg.MoreSessionKeys)
 	if err != nil {
 		return nil, about(ErrSessionKey, err)
 	}
-	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+	for _, p := range append([]string{cfg.Key, cfg.SessionKey}, cfg.MoreSessionKeys...) {
 		// A key other users can read lets any of them forge sessions or claims.
 		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
 			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
@@ -542,9 +553,7 @@ func prepare(cfg Config) (*Server, error) {
 	}
 	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
 	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return nil, about(ErrSessionKey, fmt.Errorf("session key %s: %w", cfg.SessionKey, err))
-	}
+	s.sess = sk
 	keys := make([][]byte, len(man.Shards))
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))

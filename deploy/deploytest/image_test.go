@@ -94,6 +94,16 @@ func TestImageRuntimeStage(t *testing.T) {
 	if !strings.HasSuffix(builder, "podman") {
 		t.Skip("buildah builds but cannot run the image: install podman")
 	}
+	tag := "localhost/shake:deploytest-runtime"
+	buildRuntimeImage(t, builder, tag)
+	proveImage(t, builder, tag, "shake deploytest")
+}
+
+// buildRuntimeImage builds tag from deploy/Dockerfile's run-time stage, verbatim, over a
+// static binary built here the way the build stage builds it (see TestImageRuntimeStage),
+// and removes the image when the test ends.
+func buildRuntimeImage(t *testing.T, builder, tag string) {
+	t.Helper()
 	root := filepath.Dir(deployDir(t))
 	df, err := os.ReadFile(filepath.Join(root, "deploy", "Dockerfile"))
 	if err != nil {
@@ -142,12 +152,10 @@ func TestImageRuntimeStage(t *testing.T) {
 	if err := os.WriteFile(containerfile, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tag := "localhost/shake:deploytest-runtime"
 	if out, err := buildImage(builder, containerfile, tag, ctx); err != nil {
 		t.Fatalf("%s build of the run-time stage: %v\n%s\n%s", builder, err, body, tail(out, 4000))
 	}
 	t.Cleanup(func() { exec.Command(builder, "rmi", "-f", tag).Run() })
-	proveImage(t, builder, tag, "shake deploytest")
 }
 
 // podmanRun returns how to run a container here: the default OCI runtime where it

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	_ "modernc.org/sqlite"
 )
 
@@ -85,7 +86,8 @@ type promQuery struct {
 // promtool check metrics, every dashboard panel query and every rule evaluates without
 // error against the live data, and that ShakeReconcileFailed really fires when a
 // posting is corrupted behind the watcher's back (the time from the fault to the alert
-// is logged). Bounded to about a minute.
+// is logged), and that the switches group's alerts fire when shake ctl pauses the
+// settler alone. Bounded to about a minute.
 func TestLivePrometheus(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -148,6 +150,9 @@ func TestLivePrometheus(t *testing.T) {
 	if hasFlag(bin, "settler", "min-replication") {
 		setArgs = append(setArgs, "--min-replication", "1")
 	}
+	if hasFlag(bin, "settler", "admin-key") {
+		setArgs = append(setArgs, "--admin-key", filepath.Join(dir, "admin-settler.key"))
+	}
 	procs = append(procs, startProc(t, dir, "settler", "shake-settler", setAddr, bin, setArgs...))
 	for _, p := range procs {
 		waitHTTP(t, "http://"+p.metrics+"/readyz", 30*time.Second)
@@ -163,7 +168,7 @@ func TestLivePrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "rules.yml"), ruleFile, 0o644)
+	os.WriteFile(filepath.Join(dir, "rules.yml"), shortenFor(t, ruleFile, "shake.switches"), 0o644)
 	cfg := "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [rules.yml]\nscrape_configs:\n"
 	for _, p := range procs {
 		cfg += fmt.Sprintf("  - job_name: %s\n    static_configs: [{targets: [%q]}]\n", p.job, p.metrics)
@@ -242,7 +247,7 @@ func TestLivePrometheus(t *testing.T) {
 		data := false
 		for _, tg := range p.Targets {
 			queries++
-			q, err := query(tg.Expr)
+			q, err := query(dashboardVars.Replace(tg.Expr))
 			if err != nil {
 				t.Errorf("panel %q: %s: %v", p.Title, tg.Expr, err)
 				continue
@@ -346,6 +351,85 @@ func TestLivePrometheus(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("ShakeReconcileFailed did not fire within 20s of the corruption: %+v", alerts.Data.Alerts)
+		}
+	}
+
+	// The control plane: an operator pauses the settler alone. The dashboard says so,
+	// the settler runs another switches version than the rest, and both alerts of the
+	// switches group fire (their for: shortened to 1s in this Prometheus's copy).
+	if !hasFlag(bin, "settler", "admin-key") {
+		t.Skip("this settler takes no --admin-key: its switches cannot be changed")
+	}
+	run("ctl", "--admin-key", filepath.Join(dir, "admin.key"), "--servers", setAddr, "set", "settler.paused=true")
+	paused := time.Now()
+	if l := waitAlert(t, api, "ShakeSettlerPausedLong", 20*time.Second); l["instance"] != setAddr {
+		t.Errorf("ShakeSettlerPausedLong fired for %v, want instance %s", l, setAddr)
+	}
+	waitAlert(t, api, "ShakeSwitchVersionsDiffer", 20*time.Second)
+	t.Logf("ShakeSettlerPausedLong and ShakeSwitchVersionsDiffer firing %v after shake ctl paused the settler", time.Since(paused).Round(10*time.Millisecond))
+	q, err := query(`max(shake_switch{job=~"shake-.*",switch="settler.paused"})`)
+	if err != nil || len(q.Data.Result) != 1 || !strings.Contains(string(q.Data.Result[0]), `"1"`) {
+		t.Errorf("the dashboard's settler-paused query: %v %s", err, q.Data.Result)
+	}
+}
+
+// dashboardVars sets the dashboard's variables as Grafana does with "All" selected.
+var dashboardVars = strings.NewReplacer(`$campaign`, `.*`)
+
+// shortenFor rewrites the rules of group so that their alerts fire after 1s instead of
+// their `for:` (minutes), so the live test sees them fire.
+func shortenFor(t *testing.T, rules []byte, group string) []byte {
+	t.Helper()
+	var doc struct {
+		Groups []map[string]any `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(rules, &doc); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, g := range doc.Groups {
+		if g["name"] != group {
+			continue
+		}
+		found = true
+		for _, r := range g["rules"].([]any) {
+			if rule := r.(map[string]any); rule["for"] != nil {
+				rule["for"] = "1s"
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("rules.yml has no group %s", group)
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitAlert waits until Prometheus says alert is firing, and returns its labels.
+func waitAlert(t *testing.T, api, alert string, within time.Duration) map[string]string {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
+		var alerts struct {
+			Data struct {
+				Alerts []struct {
+					Labels map[string]string
+					State  string
+				}
+			}
+		}
+		if err := getJSON(api+"alerts", &alerts); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range alerts.Data.Alerts {
+			if a.Labels["alertname"] == alert && a.State == "firing" {
+				return a.Labels
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not fire within %v: %+v", alert, within, alerts.Data.Alerts)
 		}
 	}
 }

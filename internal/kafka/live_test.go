@@ -85,7 +85,7 @@ func roundTrip(t *testing.T, b *broker.Broker, sec *ikafka.Security, n int) {
 func describe(sec *ikafka.Security, b *broker.Broker, minRepl int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := ikafka.NewAdmin(sec, b.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, minRepl)
+	_, err := ikafka.NewAdmin(sec, b.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, ikafka.Policy{MinReplication: minRepl})
 	return err
 }
 
@@ -156,7 +156,7 @@ func TestUnreachable(t *testing.T) {
 	b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := ikafka.NewAdmin(nil, []string{addr}, 2*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, 1)
+	_, err := ikafka.NewAdmin(nil, []string{addr}, 2*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, ikafka.Policy{MinReplication: 1})
 	if !errors.Is(err, ikafka.ErrUnreachable) {
 		t.Fatalf("closed broker: got %v, want ErrUnreachable", err)
 	}
@@ -174,7 +174,7 @@ func TestTopicPolicyLive(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = ikafka.NewAdmin(nil, one.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, "no.such.topic", 1)
+	_, err = ikafka.NewAdmin(nil, one.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, "no.such.topic", ikafka.Policy{MinReplication: 1})
 	if !errors.Is(err, ikafka.ErrRefused) || !strings.Contains(err.Error(), `"no.such.topic"`) || !strings.Contains(err.Error(), "--topic") {
 		t.Fatalf("missing topic: %v", err)
 	}
@@ -185,7 +185,7 @@ func TestTopicPolicyLive(t *testing.T) {
 	}
 
 	three := start(t, broker.Config{Nodes: 3, Partitions: 6})
-	infos, err = ikafka.NewAdmin(nil, three.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, 3)
+	infos, err = ikafka.NewAdmin(nil, three.Addrs(), 5*time.Second).CheckClaimsTopic(ctx, broker.DefaultTopic, ikafka.Policy{MinReplication: 3})
 	if err != nil {
 		t.Fatalf("3 nodes: %v", err)
 	}

@@ -30,6 +30,17 @@ func DLQTopic(topic string) string { return topic + DLQSuffix }
 // write before an acks=all producer hears "acknowledged".
 const MinInsyncConfig = "min.insync.replicas"
 
+// The topic configurations that delete records: by age and by partition size.
+const (
+	RetentionMsConfig    = "retention.ms"
+	RetentionBytesConfig = "retention.bytes"
+)
+
+// RetentionMargin is how long after a campaign's tickets expire its claims must still be
+// in the topic: the settler's time to settle the last of them (and a restarted
+// verifier's to rebuild from them).
+const RetentionMargin = 24 * time.Hour
+
 // Errors of the topic checks: callers branch on them.
 var (
 	// ErrRefused: the topic exists (or not) in a shape that cannot hold acknowledged
@@ -58,6 +69,11 @@ type TopicInfo struct {
 	Replication int `json:"replication"`
 	// MinInsync is the topic's min.insync.replicas (0 if the brokers did not say).
 	MinInsync int `json:"min_insync_replicas"`
+	// RetentionMs and RetentionBytes are the topic's retention.ms and retention.bytes
+	// (-1: never deleted); RetentionReported is false when the brokers did not say.
+	RetentionMs       int64 `json:"retention_ms"`
+	RetentionBytes    int64 `json:"retention_bytes"`
+	RetentionReported bool  `json:"-"`
 	// UnderReplicated counts partitions whose in-sync set is smaller than their
 	// replica set; Offline those without a leader.
 	UnderReplicated int         `json:"under_replicated"`
@@ -145,7 +161,7 @@ func (a *Admin) Describe(ctx context.Context, topics ...string) ([]TopicInfo, er
 	req := &kafka.DescribeConfigsRequest{}
 	for _, name := range found {
 		req.Resources = append(req.Resources, kafka.DescribeConfigRequestResource{
-			ResourceType: kafka.ResourceTypeTopic, ResourceName: name, ConfigNames: []string{MinInsyncConfig}})
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: name, ConfigNames: []string{MinInsyncConfig, RetentionMsConfig, RetentionBytesConfig}})
 	}
 	res, err := c.DescribeConfigs(ctx, req)
 	if err != nil {
@@ -159,14 +175,108 @@ func (a *Admin) Describe(ctx context.Context, topics ...string) ([]TopicInfo, er
 			if out[i].Name != r.ResourceName {
 				continue
 			}
-			for _, e := range r.ConfigEntries {
-				if e.ConfigName == MinInsyncConfig {
-					out[i].MinInsync, _ = strconv.Atoi(e.ConfigValue)
-				}
-			}
+			out[i].setConfigs(r.ConfigEntries)
 		}
 	}
 	return out, nil
+}
+
+// setConfigs records the configurations the brokers reported. Retention counts as
+// reported only when both values are there and are numbers.
+func (t *TopicInfo) setConfigs(entries []kafka.DescribeConfigResponseConfigEntry) {
+	var ms, bytes bool
+	for _, e := range entries {
+		var err error
+		switch e.ConfigName {
+		case MinInsyncConfig:
+			t.MinInsync, _ = strconv.Atoi(e.ConfigValue)
+		case RetentionMsConfig:
+			t.RetentionMs, err = strconv.ParseInt(e.ConfigValue, 10, 64)
+			ms = err == nil
+		case RetentionBytesConfig:
+			t.RetentionBytes, err = strconv.ParseInt(e.ConfigValue, 10, 64)
+			bytes = err == nil
+		}
+	}
+	t.RetentionReported = ms && bytes
+}
+
+// Policy is what a claims topic must offer the verifier and the settler.
+type Policy struct {
+	// MinReplication is --min-replication.
+	MinReplication int
+	// KeepUntil is the earliest time a claim written now may be deleted: the campaign's
+	// expires_at plus RetentionMargin. Zero asks for records kept for ever
+	// (retention.ms=-1), what shake topics create sets.
+	KeepUntil time.Time
+}
+
+// PolicyFor is the policy of a campaign whose tickets expire at expiresAt.
+func PolicyFor(minReplication int, expiresAt time.Time) Policy {
+	p := Policy{MinReplication: minReplication}
+	if !expiresAt.IsZero() {
+		p.KeepUntil = expiresAt.Add(RetentionMargin)
+	}
+	return p
+}
+
+// CheckPolicy applies Check and CheckRetention.
+func (t *TopicInfo) CheckPolicy(p Policy, now time.Time) error {
+	if err := t.Check(p.MinReplication); err != nil {
+		return err
+	}
+	return t.CheckRetention(p.KeepUntil, now)
+}
+
+// CheckRetention refuses a topic whose retention could delete a claim written at now
+// before keepUntil (zero: ever): retention.bytes other than -1 (a partition that grows
+// past it loses its oldest claims), or retention.ms other than -1 and shorter than
+// keepUntil - now. A restarted verifier rebuilds the per-user rule from the whole topic,
+// and the settler pays only what it reads there. Retention the brokers do not report is
+// refused too: what is not seen is not passed.
+func (t *TopicInfo) CheckRetention(keepUntil, now time.Time) error {
+	fix := fmt.Sprintf("set it to -1 (kafka-configs --alter --entity-type topics --entity-name %s --add-config retention.ms=-1,retention.bytes=-1; shake topics create sets it)", t.Name)
+	switch {
+	case !t.Exists:
+		return nil // Check refuses it
+	case !t.RetentionReported:
+		return refusal(RetentionMsConfig, "topic %q: the brokers did not report retention.ms and retention.bytes, so nothing says its claims are kept", t.Name)
+	case t.RetentionBytes >= 0:
+		return refusal(RetentionBytesConfig, "topic %q has retention.bytes %d: a partition past that size loses its oldest claims; %s", t.Name, t.RetentionBytes, fix)
+	case t.RetentionMs < 0:
+		return nil
+	case keepUntil.IsZero():
+		return refusal(RetentionMsConfig, "topic %q has retention.ms %d (%v): its claims are deleted after that; %s",
+			t.Name, t.RetentionMs, time.Duration(t.RetentionMs)*time.Millisecond, fix)
+	case now.Add(time.Duration(t.RetentionMs) * time.Millisecond).Before(keepUntil):
+		return refusal(RetentionMsConfig, "topic %q has retention.ms %d (%v): a claim written now is deleted before %s (the tickets' expires_at plus %v for settlement); %s",
+			t.Name, t.RetentionMs, time.Duration(t.RetentionMs)*time.Millisecond, keepUntil.UTC().Format(time.RFC3339), RetentionMargin, fix)
+	}
+	return nil
+}
+
+// Refusal is an ErrRefused naming the flag or topic configuration that changes the
+// verdict: --topic, --min-replication, min.insync.replicas, retention.ms or
+// retention.bytes.
+type Refusal struct {
+	Flag string
+	msg  string
+}
+
+func (r *Refusal) Error() string        { return ErrRefused.Error() + ": " + r.msg }
+func (r *Refusal) Is(target error) bool { return target == ErrRefused }
+
+func refusal(flag, format string, args ...any) error {
+	return &Refusal{Flag: flag, msg: fmt.Sprintf(format, args...)}
+}
+
+// RefusedFlag returns the flag or configuration a refusal names ("" for another error).
+func RefusedFlag(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r.Flag
+	}
+	return ""
 }
 
 // Check applies the start-up policy to a described topic: it must exist, have at least
@@ -176,17 +286,17 @@ func (a *Admin) Describe(ctx context.Context, topics ...string) ([]TopicInfo, er
 func (t *TopicInfo) Check(minReplication int) error {
 	switch {
 	case !t.Exists:
-		return fmt.Errorf("%w: topic %q does not exist; create it with 'shake topics create --topic %s' (or name the right one with --topic)",
-			ErrRefused, t.Name, claimsTopic(t.Name))
+		return refusal("--topic", "topic %q does not exist; create it with 'shake topics create --topic %s' (or name the right one with --topic)",
+			t.Name, claimsTopic(t.Name))
 	case t.Replication < minReplication:
-		return fmt.Errorf("%w: topic %q has replication factor %d, below --min-replication %d (a one-broker setup passes --min-replication 1)",
-			ErrRefused, t.Name, t.Replication, minReplication)
+		return refusal("--min-replication", "topic %q has replication factor %d, below --min-replication %d (a one-broker setup passes --min-replication 1)",
+			t.Name, t.Replication, minReplication)
 	case t.Replication > 1 && t.MinInsync < 2:
-		return fmt.Errorf("%w: topic %q has %d replicas but min.insync.replicas %d, so an acknowledged claim may live on one broker; set it to 2 or more ('shake topics create --min-insync 2', or kafka-configs)",
-			ErrRefused, t.Name, t.Replication, t.MinInsync)
+		return refusal(MinInsyncConfig, "topic %q has %d replicas but min.insync.replicas %d, so an acknowledged claim may live on one broker; set it to 2 or more ('shake topics create --min-insync 2', or kafka-configs)",
+			t.Name, t.Replication, t.MinInsync)
 	case t.MinInsync > t.Replication:
-		return fmt.Errorf("%w: topic %q has min.insync.replicas %d above its replication factor %d, so every acknowledged write would fail; lower it (shake topics create --min-insync)",
-			ErrRefused, t.Name, t.MinInsync, t.Replication)
+		return refusal(MinInsyncConfig, "topic %q has min.insync.replicas %d above its replication factor %d, so every acknowledged write would fail; lower it (shake topics create --min-insync)",
+			t.Name, t.MinInsync, t.Replication)
 	}
 	return nil
 }
@@ -199,16 +309,17 @@ func claimsTopic(name string) string {
 	return name
 }
 
-// CheckClaimsTopic describes topic and topic.dlq and applies Check to both. It returns
+// CheckClaimsTopic describes topic and topic.dlq and applies CheckPolicy to both. It returns
 // the descriptions and the first refusal; a failure to ask is classified (ErrUnreachable,
 // ErrAccess) so that the caller can tell "Kafka is down" from "Kafka said no".
-func (a *Admin) CheckClaimsTopic(ctx context.Context, topic string, minReplication int) ([]TopicInfo, error) {
+func (a *Admin) CheckClaimsTopic(ctx context.Context, topic string, p Policy) ([]TopicInfo, error) {
 	infos, err := a.Describe(ctx, topic, DLQTopic(topic))
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	for i := range infos {
-		if err := infos[i].Check(minReplication); err != nil {
+		if err := infos[i].CheckPolicy(p, now); err != nil {
 			return infos, err
 		}
 	}
@@ -261,11 +372,11 @@ func (s *Security) Classify(err error) error {
 // WaitTopic retries CheckClaimsTopic while no broker is reachable, up to wait, so that
 // a process started together with its brokers does not race them. It returns what the
 // last attempt returned.
-func (a *Admin) WaitTopic(ctx context.Context, topic string, minReplication int, wait time.Duration) ([]TopicInfo, error) {
+func (a *Admin) WaitTopic(ctx context.Context, topic string, p Policy, wait time.Duration) ([]TopicInfo, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		actx, cancel := context.WithTimeout(ctx, max(time.Second, min(5*time.Second, time.Until(deadline))))
-		infos, err := a.CheckClaimsTopic(actx, topic, minReplication)
+		infos, err := a.CheckClaimsTopic(actx, topic, p)
 		cancel()
 		if !errors.Is(err, ErrUnreachable) || time.Now().After(deadline) || ctx.Err() != nil {
 			return infos, err

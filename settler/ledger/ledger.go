@@ -6,9 +6,14 @@
 // to a credit account, recorded once, and the balances of both accounts change in the
 // same transaction, so the sum over all account balances is always zero:
 //
-//	fund:    sponsor:<campaign>  -> budget:<campaign>        the whole budget, once
-//	posting: budget:<campaign>   -> wallet:<currency>:<uid>  one settled ticket, once
-//	refund:  budget:<campaign>   -> sponsor:<campaign>       the unopened remainder, once
+//	fund:    sponsor:<campaign>    -> budget:<campaign>:<k>    shard k's amount, once
+//	posting: budget:<campaign>:<k> -> wallet:<currency>:<uid>  one settled ticket, once
+//	refund:  budget:<campaign>:<k> -> sponsor:<campaign>       shard k's unopened remainder, once
+//
+// A campaign has one budget account per shard (FundShards), so that batches of
+// different shards lock different rows and post in parallel; the campaign's budget is
+// their sum. A campaign funded whole (Fund, and every campaign a ledger funded before
+// shard accounts existed) has the one account budget:<campaign> instead.
 //
 // Posting is idempotent on (campaign, ticket): a unique index rejects the second copy and
 // only newly inserted rows move balances.
@@ -19,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -118,8 +124,21 @@ type Stats struct {
 	// the refund (late claims); the net refund is RefundedAmount - LateAmount.
 	LateTickets int64
 	LateAmount  int64
-	// BudgetBalance is the balance of budget:<campaign> (0 if it does not exist).
+	// BudgetBalance is the sum of the campaign's budget accounts' balances (0 if there
+	// are none).
 	BudgetBalance int64
+	// Shards are the per-shard figures of a campaign funded per shard, in shard order
+	// (nil for a campaign funded whole).
+	Shards []ShardStats
+}
+
+// ShardStats are one shard budget account's figures.
+type ShardStats struct {
+	Shard    int
+	Funded   int64 // the fund transfer into the account
+	Settled  int64 // postings paid from the account (late claims are the sponsor's)
+	Refunded int64 // the refund transfer out of the account
+	Balance  int64 // the account's balance
 }
 
 // Audit is the whole ledger's double-entry check.
@@ -138,6 +157,12 @@ type Ledger interface {
 	// Fund records the campaign's budget as a transfer from its sponsor account, once.
 	// Funding again with the same amount is a no-op; another amount is ErrConflict.
 	Fund(ctx context.Context, campaign, currency string, budget int64) error
+	// FundShards records the campaign's budget as one transfer per shard, from its
+	// sponsor account to the shard's budget account (amounts[k] for shard k), once.
+	// Funding again with the same amounts is a no-op, and so is funding a campaign the
+	// ledger funded whole with the same total (it keeps its one account); other amounts
+	// are ErrConflict.
+	FundShards(ctx context.Context, campaign, currency string, amounts []int64) error
 	// Post inserts the postings that are not yet in the ledger and moves their amounts,
 	// all in one transaction. Postings of an unfunded campaign fail the whole batch with
 	// ErrNotFunded. A posting of a campaign that is already refunded is a late claim: a
@@ -145,8 +170,8 @@ type Ledger interface {
 	// spool, say). The user was told it was opened, so it is paid, from the sponsor
 	// account, which got that ticket's money back in the refund.
 	Post(ctx context.Context, batch []Posting) (Result, error)
-	// Refund funds the campaign if needed, then moves what is left in its budget account
-	// back to the sponsor, once. A second call posts nothing and reports the first.
+	// Refund funds the campaign if needed (whole), then moves what is left in each of its
+	// budget accounts back to the sponsor, once. A second call posts nothing and reports the first.
 	Refund(ctx context.Context, campaign, currency string, budget int64) (RefundResult, error)
 	// Stats returns the campaign's totals (cheap: indexed aggregates).
 	Stats(ctx context.Context, campaign string) (Stats, error)
@@ -205,13 +230,131 @@ func sqlitePath(url string) (string, error) {
 // BudgetAccount names the campaign's budget account.
 func BudgetAccount(campaign string) string { return "budget:" + campaign }
 
-// debitAccount is the account a posting of campaign is paid from: its budget, or, once
-// the campaign is refunded, its sponsor (a late claim; see Ledger.Post).
-func debitAccount(campaign string, refunded map[string]bool) string {
-	if refunded[campaign] {
-		return SponsorAccount(campaign)
+// ShardBudgetAccount names the budget account of shard k of a campaign funded per shard.
+func ShardBudgetAccount(campaign string, shard int) string {
+	return "budget:" + campaign + ":" + strconv.Itoa(shard)
+}
+
+// shardBudgetRange bounds the names of the campaign's shard budget accounts: they sort
+// in [lo, hi) (campaign ids hold no ':' or ';').
+func shardBudgetRange(campaign string) (lo, hi string) {
+	return "budget:" + campaign + ":", "budget:" + campaign + ";"
+}
+
+// budgetShard is the shard of one of campaign's budget accounts (-1: the one account of
+// a campaign funded whole).
+func budgetShard(campaign, name string) (int, error) {
+	if name == BudgetAccount(campaign) {
+		return -1, nil
 	}
-	return BudgetAccount(campaign)
+	lo, _ := shardBudgetRange(campaign)
+	k, err := strconv.Atoi(strings.TrimPrefix(name, lo))
+	if err != nil || !strings.HasPrefix(name, lo) || k < 0 {
+		return 0, fmt.Errorf("BUG: %q is not a budget account of %s", name, campaign)
+	}
+	return k, nil
+}
+
+// debits says which account each posting of a batch is paid from: its shard's budget
+// account, the campaign's one budget account (funded whole), or, once the campaign is
+// refunded, its sponsor (a late claim; see Ledger.Post).
+type debits struct {
+	refunded map[string]bool
+	shards   map[string]map[int]string // campaign -> shard -> budget account; none: funded whole
+}
+
+func newDebits() *debits {
+	return &debits{refunded: map[string]bool{}, shards: map[string]map[int]string{}}
+}
+
+func (d *debits) account(p *Posting) string {
+	if d.refunded[p.Campaign] {
+		return SponsorAccount(p.Campaign)
+	}
+	if names, ok := d.shards[p.Campaign]; ok {
+		return names[p.Shard]
+	}
+	return BudgetAccount(p.Campaign)
+}
+
+// resolve records how campaign is funded from the budget accounts that exist (have) and
+// checks that every shard of the batch has one: funded whole, or per shard.
+func (d *debits) resolve(batch []Posting, campaign string, have map[string]bool, refunded bool) error {
+	d.refunded[campaign] = refunded
+	if have[BudgetAccount(campaign)] {
+		return nil
+	}
+	names := map[int]string{}
+	for i := range batch {
+		p := &batch[i]
+		if p.Campaign != campaign {
+			continue
+		}
+		if _, ok := names[p.Shard]; ok {
+			continue
+		}
+		n := ShardBudgetAccount(campaign, p.Shard)
+		if !have[n] {
+			return fmt.Errorf("%w: %s shard %d", ErrNotFunded, campaign, p.Shard)
+		}
+		names[p.Shard] = n
+	}
+	d.shards[campaign] = names
+	return nil
+}
+
+// budgetNames lists the budget accounts a batch of campaign may be paid from, sorted:
+// the one account, and one per shard of the batch.
+func budgetNames(batch []Posting, campaign string) []string {
+	names := []string{BudgetAccount(campaign)}
+	seen := map[int]bool{}
+	for i := range batch {
+		if p := &batch[i]; p.Campaign == campaign && !seen[p.Shard] {
+			seen[p.Shard] = true
+			names = append(names, ShardBudgetAccount(campaign, p.Shard))
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkShardAmounts checks a per-shard funding before it reaches the ledger and returns
+// its total.
+func checkShardAmounts(campaign, currency string, amounts []int64) (int64, error) {
+	var total int64
+	bad := len(amounts) == 0 || len(amounts) > ticket.MaxShards
+	for _, a := range amounts {
+		if a < 0 || a > math.MaxInt64-total {
+			bad = true
+			break
+		}
+		total += a
+	}
+	if bad {
+		return 0, fmt.Errorf("%w: campaign %q shard amounts %v", ErrInvalid, campaign, amounts)
+	}
+	return total, checkCampaignTransfer(campaign, currency, total)
+}
+
+// sameShardFunding compares the recorded fund transfers of a campaign (shard -> amount;
+// shard -1: funded whole) with a per-shard funding: nil when they agree.
+func sameShardFunding(campaign, currency, haveCurrency string, have map[int]int64, amounts []int64, total int64) error {
+	if whole, ok := have[-1]; ok && len(have) == 1 {
+		if whole == total && haveCurrency == currency {
+			return nil
+		}
+	} else if len(have) == len(amounts) && haveCurrency == currency {
+		same := true
+		for k, a := range amounts {
+			if v, ok := have[k]; !ok || v != a {
+				same = false
+			}
+		}
+		if same {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: campaign %s funded with %v %s, not %v %s", ErrConflict, campaign, have, haveCurrency, amounts, currency)
 }
 
 // SponsorAccount names the campaign sponsor's account.
@@ -341,5 +484,94 @@ SELECT COUNT(*) FROM (
     SELECT m.acct FROM sums m LEFT JOIN accounts a ON a.name = m.acct WHERE a.name IS NULL AND m.s <> 0
 ) AS drifted`
 
+// refundAccounts moves the balance of each of a campaign's budget accounts (bs) back to
+// its sponsor: record writes the refund transfer of one account (its shard, -1 for the
+// one account), add moves a balance. It returns the total refunded.
+func refundAccounts(campaign string, bs []accountBalance, record func(shard int, from string, amount int64) error,
+	add func(name string, delta int64) error) (int64, error) {
+	var total int64
+	for _, b := range bs {
+		k, err := budgetShard(campaign, b.name)
+		if err != nil {
+			return 0, err
+		}
+		if b.balance < 0 {
+			return 0, fmt.Errorf("%w: budget account %s is negative (%d)", ErrConflict, b.name, b.balance)
+		}
+		if err := record(k, b.name, b.balance); err != nil {
+			return 0, err
+		}
+		if err := add(b.name, -b.balance); err != nil {
+			return 0, err
+		}
+		total += b.balance
+	}
+	return total, add(SponsorAccount(campaign), total)
+}
+
+// accountBalance is one account's balance.
+type accountBalance struct {
+	name    string
+	balance int64
+}
+
+// transferSumQuery sums a campaign's transfers of one kind (one row, or one per shard).
+const transferSumQuery = `SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), COALESCE(MIN(currency), ''), COUNT(*)
+    FROM transfers WHERE campaign = $1 AND kind = $2`
+
+// shardStatsQuery gives, per shard budget account of a campaign, its fund and refund
+// transfers and what postings it paid ($2 is the sponsor, who pays late claims).
+const shardStatsQuery = `SELECT t.shard, t.amount,
+    COALESCE((SELECT r.amount FROM transfers r WHERE r.campaign = $1 AND r.kind = 'refund' AND r.shard = t.shard), 0),
+    CAST(COALESCE((SELECT SUM(p.amount) FROM postings p WHERE p.campaign = $1 AND p.shard = t.shard AND p.debit <> $2), 0) AS BIGINT),
+    COALESCE((SELECT a.balance FROM accounts a WHERE a.name = $3 || t.shard), 0)
+    FROM transfers t WHERE t.campaign = $1 AND t.kind = 'fund' AND t.shard >= 0 ORDER BY t.shard`
+
+// budgetBalanceQuery sums the balances of a campaign's budget accounts: $1 the one
+// account, [$2, $3) the shard accounts.
+const budgetBalanceQuery = `SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM accounts WHERE name = $1 OR (name >= $2 AND name < $3)`
+
 // balanceSumQuery sums every balance; double entry keeps it at zero.
 const balanceSumQuery = `SELECT COALESCE(SUM(balance), 0) FROM accounts`
+
+// balanceMoves sums the balance changes of a batch per account, then lists them in
+// account order: every writer that updates accounts in this one order never deadlocks
+// with another. The slices are reused from batch to batch.
+type balanceMoves struct {
+	index      map[string]int
+	names      []string
+	currencies []string
+	deltas     []int64
+}
+
+func (m *balanceMoves) reset() {
+	if m.index == nil {
+		m.index = make(map[string]int)
+	}
+	clear(m.index)
+	m.names, m.currencies, m.deltas = m.names[:0], m.currencies[:0], m.deltas[:0]
+}
+
+func (m *balanceMoves) add(name, currency string, delta int64) {
+	if i, ok := m.index[name]; ok {
+		m.deltas[i] += delta
+		return
+	}
+	m.index[name] = len(m.names)
+	m.names = append(m.names, name)
+	m.currencies = append(m.currencies, currency)
+	m.deltas = append(m.deltas, delta)
+}
+
+// sort orders the moves by account name.
+func (m *balanceMoves) sort() { sort.Sort((*movesByName)(m)) }
+
+type movesByName balanceMoves
+
+func (m *movesByName) Len() int           { return len(m.names) }
+func (m *movesByName) Less(i, j int) bool { return m.names[i] < m.names[j] }
+func (m *movesByName) Swap(i, j int) {
+	m.names[i], m.names[j] = m.names[j], m.names[i]
+	m.currencies[i], m.currencies[j] = m.currencies[j], m.currencies[i]
+	m.deltas[i], m.deltas[j] = m.deltas[j], m.deltas[i]
+}

@@ -24,6 +24,8 @@ type pgLedger struct {
 	migrated bool
 	// readOnly sessions (OpenReadOnly) never migrate nor create the staging table.
 	readOnly bool
+	// moves is the fast path's scratch for the balances a batch moves (under mu).
+	moves balanceMoves
 }
 
 // stagingDDL is the per-connection staging table the batch is copied into before the
@@ -154,12 +156,27 @@ func pgMigrate(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
+// pgTransfer sums the campaign's transfers of kind (one, or one per shard); ok is false
+// when there is none.
 func pgTransfer(ctx context.Context, tx pgx.Tx, campaign, kind string) (amount int64, currency string, ok bool, err error) {
-	err = tx.QueryRow(ctx, `SELECT amount, currency FROM transfers WHERE campaign = $1 AND kind = $2`, campaign, kind).Scan(&amount, &currency)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, "", false, nil
+	var n int64
+	err = tx.QueryRow(ctx, transferSumQuery, campaign, kind).Scan(&amount, &currency, &n)
+	return amount, currency, err == nil && n > 0, err
+}
+
+// pgShardTransfers returns the campaign's transfers of kind by shard (-1: the one
+// budget account of a campaign funded whole) and their currency.
+func pgShardTransfers(ctx context.Context, tx pgx.Tx, campaign, kind string) (map[int]int64, string, error) {
+	rows, err := tx.Query(ctx, `SELECT shard, amount, currency FROM transfers WHERE campaign = $1 AND kind = $2`, campaign, kind)
+	if err != nil {
+		return nil, "", err
 	}
-	return amount, currency, err == nil, err
+	m := map[int]int64{}
+	var k int32
+	var a int64
+	var cur string
+	_, err = pgx.ForEachRow(rows, []any{&k, &a, &cur}, func() error { m[int(k)] = a; return nil })
+	return m, cur, err
 }
 
 func pgAddBalance(ctx context.Context, tx pgx.Tx, name, currency string, delta int64) error {
@@ -168,14 +185,21 @@ func pgAddBalance(ctx context.Context, tx pgx.Tx, name, currency string, delta i
 	return err
 }
 
-// pgLockBudget locks the campaign's budget account row. Every posting, fund and refund
-// of a campaign takes this lock first, so a refund can never interleave with a batch.
-func pgLockBudget(ctx context.Context, tx pgx.Tx, campaign string) (bal int64, exists bool, err error) {
-	err = tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE name = $1 FOR UPDATE`, BudgetAccount(campaign)).Scan(&bal)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
+// pgLockBudget locks every budget account row of the campaign (the one account, or one
+// per shard) in name order and returns their balances in that order. Fund and refund
+// take these locks first, and a batch takes those of its shards, so a refund can never
+// interleave with a batch while batches of different shards do not wait for each other.
+func pgLockBudget(ctx context.Context, tx pgx.Tx, campaign string) ([]accountBalance, error) {
+	lo, hi := shardBudgetRange(campaign)
+	rows, err := tx.Query(ctx, `SELECT name, balance FROM accounts WHERE name = $1 OR (name >= $2 AND name < $3)
+		ORDER BY name FOR UPDATE`, BudgetAccount(campaign), lo, hi)
+	if err != nil {
+		return nil, err
 	}
-	return bal, err == nil, err
+	var bs []accountBalance
+	var b accountBalance
+	_, err = pgx.ForEachRow(rows, []any{&b.name, &b.balance}, func() error { bs = append(bs, b); return nil })
+	return bs, err
 }
 
 func pgFund(ctx context.Context, tx pgx.Tx, campaign, currency string, budget int64) error {
@@ -202,13 +226,49 @@ func pgFund(ctx context.Context, tx pgx.Tx, campaign, currency string, budget in
 	return pgAddBalance(ctx, tx, from, currency, -budget)
 }
 
+func (l *pgLedger) FundShards(ctx context.Context, campaign, currency string, amounts []int64) error {
+	total, err := checkShardAmounts(campaign, currency, amounts)
+	if err != nil {
+		return err
+	}
+	err = l.withConn(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+				return err
+			}
+			have, cur, err := pgShardTransfers(ctx, tx, campaign, "fund")
+			if err != nil || len(have) > 0 {
+				return errors.Join(err, sameShardFunding(campaign, currency, cur, have, amounts, total))
+			}
+			// Two funders racing on a fresh campaign: the transfers primary key lets one
+			// win, the other's insert waits and then fails; its retry finds the transfers.
+			now, from := time.Now().UnixMicro(), SponsorAccount(campaign)
+			for k, a := range amounts {
+				to := ShardBudgetAccount(campaign, k)
+				if _, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+					VALUES ($1, 'fund', $2, $3, $4, $5, $6, $7)`, campaign, k, a, currency, from, to, now); err != nil {
+					return err
+				}
+				if err := pgAddBalance(ctx, tx, to, currency, a); err != nil {
+					return err
+				}
+			}
+			return pgAddBalance(ctx, tx, from, currency, -total)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("fund %s per shard: %w", campaign, err)
+	}
+	return nil
+}
+
 func (l *pgLedger) Fund(ctx context.Context, campaign, currency string, budget int64) error {
 	if err := checkCampaignTransfer(campaign, currency, budget); err != nil {
 		return err
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
 				return err
 			}
 			return pgFund(ctx, tx, campaign, currency, budget)
@@ -222,10 +282,10 @@ func (l *pgLedger) Fund(ctx context.Context, campaign, currency string, budget i
 
 // stagingSource feeds a batch to CopyFrom without building a [][]any up front.
 type stagingSource struct {
-	batch    []Posting
-	refunded map[string]bool // campaigns whose late claims the sponsor pays
-	i        int
-	row      [10]any
+	batch  []Posting
+	debits *debits
+	i      int
+	row    [10]any
 }
 
 func (s *stagingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
@@ -233,7 +293,28 @@ func (s *stagingSource) Err() error { return nil }
 func (s *stagingSource) Values() ([]any, error) {
 	p := &s.batch[s.i-1]
 	s.row = [10]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
-		strconv.FormatUint(p.UID, 10), debitAccount(p.Campaign, s.refunded), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
+		strconv.FormatUint(p.UID, 10), s.debits.account(p), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
+	return s.row[:], nil
+}
+
+// postingColumns are the columns the fast path copies into postings (id is generated).
+var postingColumns = []string{"campaign", "ticket", "shard", "round", "amount", "currency", "uid", "debit", "credit", "opened_at", "posted_at"}
+
+// postingSource feeds a batch straight to the postings table.
+type postingSource struct {
+	batch    []Posting
+	debits   *debits
+	postedAt int64
+	i        int
+	row      [11]any
+}
+
+func (s *postingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
+func (s *postingSource) Err() error { return nil }
+func (s *postingSource) Values() ([]any, error) {
+	p := &s.batch[s.i-1]
+	s.row = [11]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
+		strconv.FormatUint(p.UID, 10), s.debits.account(p), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt), s.postedAt}
 	return s.row[:], nil
 }
 
@@ -248,41 +329,108 @@ func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 		return res, nil
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			refunded := map[string]bool{}
-			for _, camp := range campaignsOf(batch) {
-				_, exists, err := pgLockBudget(ctx, tx, camp)
-				if err != nil {
-					return err
-				}
-				if !exists {
-					return fmt.Errorf("%w: %s", ErrNotFunded, camp)
-				}
-				if _, _, ok, err := pgTransfer(ctx, tx, camp, "refund"); err != nil {
-					return err
-				} else if ok {
-					refunded[camp] = true
-				}
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, refunded: refunded}); err != nil {
-				return fmt.Errorf("copy to staging: %w", err)
-			}
-			var n, upd int64
-			now := time.Now().UnixMicro()
-			if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
-				return pgOverBudget(err)
-			}
-			res.Posted, res.Duplicates = int(n), len(batch)-int(n)
-			if res.Posted == len(batch) {
-				return nil // every posting new: no duplicate, no conflict (the common case)
-			}
-			return pgConflicts(ctx, tx, batch, &res, now)
-		})
+		err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return l.postNew(ctx, tx, batch, &res) })
+		if !errors.Is(err, errNotAllNew) {
+			return err
+		}
+		// Some posting of the batch is in the ledger already (a redelivery) or repeated
+		// in it: the copy rolled back whole, and the staged path sorts out which are new.
+		res = Result{}
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return pgPostStaged(ctx, tx, batch, &res) })
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
 	}
 	return res, nil
+}
+
+// errNotAllNew reports a batch the fast path cannot post whole because one of its
+// tickets is posted already (or appears twice in it).
+var errNotAllNew = errors.New("a posting of the batch is not new")
+
+// pgLockCampaigns locks the budget accounts the batch is paid from (its shards' accounts,
+// or a campaign's one account) in sorted order, so that settlers never deadlock and
+// batches of different shards never wait for each other, and says which account pays
+// each posting. A campaign or shard without a budget account is ErrNotFunded.
+func pgLockCampaigns(ctx context.Context, tx pgx.Tx, batch []Posting) (*debits, error) {
+	d := newDebits()
+	for _, camp := range campaignsOf(batch) {
+		rows, err := tx.Query(ctx, `SELECT a.name, EXISTS (SELECT 1 FROM transfers WHERE campaign = $1 AND kind = 'refund')
+			FROM accounts a WHERE a.name = ANY($2) ORDER BY a.name FOR UPDATE`, camp, budgetNames(batch, camp))
+		if err != nil {
+			return nil, err
+		}
+		have := map[string]bool{}
+		var name string
+		var refunded bool
+		if _, err := pgx.ForEachRow(rows, []any{&name, &refunded}, func() error { have[name] = true; return nil }); err != nil {
+			return nil, err
+		}
+		if err := d.resolve(batch, camp, have, refunded); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// postNew is the common case, a batch of postings none of which is in the ledger yet:
+// the batch is copied straight into postings (the unique index on (campaign, ticket)
+// refuses it whole if one is not new: errNotAllNew), and the balances it moves, summed
+// here, go to the accounts in one statement. The budget trigger still refuses a
+// balance below zero.
+func (l *pgLedger) postNew(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result) error {
+	debits, err := pgLockCampaigns(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixMicro()
+	src := &postingSource{batch: batch, debits: debits, postedAt: now}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"postings"}, postingColumns, src); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" {
+			return errNotAllNew
+		}
+		return fmt.Errorf("copy postings: %w", err)
+	}
+	d := &l.moves
+	d.reset()
+	for i := range batch {
+		p := &batch[i]
+		d.add(debits.account(p), p.Currency, -p.Amount)
+		d.add(WalletAccount(p.Currency, p.UID), p.Currency, p.Amount)
+		res.Amount += p.Amount
+	}
+	d.sort()
+	if _, err := tx.Exec(ctx, `INSERT INTO accounts (name, currency, balance)
+		SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[])
+		ON CONFLICT (name) DO UPDATE SET balance = accounts.balance + excluded.balance`, d.names, d.currencies, d.deltas); err != nil {
+		return pgOverBudget(err)
+	}
+	res.Posted = len(batch)
+	return nil
+}
+
+// pgPostStaged posts a batch that may hold postings already in the ledger: it is
+// copied into the staging table, the new ones are inserted, exactly their amounts move,
+// and the ones that claim a ticket held for another uid are recorded as conflicts.
+func pgPostStaged(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result) error {
+	debits, err := pgLockCampaigns(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, debits: debits}); err != nil {
+		return fmt.Errorf("copy to staging: %w", err)
+	}
+	var n, upd int64
+	now := time.Now().UnixMicro()
+	if err := tx.QueryRow(ctx, postFromStaging, now).Scan(&n, &res.Amount, &upd); err != nil {
+		return pgOverBudget(err)
+	}
+	res.Posted, res.Duplicates = int(n), len(batch)-int(n)
+	if res.Posted == len(batch) {
+		return nil // every posting new: no duplicate, no conflict
+	}
+	return pgConflicts(ctx, tx, batch, res, now)
 }
 
 // pgOverBudget maps the budget trigger's violation to ErrOverBudget.
@@ -357,37 +505,29 @@ func (l *pgLedger) Refund(ctx context.Context, campaign, currency string, budget
 	}
 	err := l.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, _, err := pgLockBudget(ctx, tx, campaign); err != nil {
+			if _, err := pgLockBudget(ctx, tx, campaign); err != nil {
 				return err
 			}
 			if err := pgFund(ctx, tx, campaign, currency, budget); err != nil {
 				return err
 			}
-			bal, _, err := pgLockBudget(ctx, tx, campaign)
+			bs, err := pgLockBudget(ctx, tx, campaign)
 			if err != nil {
 				return err
 			}
 			amount, _, ok, err := pgTransfer(ctx, tx, campaign, "refund")
-			if err != nil {
-				return err
-			}
-			if ok {
+			if err != nil || ok {
 				rr = RefundResult{Amount: amount}
-				return nil
-			}
-			if bal < 0 {
-				return fmt.Errorf("%w: budget account of %s is negative (%d)", ErrConflict, campaign, bal)
-			}
-			from, to := BudgetAccount(campaign), SponsorAccount(campaign)
-			if _, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, amount, currency, debit, credit, posted_at)
-				VALUES ($1, 'refund', $2, $3, $4, $5, $6)`, campaign, bal, currency, from, to, time.Now().UnixMicro()); err != nil {
 				return err
 			}
-			if err := pgAddBalance(ctx, tx, from, currency, -bal); err != nil {
+			now, to := time.Now().UnixMicro(), SponsorAccount(campaign)
+			rr.Posted = true
+			rr.Amount, err = refundAccounts(campaign, bs, func(k int, from string, amount int64) error {
+				_, err := tx.Exec(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+					VALUES ($1, 'refund', $2, $3, $4, $5, $6, $7)`, campaign, k, amount, currency, from, to, now)
 				return err
-			}
-			rr = RefundResult{Amount: bal, Posted: true}
-			return pgAddBalance(ctx, tx, to, currency, bal)
+			}, func(name string, delta int64) error { return pgAddBalance(ctx, tx, name, currency, delta) })
+			return err
 		})
 	})
 	if err != nil {
@@ -416,8 +556,22 @@ func (l *pgLedger) Stats(ctx context.Context, campaign string) (Stats, error) {
 				WHERE campaign = $1 AND debit = $2`, campaign, SponsorAccount(campaign)).Scan(&s.LateTickets, &s.LateAmount); err != nil {
 				return err
 			}
-			return tx.QueryRow(ctx, `SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts WHERE name = $1`,
-				BudgetAccount(campaign)).Scan(&s.BudgetBalance)
+			lo, hi := shardBudgetRange(campaign)
+			if err := tx.QueryRow(ctx, budgetBalanceQuery, BudgetAccount(campaign), lo, hi).Scan(&s.BudgetBalance); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, shardStatsQuery, campaign, SponsorAccount(campaign), lo)
+			if err != nil {
+				return err
+			}
+			var sh ShardStats
+			var k int32
+			_, err = pgx.ForEachRow(rows, []any{&k, &sh.Funded, &sh.Refunded, &sh.Settled, &sh.Balance}, func() error {
+				sh.Shard = int(k)
+				s.Shards = append(s.Shards, sh)
+				return nil
+			})
+			return err
 		})
 	})
 	if err != nil {

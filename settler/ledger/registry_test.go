@@ -148,16 +148,7 @@ func TestUpgradeFrom0003(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
-			ms, err := loadMigrations(b.name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			exec := raw(t, b).exec
-			exec(t, migrationTable)
-			for _, m := range ms[:3] {
-				exec(t, m.sql)
-				exec(t, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (`+strconv.Itoa(m.version)+`, '`+m.name+`', 1)`)
-			}
+			exec := schemaAt(t, b, 3)
 			// both: registered at start (t=100), figures recorded when funded (t=200).
 			exec(t, `INSERT INTO campaigns VALUES ('both', '`+g1+`', '`+d1+`', 100)`)
 			exec(t, `INSERT INTO campaign_registry VALUES ('both', 'CNY', 5000, 20, 200)`)
@@ -278,4 +269,21 @@ func scanAll(t *testing.T, b backend, q string, fn func([]string)) {
 	for _, f := range raw(t, b).query(t, q) {
 		fn(f)
 	}
+}
+
+// schemaAt applies the first n migrations of b's backend to its empty database, as a
+// shake of that schema version would have, and returns a way to write to it directly.
+func schemaAt(t *testing.T, b backend, n int) func(t *testing.T, q string, args ...any) {
+	t.Helper()
+	ms, err := loadMigrations(b.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := raw(t, b).exec
+	exec(t, migrationTable)
+	for _, m := range ms[:n] {
+		exec(t, m.sql)
+		exec(t, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (`+strconv.Itoa(m.version)+`, '`+m.name+`', 1)`)
+	}
+	return exec
 }

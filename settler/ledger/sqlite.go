@@ -20,6 +20,9 @@ import (
 // process; busy_timeout covers other processes (reconcile) on the same file.
 type sqliteLedger struct {
 	db *sql.DB
+	// moves is Post's scratch for the balances a batch moves (Post runs in the one
+	// connection's transaction, so never twice at once).
+	moves balanceMoves
 }
 
 func openSQLite(ctx context.Context, path string) (*sqliteLedger, error) {
@@ -36,6 +39,20 @@ func openSQLite(ctx context.Context, path string) (*sqliteLedger, error) {
 	// FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss, and a
 	// committed batch is what lets the settler commit its Kafka offsets.
 	q.Add("_pragma", "synchronous(FULL)")
+	// A batch touches a few thousand pages at random (the wallets, the query indexes):
+	// with SQLite's default 2 MiB page cache the transaction spilled its dirty pages to
+	// the WAL before it committed and read them back, most of a batch's time. 64 MiB
+	// holds a 2,000-posting batch's pages; memory is taken only as pages are used.
+	q.Add("_pragma", "cache_size(-65536)")
+	// Such a batch also writes thousands of pages to the WAL, more than the default
+	// checkpoint threshold (1,000 pages), so every commit was followed by a checkpoint
+	// copying them all into the database file. At 16,384 pages (64 MiB of WAL) a
+	// checkpoint comes every few batches and a page dirtied by several is copied once.
+	q.Add("_pragma", "wal_autocheckpoint(16384)")
+	// Post's savepoint and multi-row statements keep a statement journal of the pages
+	// they change, to undo them if they fail; in memory it costs no write (on disk it
+	// was one more write per changed page).
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -109,13 +126,53 @@ func sqliteAddBalance(ctx context.Context, tx *sql.Tx, name, currency string, de
 	return err
 }
 
-// sqliteTransfer reads the campaign transfer of kind; ok is false when there is none.
+// sqliteTransfer sums the campaign's transfers of kind (one, or one per shard); ok is
+// false when there is none.
 func sqliteTransfer(ctx context.Context, tx *sql.Tx, campaign, kind string) (amount int64, currency string, ok bool, err error) {
-	err = tx.QueryRowContext(ctx, `SELECT amount, currency FROM transfers WHERE campaign = ? AND kind = ?`, campaign, kind).Scan(&amount, &currency)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, "", false, nil
+	var n int64
+	err = tx.QueryRowContext(ctx, transferSumQuery, campaign, kind).Scan(&amount, &currency, &n)
+	return amount, currency, err == nil && n > 0, err
+}
+
+// sqliteShardTransfers returns the campaign's transfers of kind by shard (-1: the one
+// budget account of a campaign funded whole) and their currency.
+func sqliteShardTransfers(ctx context.Context, tx *sql.Tx, campaign, kind string) (map[int]int64, string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT shard, amount, currency FROM transfers WHERE campaign = ? AND kind = ?`, campaign, kind)
+	if err != nil {
+		return nil, "", err
 	}
-	return amount, currency, err == nil, err
+	defer rows.Close()
+	m := map[int]int64{}
+	var cur string
+	for rows.Next() {
+		var k int
+		var a int64
+		if err := rows.Scan(&k, &a, &cur); err != nil {
+			return nil, "", err
+		}
+		m[k] = a
+	}
+	return m, cur, rows.Err()
+}
+
+// sqliteBudgets returns the campaign's budget accounts and their balances, in name order.
+func sqliteBudgets(ctx context.Context, tx *sql.Tx, campaign string) ([]accountBalance, error) {
+	lo, hi := shardBudgetRange(campaign)
+	rows, err := tx.QueryContext(ctx, `SELECT name, balance FROM accounts WHERE name = ? OR (name >= ? AND name < ?) ORDER BY name`,
+		BudgetAccount(campaign), lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var bs []accountBalance
+	for rows.Next() {
+		var b accountBalance
+		if err := rows.Scan(&b.name, &b.balance); err != nil {
+			return nil, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, rows.Err()
 }
 
 func sqliteFund(ctx context.Context, tx *sql.Tx, campaign, currency string, budget int64) error {
@@ -140,6 +197,35 @@ func sqliteFund(ctx context.Context, tx *sql.Tx, campaign, currency string, budg
 	return sqliteAddBalance(ctx, tx, to, currency, budget)
 }
 
+func (l *sqliteLedger) FundShards(ctx context.Context, campaign, currency string, amounts []int64) error {
+	total, err := checkShardAmounts(campaign, currency, amounts)
+	if err != nil {
+		return err
+	}
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		have, cur, err := sqliteShardTransfers(ctx, tx, campaign, "fund")
+		if err != nil || len(have) > 0 {
+			return errors.Join(err, sameShardFunding(campaign, currency, cur, have, amounts, total))
+		}
+		now, from := time.Now().UnixMicro(), SponsorAccount(campaign)
+		for k, a := range amounts {
+			to := ShardBudgetAccount(campaign, k)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+				VALUES (?, 'fund', ?, ?, ?, ?, ?, ?)`, campaign, k, a, currency, from, to, now); err != nil {
+				return err
+			}
+			if err := sqliteAddBalance(ctx, tx, to, currency, a); err != nil {
+				return err
+			}
+		}
+		return sqliteAddBalance(ctx, tx, from, currency, -total)
+	})
+	if err != nil {
+		return fmt.Errorf("fund %s per shard: %w", campaign, err)
+	}
+	return nil
+}
+
 func (l *sqliteLedger) Fund(ctx context.Context, campaign, currency string, budget int64) error {
 	if err := checkCampaignTransfer(campaign, currency, budget); err != nil {
 		return err
@@ -160,87 +246,189 @@ func (l *sqliteLedger) Post(ctx context.Context, batch []Posting) (Result, error
 	if len(batch) == 0 {
 		return res, nil
 	}
-	deltas := make(map[string]int64)
-	currencies := make(map[string]string)
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		res = Result{}
-		clear(deltas)
-		refunded := map[string]bool{}
-		for _, c := range campaignsOf(batch) {
-			if _, _, ok, err := sqliteTransfer(ctx, tx, c, "fund"); err != nil {
-				return err
-			} else if !ok {
-				return fmt.Errorf("%w: %s", ErrNotFunded, c)
-			}
-			if _, _, ok, err := sqliteTransfer(ctx, tx, c, "refund"); err != nil {
-				return err
-			} else if ok {
-				refunded[c] = true
-			}
-		}
-		var conflicts []string // posted uid of each conflict, in res.Conflicts order
-		res.Conflicts = nil
-		st, err := tx.PrepareContext(ctx, `INSERT INTO postings
-			(campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, ticket) DO NOTHING`)
+		debits, err := sqliteCampaigns(ctx, tx, batch)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
 		now := time.Now().UnixMicro()
-		for i := range batch {
-			p := &batch[i]
-			debit, credit := debitAccount(p.Campaign, refunded), WalletAccount(p.Currency, p.UID)
-			r, err := st.ExecContext(ctx, p.Campaign, int64(p.Ticket), p.Shard, p.Round, p.Amount, p.Currency,
-				strconv.FormatUint(p.UID, 10), debit, credit, micros(p.OpenedAt), now)
-			if err != nil {
-				return err
-			}
-			n, err := r.RowsAffected()
-			if err != nil {
-				return err
-			}
-			if n == 0 {
-				// Already posted: the same user's claim again, or another user's (a
-				// ticket handed out twice), which is recorded and never paid.
-				var uid string
-				if err := tx.QueryRowContext(ctx, `SELECT uid FROM postings WHERE campaign = ? AND ticket = ?`,
-					p.Campaign, int64(p.Ticket)).Scan(&uid); err != nil {
-					return err
-				}
-				if uid == strconv.FormatUint(p.UID, 10) {
-					res.Duplicates++
-					continue
-				}
-				res.Conflicts = append(res.Conflicts, i)
-				conflicts = append(conflicts, uid)
-				continue
-			}
-			res.Posted++
-			res.Amount += p.Amount
-			deltas[debit] -= p.Amount
-			deltas[credit] += p.Amount
-			currencies[debit], currencies[credit] = p.Currency, p.Currency
+		m := &l.moves
+		m.reset()
+		if err := sqlitePostNew(ctx, tx, batch, debits, now, m, &res); errors.Is(err, errNotAllNew) {
+			m.reset()
+			res = Result{}
+			err = sqlitePostEach(ctx, tx, batch, debits, now, m, &res)
+		} else if err != nil {
+			return err
 		}
-		for j, i := range res.Conflicts {
-			p := &batch[i]
-			if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (campaign, ticket, uid, posted_uid, amount, opened_at, seen_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.Campaign, int64(p.Ticket),
-				strconv.FormatUint(p.UID, 10), conflicts[j], p.Amount, micros(p.OpenedAt), now); err != nil {
-				return err
-			}
-		}
-		for name, d := range deltas {
-			if err := sqliteAddBalance(ctx, tx, name, currencies[name], d); err != nil {
-				return sqliteOverBudget(err)
-			}
-		}
-		return nil
+		m.sort()
+		return sqliteMoveBalances(ctx, tx, m)
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("post %d postings: %w", len(batch), err)
 	}
 	return res, nil
+}
+
+// sqliteCampaigns checks that every campaign and shard of the batch is funded and says
+// which account pays each posting (see debits).
+func sqliteCampaigns(ctx context.Context, tx *sql.Tx, batch []Posting) (*debits, error) {
+	d := newDebits()
+	for _, c := range campaignsOf(batch) {
+		funded, _, err := sqliteShardTransfers(ctx, tx, c, "fund")
+		if err != nil {
+			return nil, err
+		}
+		have := map[string]bool{}
+		for k := range funded {
+			if k < 0 {
+				have[BudgetAccount(c)] = true
+			} else {
+				have[ShardBudgetAccount(c, k)] = true
+			}
+		}
+		_, _, refunded, err := sqliteTransfer(ctx, tx, c, "refund")
+		if err != nil {
+			return nil, err
+		}
+		if err := d.resolve(batch, c, have, refunded); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// sqliteChunk is how many rows one multi-row statement carries: 11 parameters a
+// posting stay well under SQLite's limit on host parameters (32,766).
+const sqliteChunk = 256
+
+// sqlitePostNew is the common case, a batch none of whose postings is in the ledger:
+// a few multi-row INSERTs (no ON CONFLICT), inside a savepoint that is rolled back
+// whole, as errNotAllNew, when the unique index finds a ticket posted already (or
+// repeated in the batch). The balances to move are summed into m.
+func sqlitePostNew(ctx context.Context, tx *sql.Tx, batch []Posting, debits *debits, now int64, m *balanceMoves, res *Result) error {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT post_new`); err != nil {
+		return err
+	}
+	args := make([]any, 0, 11*min(len(batch), sqliteChunk))
+	var q strings.Builder
+	for start := 0; start < len(batch); start += sqliteChunk {
+		part := batch[start:min(start+sqliteChunk, len(batch))]
+		q.Reset()
+		q.WriteString(`INSERT INTO postings (campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at) VALUES `)
+		args = args[:0]
+		for i := range part {
+			p := &part[i]
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(`(?,?,?,?,?,?,?,?,?,?,?)`)
+			debit, credit := debits.account(p), WalletAccount(p.Currency, p.UID)
+			args = append(args, p.Campaign, int64(p.Ticket), p.Shard, p.Round, p.Amount, p.Currency,
+				strconv.FormatUint(p.UID, 10), debit, credit, micros(p.OpenedAt), now)
+			m.add(debit, p.Currency, -p.Amount)
+			m.add(credit, p.Currency, p.Amount)
+			res.Amount += p.Amount
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			var se interface{ Code() int }
+			if errors.As(err, &se) && se.Code() == sqliteConstraintUnique {
+				if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO post_new`); rerr != nil {
+					return rerr
+				}
+				err = errNotAllNew
+			}
+			return err
+		}
+	}
+	res.Posted = len(batch)
+	_, err := tx.ExecContext(ctx, `RELEASE post_new`)
+	return err
+}
+
+// sqliteConstraintUnique is SQLITE_CONSTRAINT_UNIQUE, the extended result code of a
+// unique index violation.
+const sqliteConstraintUnique = 2067
+
+// sqlitePostEach posts a batch that may hold postings already in the ledger, one at a
+// time: a posting the ledger holds for the same uid is a duplicate, one it holds for
+// another uid is a conflict, recorded and never paid. The balances to move are summed
+// into m.
+func sqlitePostEach(ctx context.Context, tx *sql.Tx, batch []Posting, debits *debits, now int64, m *balanceMoves, res *Result) error {
+	var conflicts []string // posted uid of each conflict, in res.Conflicts order
+	st, err := tx.PrepareContext(ctx, `INSERT INTO postings
+		(campaign, ticket, shard, round, amount, currency, uid, debit, credit, opened_at, posted_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, ticket) DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for i := range batch {
+		p := &batch[i]
+		debit, credit := debits.account(p), WalletAccount(p.Currency, p.UID)
+		r, err := st.ExecContext(ctx, p.Campaign, int64(p.Ticket), p.Shard, p.Round, p.Amount, p.Currency,
+			strconv.FormatUint(p.UID, 10), debit, credit, micros(p.OpenedAt), now)
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			res.Posted++
+			res.Amount += p.Amount
+			m.add(debit, p.Currency, -p.Amount)
+			m.add(credit, p.Currency, p.Amount)
+			continue
+		}
+		// Already posted: the same user's claim again, or another user's (a ticket
+		// handed out twice), which is recorded and never paid.
+		var uid string
+		if err := tx.QueryRowContext(ctx, `SELECT uid FROM postings WHERE campaign = ? AND ticket = ?`,
+			p.Campaign, int64(p.Ticket)).Scan(&uid); err != nil {
+			return err
+		}
+		if uid == strconv.FormatUint(p.UID, 10) {
+			res.Duplicates++
+			continue
+		}
+		res.Conflicts = append(res.Conflicts, i)
+		conflicts = append(conflicts, uid)
+	}
+	for j, i := range res.Conflicts {
+		p := &batch[i]
+		if _, err := tx.ExecContext(ctx, `INSERT INTO conflicts (campaign, ticket, uid, posted_uid, amount, opened_at, seen_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, p.Campaign, int64(p.Ticket),
+			strconv.FormatUint(p.UID, 10), conflicts[j], p.Amount, micros(p.OpenedAt), now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sqliteMoveBalances applies the summed moves, in account order, a few hundred
+// accounts a statement; the budget triggers refuse a budget below zero (ErrOverBudget).
+func sqliteMoveBalances(ctx context.Context, tx *sql.Tx, m *balanceMoves) error {
+	args := make([]any, 0, 3*min(len(m.names), sqliteChunk))
+	var q strings.Builder
+	for start := 0; start < len(m.names); start += sqliteChunk {
+		end := min(start+sqliteChunk, len(m.names))
+		q.Reset()
+		q.WriteString(`INSERT INTO accounts (name, currency, balance) VALUES `)
+		args = args[:0]
+		for i := start; i < end; i++ {
+			if i > start {
+				q.WriteByte(',')
+			}
+			q.WriteString(`(?,?,?)`)
+			args = append(args, m.names[i], m.currencies[i], m.deltas[i])
+		}
+		q.WriteString(` ON CONFLICT (name) DO UPDATE SET balance = balance + excluded.balance`)
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return sqliteOverBudget(err)
+		}
+	}
+	return nil
 }
 
 // sqliteOverBudget maps the budget triggers' abort to ErrOverBudget.
@@ -285,23 +473,18 @@ func (l *sqliteLedger) Refund(ctx context.Context, campaign, currency string, bu
 			rr = RefundResult{Amount: amount}
 			return nil
 		}
-		var bal int64
-		if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE name = ?`, BudgetAccount(campaign)).Scan(&bal); err != nil {
+		bs, err := sqliteBudgets(ctx, tx, campaign)
+		if err != nil {
 			return err
 		}
-		if bal < 0 {
-			return fmt.Errorf("%w: budget account of %s is negative (%d)", ErrConflict, campaign, bal)
-		}
-		from, to := BudgetAccount(campaign), SponsorAccount(campaign)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO transfers (campaign, kind, amount, currency, debit, credit, posted_at)
-			VALUES (?, 'refund', ?, ?, ?, ?, ?)`, campaign, bal, currency, from, to, time.Now().UnixMicro()); err != nil {
+		now, to := time.Now().UnixMicro(), SponsorAccount(campaign)
+		rr.Posted = true
+		rr.Amount, err = refundAccounts(campaign, bs, func(k int, from string, amount int64) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO transfers (campaign, kind, shard, amount, currency, debit, credit, posted_at)
+				VALUES (?, 'refund', ?, ?, ?, ?, ?, ?)`, campaign, k, amount, currency, from, to, now)
 			return err
-		}
-		if err := sqliteAddBalance(ctx, tx, from, currency, -bal); err != nil {
-			return err
-		}
-		rr = RefundResult{Amount: bal, Posted: true}
-		return sqliteAddBalance(ctx, tx, to, currency, bal)
+		}, func(name string, delta int64) error { return sqliteAddBalance(ctx, tx, name, currency, delta) })
+		return err
 	})
 	if err != nil {
 		return RefundResult{}, fmt.Errorf("refund %s: %w", campaign, err)
@@ -334,26 +517,37 @@ func (l *sqliteLedger) Stats(ctx context.Context, campaign string) (Stats, error
 			FROM postings WHERE campaign = ?`, campaign).Scan(&s.PostingRows, &s.Tickets, &s.SettledAmount); err != nil {
 			return err
 		}
-		for _, k := range []struct {
-			kind   string
-			amount *int64
-			ok     *bool
-		}{{"fund", &s.FundedAmount, &s.Funded}, {"refund", &s.RefundedAmount, &s.Refunded}} {
-			err := c.QueryRowContext(ctx, `SELECT amount FROM transfers WHERE campaign = ? AND kind = ?`, campaign, k.kind).Scan(k.amount)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-			case err != nil:
-				return err
-			default:
-				*k.ok = true
-			}
+		var cur string
+		var n int64
+		if err := c.QueryRowContext(ctx, transferSumQuery, campaign, "fund").Scan(&s.FundedAmount, &cur, &n); err != nil {
+			return err
 		}
+		s.Funded = n > 0
+		if err := c.QueryRowContext(ctx, transferSumQuery, campaign, "refund").Scan(&s.RefundedAmount, &cur, &n); err != nil {
+			return err
+		}
+		s.Refunded = n > 0
 		if err := c.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM postings
 			WHERE campaign = ? AND debit = ?`, campaign, SponsorAccount(campaign)).Scan(&s.LateTickets, &s.LateAmount); err != nil {
 			return err
 		}
-		return c.QueryRowContext(ctx, `SELECT COALESCE(SUM(balance), 0) FROM accounts WHERE name = ?`,
-			BudgetAccount(campaign)).Scan(&s.BudgetBalance)
+		lo, hi := shardBudgetRange(campaign)
+		if err := c.QueryRowContext(ctx, budgetBalanceQuery, BudgetAccount(campaign), lo, hi).Scan(&s.BudgetBalance); err != nil {
+			return err
+		}
+		rows, err := c.QueryContext(ctx, shardStatsQuery, campaign, SponsorAccount(campaign), lo)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var sh ShardStats
+			if err := rows.Scan(&sh.Shard, &sh.Funded, &sh.Refunded, &sh.Settled, &sh.Balance); err != nil {
+				return err
+			}
+			s.Shards = append(s.Shards, sh)
+		}
+		return rows.Err()
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats %s: %w", campaign, err)

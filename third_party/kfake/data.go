@@ -723,7 +723,10 @@ func (d *data) configs(t string, fn func(k string, v *string, src kmsg.ConfigSou
 	}
 	for k, v := range d.c.bcfgs {
 		if topicEquiv, ok := validBrokerConfigs[k]; ok && topicEquiv != "" {
-			fn(k, v, kmsg.ConfigSourceDynamicBrokerConfig, false)
+			// shake patch: a topic reports the broker's default under the topic's own
+			// name (retention.ms, not log.retention.ms), as Kafka does, so that the
+			// default the broker honours is the value a client reads.
+			fn(topicEquiv, v, kmsg.ConfigSourceDynamicBrokerConfig, false)
 		}
 	}
 	for k, v := range d.tcfgs[t] {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +34,8 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
   1. writes the keys 'shake keys init' writes and generates a campaign of N red packets
-     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
+     (budget N x 188 fen, amounts in [1, 2000] fen, one prize of 1888 fen per 1000
+     tickets) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
@@ -85,29 +85,33 @@ type demoConfig struct {
 	settleWithin time.Duration
 	targets      demoTargets
 	progress     io.Writer
+	args         []string // as given, for the report's record of what ran
 }
 
 // demoSummary is DIR/summary.json.
 type demoSummary struct {
-	Campaign     string            `json:"campaign"`
-	Out          string            `json:"out"`
-	Brokers      string            `json:"brokers"`
-	Ledger       string            `json:"ledger"`
-	Edges        int               `json:"edges"`
-	Tickets      uint64            `json:"tickets"`
-	Budget       int64             `json:"budget"`
-	GenSeconds   float64           `json:"gen_seconds"`
-	SettleWait   float64           `json:"settle_wait_seconds"`
-	TotalSeconds float64           `json:"total_seconds"`
-	Bench        *bench.Result     `json:"bench"`
-	Reconcile    *settler.Report   `json:"reconcile"`
-	CrossCheck   demoCrossCheck    `json:"cross_check"`
-	Servers      map[string]string `json:"servers"`
-	Admin        map[string]string `json:"admin"` // each server's admin listener
-	Pause        *demoPause        `json:"pause,omitempty"`
-	Targets      []bench.Check     `json:"targets"`
-	OK           bool              `json:"ok"`
-	Failures     []string          `json:"failures"`
+	Campaign     string        `json:"campaign"`
+	Out          string        `json:"out"`
+	Brokers      string        `json:"brokers"`
+	Ledger       string        `json:"ledger"`
+	Edges        int           `json:"edges"`
+	Tickets      uint64        `json:"tickets"`
+	Budget       int64         `json:"budget"`
+	GenSeconds   float64       `json:"gen_seconds"`
+	SettleWait   float64       `json:"settle_wait_seconds"`
+	TotalSeconds float64       `json:"total_seconds"`
+	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
+	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
+	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
+	OpenedFile string            `json:"opened_file"`
+	Reconcile  *settler.Report   `json:"reconcile"`
+	CrossCheck demoCrossCheck    `json:"cross_check"`
+	Servers    map[string]string `json:"servers"`
+	Admin      map[string]string `json:"admin"` // each server's admin listener
+	Pause      *demoPause        `json:"pause,omitempty"`
+	Targets    []bench.Check     `json:"targets"`
+	OK         bool              `json:"ok"`
+	Failures   []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
@@ -123,7 +127,7 @@ type demoCrossCheck struct {
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", demoUsage, stderr)
-	var c demoConfig
+	c := demoConfig{args: args}
 	fs.StringVar(&c.out, "out", "", "output `DIR` (default: a new directory under $TMPDIR)")
 	fs.Uint64Var(&c.tickets, "tickets", 50000, "red packets in the campaign")
 	fs.IntVar(&c.edges, "edges", 2, "edge servers (one shard each)")
@@ -238,6 +242,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.Out, s.Edges, s.Tickets, s.Servers, s.Failures = c.out, c.edges, c.tickets, map[string]string{}, []string{}
 	s.Admin = map[string]string{}
 	defer d.stopAll()
+	loadBefore := loadAverage()
 
 	// 1. Keys and campaign.
 	_, keys, err := writeKeySet(c.out, keySetNames())
@@ -256,6 +261,7 @@ func (d *demo) run(ctx context.Context) int {
 	m, err := ticketgen.Generate(ctx, ticketgen.Config{
 		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
 		Edges: c.edges, Min: 1, Max: 2000, Rounds: []ticket.RoundWindow{round}, OutDir: c.out, Now: genStart,
+		Prizes: demoPrizes(c.tickets),
 	})
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
@@ -310,6 +316,7 @@ func (d *demo) run(ctx context.Context) int {
 	} else {
 		pausec <- nil
 	}
+	stopSampler := d.startSampler(c.edges)
 	res, err := bench.Run(ctx, bench.Config{
 		Label: "shake", EdgeURLs: edgeURLs, VerifierURL: "http://" + s.Servers["verifier"],
 		SessionKey: sessionKey, Users: c.users, Rate: c.rate, Duration: c.duration,
@@ -321,6 +328,7 @@ func (d *demo) run(ctx context.Context) int {
 		fmt.Fprintln(c.progress)
 	}
 	if err != nil {
+		stopSampler()
 		fmt.Fprintf(d.stderr, "shake demo: load: %v\n", err)
 		return 1
 	}
@@ -348,6 +356,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.SettleWait = time.Since(settleStart).Seconds()
 	d.showPackets(ctx, skPath, sessionKey, ledgerURL, res)
 	d.settleLag, d.settleLagClaims, d.settleLagErr = scrapeSettleLag(ctx, s.Admin["settler"])
+	samples := stopSampler()
 	d.stopAll()
 
 	rep, err := settler.Reconcile(context.Background(), m, c.out, l)
@@ -365,7 +374,10 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	d.writeOutputs(res, m, rep)
+	if err := d.writeOutputs(res, m, rep, d.event(m, loadBefore, samples)); err != nil {
+		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
+		s.OK = false
+	}
 	d.printSummary(m, res, rep)
 	if !s.OK {
 		return 1
@@ -533,27 +545,9 @@ func (d *demo) stopAll() {
 	d.procs = nil
 }
 
-func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.Report) {
-	out := d.cfg.out
-	if b, err := json.MarshalIndent(&d.summary, "", "  "); err == nil {
-		if err := os.WriteFile(filepath.Join(out, "summary.json"), append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		}
-	}
-	f, err := os.Create(filepath.Join(out, "report.html"))
-	if err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: %v\n", err)
-		return
-	}
-	defer f.Close()
-	if err := bench.WriteHTMLReport(f, res, "shake demo", d.reportSections(m, rep)); err != nil {
-		fmt.Fprintf(d.stderr, "shake demo: writing the report: %v\n", err)
-	}
-}
-
 // reportSections puts the verdict, the money and the cross-check at the top of
 // report.html, above the load charts.
-func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.ReportSection {
+func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *bench.Result) []bench.ReportSection {
 	s := &d.summary
 	cc := &s.CrossCheck
 	verdict := []bench.ReportSection{{Title: "Verdict", Verdict: &s.OK, Checks: s.Targets, Rows: [][2]string{
@@ -573,6 +567,12 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report) []bench.R
 			{"shake ctl resume sent", fmt.Sprintf("%.1fs into the load (shaded on the charts)", p.To)},
 			{"tickets issued by the edges in between", fmt.Sprintf("%.0f (issued counter %.0f, then %.0f)", p.IssuedInside, p.IssuedAtStop, p.IssuedAtEnd)},
 		}})
+		before, after := p.winRates(res)
+		row := [2]string{"shakes won per second, 2 s before the pause and 2 s after the resume", fmt.Sprintf("%.0f, then %.0f", before, after)}
+		if before > 0 {
+			row[1] += fmt.Sprintf(" (%.2f×: above 1 the edges released the paused seconds' backlog at once)", after/before)
+		}
+		verdict[len(verdict)-1].Rows = append(verdict[len(verdict)-1].Rows, row)
 	}
 	return append(verdict,
 		bench.ReportSection{Title: "Reconciliation", Verdict: &rep.OK, Rows: [][2]string{
@@ -619,11 +619,4 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	default:
 		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
 	}
-}
-
-func okWord(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "NOT OK"
 }

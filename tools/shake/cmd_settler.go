@@ -208,7 +208,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *dryRun {
-		return settlerDryRun(chk, log, sec, bl, *topic, *kf.minRepl, *listen, ledgerURL, m)
+		return settlerDryRun(chk, log, sec, bl, *topic, ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt), *listen, ledgerURL, m)
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
@@ -262,14 +262,15 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	defer l.Close()
 	// Kafka last: every local input (files, the ledger) is judged first, whatever state
 	// Kafka is in.
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
+	policy := ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, policy, false); err != nil {
 		stopServing()
 		return chk.fail("%v", err)
 	}
 
 	s, err := settler.New(settler.Config{Brokers: bl, Kafka: sec, Topic: *topic, Group: *group, Manifest: m, Validator: v, Ledger: l,
 		Batch: *batch, Linger: *linger, BreakerFailures: *failures, BreakerCooldown: *cooldown, SessionTimeout: *session, StallTimeout: *stall, DLQTimeout: *dlqTimeout,
-		Registry: reg, Logger: log, Switches: swOpts})
+		Registry: reg, Logger: log, Switches: swOpts, TopicPolicy: &policy})
 	if err != nil {
 		stopServing()
 		return chk.fail("%v", err)
@@ -309,7 +310,7 @@ func lateAdmin(c obs.Common, live *atomic.Pointer[settler.Settler]) obs.Common {
 // reachable, at a schema this binary knows and not registered to another generation
 // or manifest (looked at read-only, within dryRunLedgerTimeout, never migrated), and the
 // topics pass the start-up policy (Kafka unreachable is a problem here).
-func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, minRepl int,
+func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, policy ikafka.Policy,
 	listen, ledgerURL string, m *ticket.Manifest) int {
 	if a, err := bindCheck(listen); err != nil {
 		return chk.fail("--listen: %v", err)
@@ -319,9 +320,9 @@ func settlerDryRun(chk *startCheck, log *slog.Logger, sec *ikafka.Security, brok
 	if code, ok := ledgerDryRun(chk, ledgerURL, m, "a start creates it and migrates it to schema version %d"); !ok {
 		return code
 	}
-	if err := checkClaimsTopicAtStart(context.Background(), log, sec, brokers, topic, minRepl, true); err != nil {
+	if err := checkClaimsTopicAtStart(context.Background(), log, sec, brokers, topic, policy, true); err != nil {
 		return chk.fail("%v", err)
 	}
-	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d", topic, topic, minRepl)
+	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d and keep their claims", topic, topic, policy.MinReplication)
 	return chk.done()
 }

@@ -15,6 +15,7 @@ import (
 
 	ikafka "shake/internal/kafka"
 	"shake/internal/obs"
+	"shake/ticket"
 )
 
 func init() {
@@ -25,21 +26,25 @@ const topicsUsage = `
 Usage: shake topics create --brokers HOST:PORT[,...] [--topic shake.claims] [--partitions 16]
                            [--replication 3] [--min-insync 2] [Kafka security flags]
        shake topics check  --brokers HOST:PORT[,...] [--topic shake.claims]
-                           [--min-replication 3] [Kafka security flags]
+                           [--min-replication 3] [--manifest M] [Kafka security flags]
 
 The verifier and the settler never create topics: operators do, with this command,
 before the event. "create" creates the claims topic and its dead-letter twin
 "<topic>.dlq", each with --partitions partitions, --replication replicas and
 min.insync.replicas --min-insync (default 2, or 1 with --replication 1), so that a claim
-acknowledged with acks=all is on at least that many brokers. It is idempotent: a topic
+acknowledged with acks=all is on at least that many brokers, and retention.ms=-1,
+retention.bytes=-1: a restarted verifier rebuilds from the whole topic, so no claim may
+be deleted. It is idempotent: a topic
 that already exists with exactly these settings is fine ("exists"); one that exists
 with others is reported ("mismatch", with what differs) and left alone (partitions and
 replicas are changed with Kafka's own tools, deliberately).
 
 "check" prints what the brokers report about both topics: partitions, replication
-factor, min.insync.replicas, each partition's leader, under-replicated and leaderless
-partitions, and whether the verifier and the settler would start on it with
---min-replication ("ok", else "problem" says why).
+factor, min.insync.replicas, retention.ms and retention.bytes, each partition's leader,
+under-replicated and leaderless partitions, and whether the verifier and the settler
+would start on it with --min-replication ("ok", else "problem" says why). Retention must
+be -1 (kept for ever) or, with --manifest, keep a claim written now until the campaign's
+expires_at plus a day; retention.bytes must be -1.
 
 Both print one JSON object per topic on stdout. Exit status: 0 when every topic is as
 asked (create) or would be accepted (check), 1 when one is not, 2 on bad usage or when
@@ -58,6 +63,8 @@ type topicReport struct {
 	Partitions      int    `json:"partitions"`
 	Replication     int    `json:"replication"`
 	MinInsync       int    `json:"min_insync_replicas"`
+	RetentionMs     int64  `json:"retention_ms"`
+	RetentionBytes  int64  `json:"retention_bytes"`
 	Leaders         []int  `json:"leaders"` // by partition; -1 for none
 	UnderReplicated int    `json:"under_replicated"`
 	Offline         int    `json:"offline"`
@@ -67,7 +74,7 @@ type topicReport struct {
 
 func newTopicReport(t *ikafka.TopicInfo) topicReport {
 	r := topicReport{Topic: t.Name, Exists: t.Exists, Partitions: len(t.Partitions), Replication: t.Replication,
-		MinInsync: t.MinInsync, UnderReplicated: t.UnderReplicated, Offline: t.Offline, Leaders: []int{}}
+		MinInsync: t.MinInsync, RetentionMs: t.RetentionMs, RetentionBytes: t.RetentionBytes, UnderReplicated: t.UnderReplicated, Offline: t.Offline, Leaders: []int{}}
 	for _, p := range t.Partitions {
 		r.Leaders = append(r.Leaders, p.Leader)
 	}
@@ -82,6 +89,7 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	replication := fs.Int("replication", 3, "create: replicas of each partition")
 	minInsync := fs.Int("min-insync", 2, "create: min.insync.replicas of each topic (default 1 with --replication 1)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on each request to the brokers")
+	manifestPath := fs.String("manifest", "", "check: the campaign's `manifest.json`: retention must keep claims until its expires_at plus a day (without it: for ever)")
 	kf := addKafkaFlags(fs, true)
 	if ok, code := parseFlagsArgs(fs, args, 1, 1); !ok {
 		return code
@@ -102,6 +110,9 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if verb == "create" && *manifestPath != "" {
+		return flagError(fs, "--manifest is for check: create always keeps every claim (retention.ms=-1)")
+	}
 	if verb == "create" {
 		if !set["min-insync"] && *replication == 1 {
 			*minInsync = 1
@@ -123,7 +134,15 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	if verb == "create" {
 		reports, err = createTopics(ctx, admin, names, *partitions, *replication, *minInsync, *timeout)
 	} else {
-		reports, err = checkTopics(ctx, admin, names, *kf.minRepl, *timeout)
+		policy := ikafka.Policy{MinReplication: *kf.minRepl}
+		if *manifestPath != "" {
+			m, err := ticket.LoadManifest(*manifestPath)
+			if err != nil {
+				return flagError(fs, "--manifest: %v", err)
+			}
+			policy = ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
+		}
+		reports, err = checkTopics(ctx, admin, names, policy, *timeout)
 	}
 	if err != nil {
 		return flagError(fs, "%v", err)
@@ -142,7 +161,7 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func checkTopics(ctx context.Context, admin *ikafka.Admin, names []string, minRepl int, timeout time.Duration) ([]topicReport, error) {
+func checkTopics(ctx context.Context, admin *ikafka.Admin, names []string, policy ikafka.Policy, timeout time.Duration) ([]topicReport, error) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	infos, err := admin.Describe(cctx, names...)
@@ -152,7 +171,7 @@ func checkTopics(ctx context.Context, admin *ikafka.Admin, names []string, minRe
 	var out []topicReport
 	for i := range infos {
 		r := newTopicReport(&infos[i])
-		if err := infos[i].Check(minRepl); err != nil {
+		if err := infos[i].CheckPolicy(policy, time.Now()); err != nil {
 			r.Problem = problem(err)
 		} else {
 			r.OK = true
@@ -175,7 +194,9 @@ func createTopics(ctx context.Context, admin *ikafka.Admin, names []string, part
 	req := &kafka.CreateTopicsRequest{}
 	for _, n := range names {
 		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: n, NumPartitions: partitions, ReplicationFactor: replication,
-			ConfigEntries: []kafka.ConfigEntry{{ConfigName: ikafka.MinInsyncConfig, ConfigValue: strconv.Itoa(minInsync)}}})
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: ikafka.MinInsyncConfig, ConfigValue: strconv.Itoa(minInsync)},
+				// Keep every claim: a restarted verifier rebuilds from the whole topic.
+				{ConfigName: ikafka.RetentionMsConfig, ConfigValue: "-1"}, {ConfigName: ikafka.RetentionBytesConfig, ConfigValue: "-1"}}})
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	res, err := admin.Client().CreateTopics(cctx, req)
@@ -230,6 +251,9 @@ func createTopics(ctx context.Context, admin *ikafka.Admin, names []string, part
 			}
 			if t.MinInsync != minInsync {
 				diff = append(diff, fmt.Sprintf("min.insync.replicas %d, not --min-insync %d", t.MinInsync, minInsync))
+			}
+			if err := t.CheckRetention(time.Time{}, time.Now()); err != nil {
+				diff = append(diff, problem(err))
 			}
 		}
 		if len(diff) == 0 {

@@ -85,7 +85,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("verifier", verifierUsage, stderr)
 	manifest := fs.String("manifest", "", "campaign manifest.json (required)")
 	key := fs.String("key", "", "campaign.key (required)")
-	sessionKey := fs.String("session-key", "", "session.key shared with the login system (required)")
+	sessionKeys := addSessionKeyFlag(fs)
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,...] (required)")
 	topic := fs.String("topic", ikafka.ClaimsTopic, "claims topic")
 	spool := fs.String("spool", "", "spool directory for claims while Kafka is unreachable (required)")
@@ -127,25 +127,31 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	cfg := verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
+		Manifest: *manifest, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, Brokers: bl, Topic: *topic, Kafka: sec,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log, HTTP: httpCfg, Switches: swOpts,
-	}
-	if *dryRun {
-		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *kf.minRepl, *sf.adminKey)
 	}
 	// Bad local files are reported before Kafka is asked anything: at once, whatever
 	// state Kafka is in. verifier.New checks them fully.
-	if _, err := ticket.LoadManifest(*manifest); err != nil {
+	m, err := ticket.LoadManifest(*manifest)
+	if err != nil && !*dryRun {
 		return usageError(stderr, "verifier: %v", err)
 	}
-	for _, k := range []string{*key, *sessionKey} {
+	policy := ikafka.Policy{MinReplication: *kf.minRepl}
+	if m != nil {
+		policy = ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
+	}
+	cfg.TopicPolicy = &policy
+	if *dryRun {
+		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *sf.adminKey)
+	}
+	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
 		if _, err := ticket.ReadKeyFile(k); err != nil {
 			return usageError(stderr, "verifier: %v", err)
 		}
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()
-	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *kf.minRepl, false); err != nil {
+	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, *cfg.TopicPolicy, false); err != nil {
 		return usageError(stderr, "verifier: %v", err)
 	}
 	srv, err := verifier.New(cfg)
@@ -179,7 +185,7 @@ func verifierErrFlag(err error) string {
 	return "config"
 }
 
-func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minRepl int, adminKey string) int {
+func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, adminKey string) int {
 	chk.ok("flags", "brokers %v, topic %s, uid shard %s, security %s", cfg.Brokers, cfg.Topic, cfg.UIDShard, cfg.Kafka.String())
 	if adminKey != "" {
 		chk.ok("admin key", "%s", adminKey)
@@ -196,10 +202,10 @@ func verifierDryRun(chk *startCheck, cfg verifier.Config, log *slog.Logger, minR
 	if !chk.switches(cfg.Switches.File, &code) || !chk.binds(&code, "--listen", cfg.Listen, "--admin-listen", cfg.HTTP.AdminListen) {
 		return code
 	}
-	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, minRepl, true); err != nil {
+	if err := checkClaimsTopicAtStart(context.Background(), log, cfg.Kafka, cfg.Brokers, cfg.Topic, *cfg.TopicPolicy, true); err != nil {
 		return chk.fail("%v", err)
 	}
-	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d", cfg.Topic, cfg.Topic, minRepl)
+	chk.ok("topics", "%s and %s.dlq exist with --min-replication %d and keep their claims", cfg.Topic, cfg.Topic, cfg.TopicPolicy.MinReplication)
 	return chk.done()
 }
 

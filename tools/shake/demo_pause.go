@@ -78,6 +78,30 @@ func (p *demoPause) mark(res *bench.Result) {
 	res.Windows = append(res.Windows, bench.Window{Label: "paused (shake ctl pause)", From: p.From, To: p.To})
 }
 
+// winRates returns the shakes won per second over the 2 s before the pause and the 2 s
+// after the resume, from the load's per-second series: after a resume the edges should
+// hand out at the paced rate, not the backlog of the paused seconds.
+func (p *demoPause) winRates(res *bench.Result) (before, after float64) {
+	const span = 2
+	var nb, na, wb, wa float64
+	for _, s := range res.Shake.Series {
+		t := float64(s.T)
+		switch {
+		case t >= p.From-span && t+1 <= p.From:
+			wb, nb = wb+float64(s.Won), nb+1
+		case t >= p.To && t < p.To+span:
+			wa, na = wa+float64(s.Won), na+1
+		}
+	}
+	if nb > 0 {
+		before = wb / nb
+	}
+	if na > 0 {
+		after = wa / na
+	}
+	return before, after
+}
+
 // sumIssued adds shake_edge_tickets_issued_total over the edges' admin listeners (-1
 // if one cannot be read).
 func sumIssued(admins []string) float64 {

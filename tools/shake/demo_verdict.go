@@ -95,8 +95,11 @@ func latencyCheck(name, flagName string, ep *bench.EndpointResult, limit time.Du
 }
 
 func fmtLatency(d time.Duration) string {
-	if d < time.Millisecond {
+	switch {
+	case d < time.Millisecond:
 		return d.Round(time.Microsecond).String()
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
 	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 }
@@ -189,4 +192,11 @@ func failedTargets(checks []bench.Check) []string {
 		}
 	}
 	return names
+}
+
+func okWord(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "NOT OK"
 }

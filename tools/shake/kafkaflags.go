@@ -68,7 +68,7 @@ const topicCheckWait = 5 * time.Second
 // spools, the settler waits), since Kafka being down must not stop an event, and says
 // loudly that the topic was not checked. With strict (--dry-run) unreachable is an
 // error too: the check was asked for and could not be made.
-func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, minRepl int, strict bool) error {
+func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.Security, brokers []string, topic string, policy ikafka.Policy, strict bool) error {
 	if topic == "" {
 		return errors.New("--topic must not be empty")
 	}
@@ -76,21 +76,21 @@ func checkClaimsTopicAtStart(ctx context.Context, log *slog.Logger, sec *ikafka.
 		log.Warn("SASL PLAIN without TLS: the Kafka password crosses the network in clear; add --kafka-tls-ca")
 	}
 	admin := ikafka.NewAdmin(sec, brokers, 5*time.Second)
-	infos, err := admin.WaitTopic(ctx, topic, minRepl, topicCheckWait)
+	infos, err := admin.WaitTopic(ctx, topic, policy, topicCheckWait)
 	switch {
 	case ctx.Err() != nil:
 		return nil // stopping while starting: the caller's Run returns at once
 	case errors.Is(err, ikafka.ErrUnreachable) && strict:
 		return fmt.Errorf("--brokers: Kafka unreachable for %v, the topic %s was not checked: %w", topicCheckWait, topic, err)
 	case errors.Is(err, ikafka.ErrUnreachable):
-		log.Warn("Kafka unreachable at start: the claims topic was not checked", "topic", topic, "brokers", brokers, "err", err)
+		log.Warn("Kafka unreachable at start: the claims topic is checked as soon as Kafka answers, before any claim is written to it or consumed", "topic", topic, "brokers", brokers, "err", err)
 		return nil
 	case err != nil:
 		return err
 	}
 	for _, t := range infos {
 		log.Info("topic checked", "topic", t.Name, "partitions", len(t.Partitions), "replication", t.Replication,
-			"min_insync_replicas", t.MinInsync, "under_replicated", t.UnderReplicated, "security", sec.String())
+			"min_insync_replicas", t.MinInsync, "retention_ms", t.RetentionMs, "retention_bytes", t.RetentionBytes, "under_replicated", t.UnderReplicated, "security", sec.String())
 	}
 	return nil
 }
