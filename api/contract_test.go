@@ -255,6 +255,13 @@ func pausedEdge(t *testing.T, dir, sessionPath string) string {
 	return "http://" + e.Addr()
 }
 
+// shakeClosed shakes once on each edge; each answers closed (a round tomorrow, a pause).
+func shakeClosed(o *observer, auth string, edges ...string) {
+	for _, e := range edges {
+		o.do("POST /v1/shake", "POST", e, "/v1/shake", auth, "")
+	}
+}
+
 // TestContract drives the real edge, verifier and query handlers through every answer
 // openapi.json documents, and fails on any answer it does not document (status, keys,
 // result or error code, array items, Retry-After) and on any documented answer no
@@ -281,10 +288,8 @@ func TestContract(t *testing.T) {
 		t.Fatalf("first shake: %v", won)
 	}
 	tok1, _ := won["token"].(string)
-	o.do(shake, "POST", edgeA, "/v1/shake", user(1), "") // miss: one per user
-	o.do(shake, "POST", edgeB, "/v1/shake", user(1), "") // closed, next round tomorrow
-	// closed and paused: the edge.paused switch
-	o.do(shake, "POST", pausedEdge(t, dirB, ch.SessionPath), "/v1/shake", user(1), "")
+	o.do(shake, "POST", edgeA, "/v1/shake", user(1), "")                // miss: one per user
+	shakeClosed(o, user(1), edgeB, pausedEdge(t, dirB, ch.SessionPath)) // closed: next round tomorrow; paused
 	o.do(shake, "POST", edgeA, "/v1/shake", "", "")
 	o.do(shake, "POST", edgeA, "/v1/shake", expiredSession, "")
 	o.do(shake, "GET", edgeA, "/v1/shake", user(1), "")

@@ -97,7 +97,8 @@ type Config struct {
 	// Progress, when set, receives a one-line status every second ("\r"-rewritten).
 	Progress io.Writer
 	// Now overrides the clock used for session expiry (tests); nil is time.Now.
-	Now func() time.Time
+	Now  func() time.Time
+	Farm *Farm // a farm shaking too (see Farm); nil: none
 }
 
 // OpenedTicket is one ticket the bench opened: enough for callers to check money
@@ -139,7 +140,8 @@ type Result struct {
 	Baselines []BaselineResult `json:"baselines,omitempty"`
 	// Windows are spans the caller marks on the charts (the demo's pause), in seconds
 	// since Started.
-	Windows []Window `json:"windows,omitempty"`
+	Windows []Window    `json:"windows,omitempty"`
+	Farm    *FarmResult `json:"farm,omitempty"`
 }
 
 // Window is a labelled span of a run, shaded on the report's charts.
@@ -244,6 +246,7 @@ type runner struct {
 	openedSum int64
 	truncated bool
 	campaign  string
+	farm      *farmState
 }
 
 func (c *Config) setDefaults() error {
@@ -292,6 +295,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: max in-flight must be in 1..%d", ErrConfig, 1<<20)
 	case c.Timeout < 0 || c.MaxPending < 1 || c.MaxOpened < 0:
 		return fmt.Errorf("%w: timeout, max pending and max opened must be positive", ErrConfig)
+	case c.Farm != nil:
+		return c.Farm.check()
 	}
 	return nil
 }
@@ -373,26 +378,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// mintSessions mints every user's session token once, valid well past the run.
-func (r *runner) mintSessions() error {
-	sk, err := ticket.NewSessionKey(r.cfg.SessionKey)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	exp := r.cfg.Now().Add(r.cfg.Duration + r.cfg.Think + time.Hour).Unix()
-	r.sessions = make([]byte, 0, r.cfg.Users*64)
-	r.sessOff = make([]uint32, r.cfg.Users+1)
-	for uid := 1; uid <= r.cfg.Users; uid++ {
-		r.sessions = sk.Mint(r.sessions, uint64(uid), exp)
-		r.sessOff[uid] = uint32(len(r.sessions))
-	}
-	return nil
-}
-
-func (r *runner) session(uid uint64) []byte {
-	return r.sessions[r.sessOff[uid-1]:r.sessOff[uid]]
-}
-
 // arrivalOffset returns when arrival i is due, measured from the start: a linear ramp
 // from 0 to Rate over Ramp (the count of arrivals by time t is Rate*t²/(2*Ramp)), then
 // a constant Rate.
@@ -416,8 +401,7 @@ func (r *runner) schedule(ctx context.Context, closed *sync.WaitGroup) {
 	cfg := &r.cfg
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
 	openLoop := cfg.Rate > 0
-	var next int64
-	nextAt := time.Duration(-1)
+	next, nextAt := int64(0), time.Duration(-1)
 	if openLoop {
 		nextAt = arrivalOffset(0, cfg.Rate, cfg.Ramp)
 		if nextAt >= cfg.Duration {
@@ -432,6 +416,7 @@ func (r *runner) schedule(ctx context.Context, closed *sync.WaitGroup) {
 	for {
 		now := time.Now()
 		off := now.Sub(r.start)
+		farmAt := r.farmWave(now, off)
 		for nextAt >= 0 && nextAt <= off {
 			j := job{intended: r.start.Add(nextAt), uid: 1 + rng.Uint64N(uint64(cfg.Users)), kind: kindShake}
 			r.arrivals.Add(1)
@@ -448,7 +433,7 @@ func (r *runner) schedule(ctx context.Context, closed *sync.WaitGroup) {
 		}
 		if !loadOver {
 			if openLoop {
-				loadOver = nextAt < 0
+				loadOver = nextAt < 0 && farmAt < 0
 			} else {
 				select {
 				case <-closedDone:
@@ -467,9 +452,8 @@ func (r *runner) schedule(ctx context.Context, closed *sync.WaitGroup) {
 		// Sleep until the next arrival or follow-up, a new follow-up, or a periodic
 		// check (completions do not signal, so the drain polls).
 		wait := 5 * time.Millisecond
-		if nextAt >= 0 {
-			wait = min(wait, nextAt-off)
-		}
+		wait = untilNext(wait, nextAt, off)
+		wait = untilNext(wait, farmAt, off)
 		if at, ok := r.pending.nextDue(); ok {
 			wait = min(wait, at.Sub(now))
 		}
@@ -571,6 +555,10 @@ func (r *runner) addOpened(t OpenedTicket, campaign []byte) {
 	} else {
 		r.truncated = true
 	}
+	if r.isFarm(t.UID) {
+		r.farm.opened.Add(1)
+		r.farm.amounts.Add(t.Amount)
+	}
 	if r.campaign == "" && len(campaign) > 0 {
 		r.campaign = string(campaign)
 	}
@@ -600,6 +588,7 @@ func (r *runner) result(end time.Time) *Result {
 	res.Opened = append([]OpenedTicket{}, r.opened...)
 	res.OpenedN, res.OpenedSum, res.OpenedTruncated, res.Campaign = r.openedN, r.openedSum, r.truncated, r.campaign
 	r.openedMu.Unlock()
+	r.farmResult(res)
 	return res
 }
 

@@ -115,6 +115,9 @@ func (c *client) shakeAnswer(j *job, status int, body []byte, now time.Time) boo
 			}
 			ep.results[resWon].Add(1)
 			ep.recordResult(now, resWon, 0)
+			if r.isFarm(j.uid) {
+				r.farm.won.Add(1)
+			}
 			if r.verifier != nil {
 				o := job{intended: now.Add(r.cfg.Think), uid: j.uid, kind: kindOpen, tokLen: uint8(len(tok))}
 				copy(o.tok[:], tok)

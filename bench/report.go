@@ -93,6 +93,7 @@ func WriteText(w io.Writer, res *Result) error {
 		}
 		fmt.Fprintln(w)
 	}
+	writeFarmText(w, res.Farm)
 	if len(res.Baselines) > 0 {
 		fmt.Fprintln(w, "\nbaselines (same client, same load shape, shakes only):")
 		tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -232,7 +233,6 @@ func mixChart(b *strings.Builder, eps []*EndpointResult) {
 			total += ep.Errors[k]
 		}
 		y := padT + 50*i
-		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" font-size="12">%s</text>`, padL-4, y+18, esc(ep.Name))
 		x := float64(padL)
 		for _, p := range parts {
 			w := float64(plotW) * float64(p.n) / float64(max(total, 1))
@@ -248,7 +248,7 @@ func mixChart(b *strings.Builder, eps []*EndpointResult) {
 			}
 			x += w
 		}
-		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11">%d answers and errors</text>`, padL, y+38, total)
+		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11"><tspan font-weight="bold">%s</tspan>: %d answers and errors</text>`, padL, y+38, esc(endpointTitle(ep.Name)), total)
 	}
 	b.WriteString(`</svg>`)
 }
@@ -481,7 +481,7 @@ func WriteEventReport(w io.Writer, res *Result, title string, sections []ReportS
 		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>", esc(endpointTitle(ep.Name)),
 			esc(fmtCounts(ep.Results)), esc(fmtCounts(ep.Errors)), esc(fmtCounts(ep.Status)))
 	}
-	b.WriteString("</table></div></div>\n")
+	b.WriteString("</table></div></div>\n" + farmHTML(res.Farm))
 	if res.Open != nil {
 		cur := ""
 		if ev != nil {

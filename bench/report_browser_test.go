@@ -15,13 +15,16 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"shake/ticket"
 )
 
 // sampleEvent is an event around res: two shards emptying, settlement following the
 // opens, one interval where nothing was committed (NaN lag), one unreadable shard.
 func sampleEvent(res *Result) *Event {
 	ev := &Event{Campaign: "gala", Currency: "CNY", Budget: 5_640_00, Tickets: 3000, Shards: []string{"edge-000", "edge-001"},
-		Ran: [][2]string{{"shake", "(devel)"}, {"machine", "2 cores"}}}
+		Prizes: []ticket.Prize{{Amount: 1888, Count: 3}},
+		Ran:    [][2]string{{"shake", "(devel)"}, {"machine", "2 cores"}}}
 	for i := 0; i <= 4; i++ {
 		lag := 0.02 * float64(i)
 		if i == 2 {
@@ -173,7 +176,7 @@ func TestReportRendersInChromium(t *testing.T) {
 		t.Errorf("the browser built %d charts of the %d written (want at least 12)", got, want)
 	}
 	for _, s := range []string{"Money over time", "The budget burning down (¥5,640.00)", "Tickets left per edge shard",
-		"Settlement lag", "The luckiest ten", "What ran", `class="verdict fail"`, "✗"} {
+		"Settlement lag", "The luckiest ten", "The prizes", "¥18.88", "What ran", `class="verdict fail"`, "✗"} {
 		if !strings.Contains(dom, s) {
 			t.Errorf("the rendered page lacks %q", s)
 		}

@@ -44,7 +44,7 @@ func lineChart(b *strings.Builder, spec lineSpec) {
 	}
 	fmt.Fprintf(b, svgOpen, chartW, chartH, esc(spec.title))
 	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(spec.title))
-	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">%s</text>`, padT-4, esc(spec.ylabel))
+	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">%s</text>`, padT-12, esc(spec.ylabel))
 	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT+plotH, padL+plotW, padT+plotH, axisStyle)
 	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" %s/>`, padL, padT, padL, padT+plotH, axisStyle)
 	for i := 0; i <= 4; i++ {
@@ -67,7 +67,9 @@ func lineChart(b *strings.Builder, spec lineSpec) {
 			if math.IsNaN(v) {
 				continue
 			}
-			fmt.Fprintf(&pts, "%.1f,%.1f ", px(s.x(i)), float64(padT+plotH)-float64(plotH)*v/ymax)
+			// A sample taken just before the start (the servers' first reading) is the
+			// state at the start.
+			fmt.Fprintf(&pts, "%.1f,%.1f ", px(math.Max(s.x(i), 0)), float64(padT+plotH)-float64(plotH)*v/ymax)
 		}
 		if pts.Len() > 0 {
 			fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`, s.color, dash(k), strings.TrimSpace(pts.String()))
@@ -88,7 +90,7 @@ func dash(k int) string {
 
 // timeAxis labels the x axis with the wall clock (UTC) at round intervals.
 func timeAxis(b *strings.Builder, start time.Time, xmax float64, px func(float64) float64) {
-	step := niceMax(xmax / 6)
+	step := max(niceMax(xmax/6), 1) // labels are whole seconds
 	for x := 0.0; x <= xmax+1e-9; x += step {
 		anchor := "middle"
 		switch {

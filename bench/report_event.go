@@ -20,6 +20,8 @@ type Event struct {
 	Currency string
 	Budget   int64 // minor units
 	Tickets  uint64
+	// Prizes are the campaign's fixed prizes (manifest prizes).
+	Prizes []ticket.Prize
 	// Shards names the edge shards, in order; Samples' TicketsLeft follow it.
 	Shards []string
 	// Ran lists what ran, for the record: version, flags, seed commitment, machine.
@@ -207,7 +209,7 @@ func (ev *Event) amounts(b *strings.Builder, res *Result) {
 	}
 	cur := func(v int64) string { return ticket.FormatAmount(v, ev.Currency) }
 	b.WriteString(`<div class="charts" style="flex:2 1 600px">`)
-	amountHistogram(b, as, ev.Currency)
+	amountHistogram(b, ev.withoutPrizes(as), ev.Currency, len(ev.Prizes) > 0)
 	b.WriteString("</div><div><h3>In figures</h3><table>")
 	for _, r := range [][2]string{{"opened", strconv.Itoa(len(as))}, {"smallest", cur(as[0])}, {"median", cur(as[len(as)/2])},
 		{"mean", cur(sum / int64(len(as)))}, {"largest", cur(as[len(as)-1])}} {
@@ -216,7 +218,9 @@ func (ev *Event) amounts(b *strings.Builder, res *Result) {
 	if res.OpenedTruncated {
 		fmt.Fprintf(b, "<tr><td colspan=\"2\">of the first %d opened</td></tr>", len(as))
 	}
-	b.WriteString("</table></div><div><h3>The luckiest ten</h3><table><tr><th>user</th><th>amount</th><th>ticket</th></tr>")
+	b.WriteString("</table></div>")
+	ev.prizes(b, as)
+	b.WriteString("<div><h3>The luckiest ten</h3><table><tr><th>user</th><th>amount</th><th>ticket</th></tr>")
 	top := append([]OpenedTicket(nil), res.Opened...)
 	sort.SliceStable(top, func(i, j int) bool { return top[i].Amount > top[j].Amount })
 	for _, o := range top[:min(10, len(top))] {
@@ -226,9 +230,49 @@ func (ev *Event) amounts(b *strings.Builder, res *Result) {
 	b.WriteString("</table><p class=\"note\">Users are masked as on the campaign page.</p></div>")
 }
 
+// prizes lists the campaign's fixed prizes and how many opened tickets had each
+// amount (sorted holds the opened amounts, ascending).
+func (ev *Event) prizes(b *strings.Builder, sorted []int64) {
+	b.WriteString("<div><h3>The prizes</h3>")
+	if len(ev.Prizes) == 0 {
+		b.WriteString("<p>This campaign has no fixed prize: every amount is a lucky one.</p></div>")
+		return
+	}
+	b.WriteString("<table><tr><th>prize</th><th>in the campaign</th><th>opened</th></tr>")
+	for _, p := range ev.Prizes {
+		lo := sort.Search(len(sorted), func(i int) bool { return sorted[i] >= p.Amount })
+		hi := sort.Search(len(sorted), func(i int) bool { return sorted[i] > p.Amount })
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%d</td><td>%d</td></tr>", esc(ticket.FormatAmount(p.Amount, ev.Currency)), p.Count, hi-lo)
+	}
+	b.WriteString("</table><p class=\"note\">Opened counts the opened tickets of exactly<br>that amount (a lucky amount may equal it).</p></div>")
+}
+
+// withoutPrizes returns the sorted amounts without those equal to a prize, so that a
+// few large prizes do not squash the lucky amounts into a corner of the histogram
+// (they have their own table). With nothing left, it returns sorted.
+func (ev *Event) withoutPrizes(sorted []int64) []int64 {
+	if len(ev.Prizes) == 0 {
+		return sorted
+	}
+	prize := map[int64]bool{}
+	for _, p := range ev.Prizes {
+		prize[p.Amount] = true
+	}
+	var out []int64
+	for _, a := range sorted {
+		if !prize[a] {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return sorted
+	}
+	return out
+}
+
 // amountHistogram draws the opened amounts in 20 equal bins between the smallest and
-// the largest (sorted ascending).
-func amountHistogram(b *strings.Builder, sorted []int64, currency string) {
+// the largest (sorted ascending, not empty).
+func amountHistogram(b *strings.Builder, sorted []int64, currency string, prizesLeftOut bool) {
 	const bins = 20
 	lo, hi := sorted[0], sorted[len(sorted)-1]
 	width := max((hi-lo+bins)/bins, 1)
@@ -241,10 +285,13 @@ func amountHistogram(b *strings.Builder, sorted []int64, currency string) {
 		peak = max(peak, c)
 	}
 	ymax := niceMax(float64(peak))
-	const title = "How many red packets of each amount"
+	title := "How many red packets of each amount"
+	if prizesLeftOut {
+		title += " (prizes aside)"
+	}
 	fmt.Fprintf(b, svgOpen, chartW, chartH, esc(title))
 	fmt.Fprintf(b, `<text x="%d" y="16" font-weight="bold">%s</text>`, padL, esc(title))
-	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">packets</text>`, padT-4)
+	fmt.Fprintf(b, `<text x="4" y="%d" font-size="11" fill="#666">packets</text>`, padT-12)
 	for i := 0; i <= 4; i++ {
 		y := padT + plotH - plotH*i/4
 		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eee"/><text x="%d" y="%d" text-anchor="end" font-size="11">%s</text>`,

@@ -102,10 +102,7 @@ func Start(cfg Config) (*Broker, error) {
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.AllowAutoTopicCreation(),
 		kfake.ClusterID("shake"),
-		// Claims are money: topics keep their records (a restarted verifier rebuilds
-		// from the whole claims topic, and the verifier and the settler refuse a topic
-		// that could delete one). kfake's defaults would be 7 days.
-		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1", "log.retention.bytes": "-1"}),
+		keepRecords,
 	}
 	opts = append(opts, clusterOpts(cfg.Nodes)...)
 	opts = append(opts, secOpts...)
@@ -128,6 +125,12 @@ func Start(cfg Config) (*Broker, error) {
 	b.addr = b.addrs[0]
 	return b, nil
 }
+
+// keepRecords makes topics keep their records unless created with other retention:
+// claims are money (a restarted verifier rebuilds from the whole claims topic, and the
+// verifier and the settler refuse a topic that could delete one). kfake's defaults
+// would delete them after 7 days.
+var keepRecords = kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1", "log.retention.bytes": "-1"})
 
 // Addr returns the host:port the broker listens on and advertises.
 func (b *Broker) Addr() string { return b.addr }

@@ -25,6 +25,7 @@ import (
 	"shake/bench"
 	"shake/internal/testproxy"
 	"shake/settler/ledger"
+	"shake/ticket"
 )
 
 // Fault kinds, each injected at least once per run.
@@ -446,8 +447,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	switches := func(name string) []string {
-		role, _, _ := strings.Cut(name, "-") // edge-000 is an edge
-		return []string{"--admin-key", filepath.Join(c.dir, ticket.AdminRoleKeyFile(role)), "--switches", filepath.Join(swDir, name+".json")}
+		return []string{"--admin-key", c.roleKeyPath(name), "--switches", filepath.Join(swDir, name+".json")}
 	}
 	r.brk = mk("broker", []string{"broker", "--data", filepath.Join(work, "broker"), "--partitions", "4", "--log-format", "json"}, false)
 	for i := 0; i < edges; i++ {

@@ -333,3 +333,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// roleKeyPath is the admin key of a server named like "edge-000", "verifier-1" or
+// "settler": its role's admin-ROLE.key.
+func (c *campaign) roleKeyPath(server string) string {
+	role, _, _ := strings.Cut(server, "-")
+	return filepath.Join(c.dir, ticket.AdminRoleKeyFile(role))
+}

@@ -74,17 +74,17 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.unauthorized(ctx)
 		return
 	}
-	uid, err := s.sess.Verify(tok, now.Unix())
-	if err != nil {
+	var sess ticket.Session
+	if err := s.sess.VerifySession(tok, now.Unix(), &sess); err != nil {
 		s.unauthorized(ctx)
 		return
 	}
-	s.shake(ctx, uid, now, sw)
+	s.shake(ctx, &sess, now, sw)
 	s.m.latency.ObserveDuration(time.Since(start))
 }
 
-// shake decides and writes the answer for an authenticated user.
-func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time, sw *edgeSwitches) {
+// shake decides and writes the answer for an authenticated session.
+func (s *Server) shake(ctx *fasthttp.RequestCtx, sess *ticket.Session, now time.Time, sw *edgeSwitches) {
 	ns := now.UnixNano()
 	r, next := s.disp.roundAt(ns)
 	if r == nil {
@@ -111,16 +111,13 @@ func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time, sw *
 		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyMiss)
 		return
 	}
-	if per != nil && !per.acquire(uid, r.index) {
-		s.m.miss.Inc()
-		obs.WriteJSON(ctx, fasthttp.StatusOK, bodyMiss)
+	devKey, ok := s.admit(ctx, sess, r.index, per)
+	if !ok {
 		return
 	}
 	pos, res := s.disp.take(r, pns)
 	if res != takeWon {
-		if per != nil {
-			per.release(uid, r.index)
-		}
+		s.giveBack(sess, r.index, per, devKey)
 		if res == takeRetry {
 			s.m.retry.Inc()
 			s.writeRetry(ctx)
@@ -143,7 +140,7 @@ func (s *Server) shake(ctx *fasthttp.RequestCtx, uid uint64, now time.Time, sw *
 	nowSec := now.Unix()
 	exp := min(nowSec+s.ttl, s.expiresCap)
 	t := ticket.TicketToken{
-		Ticket: r.first + pos, UID: uid, Amount: rec.Amount, MAC: rec.MAC,
+		Ticket: r.first + pos, UID: sess.UID, Amount: rec.Amount, MAC: rec.MAC,
 		Round: uint16(r.index), IssuedAt: uint32(nowSec), ExpiresAt: uint32(exp),
 	}
 	// The sealer hands its output to the AEAD through an interface, so a stack buffer

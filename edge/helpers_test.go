@@ -42,8 +42,11 @@ type shardSpec struct {
 	perRnd  []uint64             // tickets per round (sums to count)
 	created time.Time
 	ttl     int64
-	perUser int    // the campaign's per_user, in the shard header
-	dir     string // "" means t.TempDir()
+	perUser int // the campaign's per_user, in the shard header
+	// perDevice and maxRisk are the campaign's device and risk rules in the header.
+	perDevice int
+	maxRisk   *int
+	dir       string // "" means t.TempDir()
 }
 
 func newFixture(t testing.TB, spec shardSpec) *fixture {
@@ -107,7 +110,7 @@ func newFixture(t testing.TB, spec shardSpec) *fixture {
 		Version: ticket.ShardVersion, Campaign: campaign, Currency: "CNY",
 		Shard: spec.shard, Shards: spec.shards, FirstTicket: spec.first, Count: spec.count,
 		Amount: total, TTLSeconds: spec.ttl, Rounds: spec.rounds, CreatedAt: spec.created,
-		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard), Generation: gen, PerUser: spec.perUser,
+		KeyCheck: ticket.KeyCheck(f.shardKey, campaign, spec.shard), Generation: gen, PerUser: spec.perUser, PerDevice: spec.perDevice, MaxRisk: spec.maxRisk,
 	}
 	next := spec.first
 	for i, n := range spec.perRnd {

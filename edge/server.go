@@ -66,7 +66,11 @@ type Config struct {
 	Tickets    string // shard file (DIR/edge-NNN.tickets)
 	Key        string // that shard's raw 32-byte AEAD key (DIR/edge-NNN.key)
 	SessionKey string // the 32-byte session.key shared with the login system
-	State      string // state file; it must exist unless InitState
+	// MoreSessionKeys are further session.key files accepted during a key rotation
+	// (--session-key given more than once); SessionKey mints nothing here, so order only
+	// matters for the cost of checking a forged token.
+	MoreSessionKeys []string
+	State           string // state file; it must exist unless InitState
 	// InitState creates State for the shard's very first start and refuses an existing
 	// one (--init-state). Without it a missing State is refused: starting afresh on a
 	// shard that was served before would hand its tickets out again.
@@ -75,6 +79,9 @@ type Config struct {
 	// PerUser is the most wins per user per round on this edge; 0 means no limit and
 	// PerUserFromShard the campaign's per_user from the shard header (the CLI default).
 	PerUser int
+	// PerDevice is the most wins per device per round on this edge (0: no rule;
+	// PerDeviceFromShard: the campaign's per_device from the shard header).
+	PerDevice int
 	// Pace spreads each timed round's tickets evenly over its window.
 	Pace bool
 	// MaxInFlight bounds concurrent /v1/shake requests; above it the answer is an
@@ -109,6 +116,8 @@ type Server struct {
 	sess     *ticket.SessionKey
 	disp     *dispenser
 	per      *perUser
+	perDev   *perUser // wins per (device, round); nil: no device rule
+	maxRisk  uint8    // sessions above this risk level are refused
 	state    *stateFile
 	srv      *obs.Server
 	reg      *obs.Registry
@@ -138,6 +147,7 @@ type metrics struct {
 	won, miss, closed, retry, unauthorized, invalid, internal *obs.Counter
 	latency                                                   *obs.Histogram
 	perUserFull                                               *obs.Counter
+	refusedUser, refusedDevice, refusedRisk                   *obs.Counter
 }
 
 var keyFileName = regexp.MustCompile(`^edge-(\d+)\.key$`)
@@ -184,13 +194,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.cfg.PerUser = cfg.PerUser
 	}
-	if cfg.PerUser > 0 {
-		capacity := cfg.PerUserCapacity
-		if capacity == 0 {
-			capacity = int(min(max(s.hdr.Count+s.hdr.Count/4, 4096), maxPerUserCapacity))
-		}
-		s.per = newPerUser(capacity, cfg.PerUser)
-	}
+	s.setupTables(cfg.PerUser)
 	s.maxInFlight = int64(cfg.MaxInFlight)
 	ms := max(cfg.RetryAfter.Milliseconds(), 1)
 	s.retryBody = []byte(`{"result":"retry","retry_after_ms":` + strconv.FormatInt(ms, 10) + `}`)
@@ -265,7 +269,7 @@ func (s *Server) loadKeys() error {
 	if s.hdr.KeyCheck == "" {
 		s.log.Warn("shard has no key check (made by an older generator): the key is only checked for form", "shard", s.cfg.Tickets)
 	}
-	for _, p := range []string{s.cfg.Key, s.cfg.SessionKey} {
+	for _, p := range append([]string{s.cfg.Key, s.cfg.SessionKey}, s.cfg.MoreSessionKeys...) {
 		// A key other users can read lets any of them seal this shard's tickets or
 		// forge sessions.
 		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
@@ -293,12 +297,8 @@ func (s *Server) loadKeys() error {
 	}
 	s.sealer = sealer
 
-	sk, err := ticket.ReadKeyFile(s.cfg.SessionKey)
-	if err != nil {
+	if s.sess, err = ticket.LoadSessionKeys(s.cfg.SessionKey, s.cfg.MoreSessionKeys); err != nil {
 		return fmt.Errorf("%w: %w", ErrSessionKey, err)
-	}
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrSessionKey, s.cfg.SessionKey, err)
 	}
 	return nil
 }
@@ -314,6 +314,7 @@ func (s *Server) registerMetrics() {
 	s.m.unauthorized = r.Counter(shakes, help, "result", "unauthorized")
 	s.m.invalid = r.Counter(shakes, help, "result", "invalid")
 	s.m.internal = r.Counter(shakes, help, "result", "internal")
+	s.registerDeviceMetrics()
 	s.m.latency = r.Histogram("shake_edge_shake_duration_seconds", "Time to answer POST /v1/shake (authenticated requests).", obs.LatencyBuckets)
 	d := s.disp
 	r.GaugeFunc("shake_edge_shard_tickets", "Tickets in this edge's shard.", func() float64 { return float64(s.hdr.Count) })
@@ -459,8 +460,8 @@ func prepare(cfg Config) (*Server, error) {
 	if cfg.Tickets == "" || cfg.Key == "" || cfg.SessionKey == "" || cfg.State == "" {
 		return nil, fmt.Errorf("%w: tickets, key, session key and state are required", ErrConfig)
 	}
-	if cfg.PerUser < PerUserFromShard || cfg.PerUser > MaxPerUser {
-		return nil, fmt.Errorf("%w: per-user limit %d outside 0..%d", ErrConfig, cfg.PerUser, MaxPerUser)
+	if cfg.PerUser < PerUserFromShard || cfg.PerUser > MaxPerUser || cfg.PerDevice < PerDeviceFromShard || cfg.PerDevice > MaxPerUser {
+		return nil, fmt.Errorf("%w: per-user limit %d or per-device limit %d outside 0..%d", ErrConfig, cfg.PerUser, cfg.PerDevice, MaxPerUser)
 	}
 	if cfg.PerUserCapacity > 1<<31 {
 		return nil, fmt.Errorf("%w: per-user capacity %d above %d", ErrConfig, cfg.PerUserCapacity, 1<<31)

@@ -41,8 +41,8 @@ type edgeSwitches struct {
 func (s *Server) setupSwitches() (obs.Common, error) {
 	s.sw = control.NewLive(s.compileSwitches(&ticket.DefaultSwitches().Edge))
 	st, err := control.New(control.Config{Options: s.cfg.Switches, Role: "edge", Apply: s.applySwitches,
-		// The edge knows its shard header's rounds, not the campaign's shard count.
-		Check:  func(d *ticket.Switches) error { return d.CheckAgainst(len(s.disp.rounds), -1) },
+		// The edge knows the campaign's rounds and shard count from its shard header.
+		Check:  func(d *ticket.Switches) error { return d.CheckAgainst(len(s.disp.rounds), s.hdr.Shards) },
 		Logger: s.log, Registry: s.reg})
 	if err != nil {
 		return obs.Common{}, err

@@ -44,6 +44,9 @@ type Config struct {
 	Reader Reader
 	// SessionKey is the 32-byte session.key shared with the login system.
 	SessionKey []byte
+	// MoreSessionKeys are further session keys accepted during a key rotation
+	// (--session-key given more than once).
+	MoreSessionKeys [][]byte
 	// Listen is host:port, default DefaultListen (port 0 picks one).
 	Listen string
 	// HTTP is the admin listener (/metrics, /debug/pprof/) and connection limits,
@@ -124,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	sk, err := ticket.NewSessionKey(cfg.SessionKey)
+	sk, err := ticket.NewSessionKeys(append([][]byte{cfg.SessionKey}, cfg.MoreSessionKeys...))
 	if err != nil {
 		return nil, fmt.Errorf("%w: session key: %v", ErrConfig, err)
 	}

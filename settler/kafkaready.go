@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -18,8 +19,11 @@ const kafkaLookEvery = time.Second
 
 // initKafkaReady gives the settler's group member a client id of its own (so that the
 // watchdog can find it among the group's members), builds the topic gate when a policy
-// is configured, and exports whether the settler reaches Kafka.
+// is configured, and registers the watchdog's metrics.
 func (s *Settler) initKafkaReady() {
+	r := s.reg
+	s.mGroupLag = r.Gauge("shake_settler_group_lag", "Claims in the topic the group has not committed, over all partitions (asked of the broker).")
+	s.mStalled = r.Gauge("shake_settler_stalled_partitions", "Partitions whose committed offset has stood still for --stall-timeout while claims wait on them.")
 	var b [6]byte
 	rand.Read(b[:])
 	host, _ := os.Hostname()
@@ -81,4 +85,69 @@ func (s *Settler) isMember(ctx context.Context, c *kafka.Client) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// newReader returns the consumer-group reader.
+func (s *Settler) newReader() *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           s.cfg.Brokers,
+		GroupID:           s.cfg.Group,
+		Topic:             s.cfg.Topic,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           250 * time.Millisecond,
+		QueueCapacity:     max(100, min(s.cfg.Batch, 10000)),
+		CommitInterval:    0, // synchronous: CommitMessages returns once the broker has the offsets
+		StartOffset:       kafka.FirstOffset,
+		HeartbeatInterval: s.cfg.SessionTimeout / 5,
+		SessionTimeout:    s.cfg.SessionTimeout,
+		RebalanceTimeout:  s.cfg.SessionTimeout,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    time.Second,
+		JoinGroupBackoff:  time.Second, // kafka-go's 5 s would hold readiness that long after Kafka returns
+		Dialer:            s.dialer(),
+		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Warn("kafka reader: " + fmt.Sprintf(f, a...)) }),
+	})
+}
+
+// closeReader closes a group reader (it leaves the group), waiting at most 10 s: a
+// reader whose broker connection is black-holed must not hold up its replacement.
+func closeReader(rd *kafka.Reader, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		if err := rd.Close(); err != nil {
+			log.Debug("closing the group reader", "err", err)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		log.Warn("the old group reader did not close within 10s; leaving it behind")
+	}
+}
+
+// fundAndGate registers and funds the campaign (once: a restart only checks them) and
+// waits for the claims topic to pass its policy. ok is false when Run must return err
+// (nil: stopped meanwhile, nothing consumed).
+func (s *Settler) fundAndGate(ctx context.Context) (ok bool, err error) {
+	m := s.cfg.Manifest
+	// The campaign is registered (generation, manifest digest and the figures readers
+	// of the ledger such as shake query show) before it is funded, and funded before
+	// the first posting can debit it. Both are once: a restart only checks them.
+	if err := s.retry(ctx, "fund", func(actx context.Context) error {
+		if err := Register(actx, m, s.cfg.Ledger); err != nil {
+			return err
+		}
+		// One budget account per shard, funded with the shard's amount: batches of
+		// different shards (other settlers of the group) never wait for one budget row.
+		return s.cfg.Ledger.FundShards(actx, m.Campaign, m.Currency, ShardAmounts(m))
+	}); err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		return false, err
+	}
+	s.funded.Store(true)
+	return s.gate == nil || s.gate.Run(ctx) == nil, nil
 }

@@ -212,8 +212,6 @@ func New(cfg Config) (*Settler, error) {
 	s.mCommitErrs = r.Counter("shake_settler_commit_errors_total", "Failed offset commits (the claims will be redelivered and deduplicated).")
 	s.mFetchErrs = r.Counter("shake_settler_fetch_errors_total", "Failed fetches from Kafka.")
 	s.mRestarts = r.Counter("shake_settler_reader_restarts_total", "Group readers recreated because the consumer stalled.")
-	s.mGroupLag = r.Gauge("shake_settler_group_lag", "Claims in the topic the group has not committed, over all partitions (asked of the broker).")
-	s.mStalled = r.Gauge("shake_settler_stalled_partitions", "Partitions whose committed offset has stood still for --stall-timeout while claims wait on them.")
 	s.mDLQErrs = r.Counter("shake_settler_dlq_errors_total", "Failed writes to the dead-letter topic (each retried).")
 	s.mDLQ = make(map[string]*obs.Counter, len(Reasons))
 	s.mDLQDropped = make(map[string]*obs.Counter, len(Reasons))
@@ -227,10 +225,10 @@ func New(cfg Config) (*Settler, error) {
 	s.mE2E = r.Histogram("shake_settler_claim_to_commit_seconds", "From a claim's Kafka timestamp to its batch being posted and committed.", obs.LatencyBuckets)
 	s.mLagTotal = r.Gauge("shake_settler_consumer_lag", "Claims behind the high watermark, summed over this member's partitions.")
 	s.money = newMoneyMetrics(r)
+	s.initKafkaReady()
 	if err := s.setupSwitches(); err != nil {
 		return nil, err
 	}
-	s.initKafkaReady()
 	return s, nil
 }
 
@@ -279,26 +277,10 @@ func (s *Settler) BreakerState() BreakerState { return s.br.State() }
 // committing it within DrainTimeout) and returns nil. It returns an error only for a
 // fault that retrying cannot fix.
 func (s *Settler) Run(ctx context.Context) error {
-	m := s.cfg.Manifest
-	// The campaign is registered (generation, manifest digest and the figures readers
-	// of the ledger such as shake query show) before it is funded, and funded before
-	// the first posting can debit it. Both are once: a restart only checks them.
-	if err := s.retry(ctx, "fund", func(actx context.Context) error {
-		if err := Register(actx, m, s.cfg.Ledger); err != nil {
-			return err
-		}
-		return s.cfg.Ledger.FundShards(actx, m.Campaign, m.Currency, ShardAmounts(m))
-	}); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
+	if ok, err := s.fundAndGate(ctx); !ok {
 		return err
 	}
-	s.funded.Store(true)
-	if s.gate != nil && s.gate.Run(ctx) != nil {
-		return nil // stopped before the topic passed: nothing was consumed
-	}
-
+	m := s.cfg.Manifest
 	rd := s.newReader()
 	defer func() { rd.Close() }()
 	dlq := &kafka.Writer{
@@ -381,23 +363,6 @@ func (s *Settler) interrupt() {
 	s.fetchMu.Unlock()
 }
 
-// closeReader closes a group reader (it leaves the group), waiting at most 10 s: a
-// reader whose broker connection is black-holed must not hold up its replacement.
-func closeReader(rd *kafka.Reader, log *slog.Logger) {
-	done := make(chan struct{})
-	go func() {
-		if err := rd.Close(); err != nil {
-			log.Debug("closing the group reader", "err", err)
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		log.Warn("the old group reader did not close within 10s; leaving it behind")
-	}
-}
-
 // scope is a cancellable context: the fetches of one group reader.
 type scope struct {
 	ctx    context.Context
@@ -407,29 +372,6 @@ type scope struct {
 func newScope(parent context.Context) scope {
 	ctx, cancel := context.WithCancel(parent)
 	return scope{ctx, cancel}
-}
-
-// newReader returns the consumer-group reader.
-func (s *Settler) newReader() *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           s.cfg.Brokers,
-		GroupID:           s.cfg.Group,
-		Topic:             s.cfg.Topic,
-		MinBytes:          1,
-		MaxBytes:          16 << 20,
-		MaxWait:           250 * time.Millisecond,
-		QueueCapacity:     max(100, min(s.cfg.Batch, 10000)),
-		CommitInterval:    0, // synchronous: CommitMessages returns once the broker has the offsets
-		StartOffset:       kafka.FirstOffset,
-		HeartbeatInterval: s.cfg.SessionTimeout / 5,
-		SessionTimeout:    s.cfg.SessionTimeout,
-		RebalanceTimeout:  s.cfg.SessionTimeout,
-		ReadBackoffMin:    50 * time.Millisecond,
-		ReadBackoffMax:    time.Second,
-		JoinGroupBackoff:  time.Second, // kafka-go's 5 s would hold readiness that long after Kafka returns
-		Dialer:            s.dialer(),
-		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { s.log.Warn("kafka reader: " + fmt.Sprintf(f, a...)) }),
-	})
 }
 
 // watchStall watches every partition's committed offset (asked of the broker, whoever

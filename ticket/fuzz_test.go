@@ -63,19 +63,24 @@ func FuzzSessionVerify(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Add(sk.MintAttrs(nil, 7, 2_000_000_000, []byte("dev1"), 2), int64(1_000_000_000))
+	f.Add(sk.Mint(nil, 7, 2_000_000_000), int64(1_000_000_000))
+	f.Add([]byte("7.2000000000.~.x"), int64(0))
 	f.Fuzz(func(t *testing.T, tok []byte, now int64) {
-		uid, err := sk.Verify(tok, now)
-		if err != nil {
+		var s Session
+		if err := sk.VerifySession(tok, now, &s); err != nil {
 			return
 		}
-		// An accepted token must be exactly the one Mint makes for its uid and expiry.
+		// An accepted token must be exactly the one MintAttrs makes for its uid, expiry
+		// and attributes.
 		i := bytes.IndexByte(tok, '.')
-		j := bytes.LastIndexByte(tok, '.')
+		j := i + 1 + bytes.IndexByte(tok[i+1:], '.')
 		exp, ok := ParseUint(tok[i+1 : j])
-		if !ok || int64(exp) <= now {
-			t.Fatalf("accepted token %q with expiry %q at %d", tok, tok[i+1:j], now)
+		if !ok || int64(exp) <= now || s.Risk > MaxRisk || (s.Device != nil && !ValidDevice(s.Device)) {
+			t.Fatalf("accepted token %q (%+v) with expiry %q at %d", tok, s, tok[i+1:j], now)
 		}
-		want := sk.Mint(nil, uid, int64(exp))
+		uid := s.UID
+		want := sk.MintAttrs(nil, uid, int64(exp), s.Device, s.Risk)
 		if !bytes.Equal(want, tok) {
 			t.Fatalf("accepted %q, Mint gives %q", tok, want)
 		}

@@ -74,6 +74,12 @@ type Manifest struct {
 	// without --uid-shard can widen the per-user rule. 0, in a manifest made before the
 	// field, means 1 (see VerifierCount).
 	Verifiers int `json:"verifiers,omitempty"`
+	// PerDevice is the campaign's device rule: at most PerDevice wins per device (as the
+	// session token names it) per round on each edge (0 = no rule). MaxRisk is the
+	// highest session risk level that may win (nil, as in manifests written before the
+	// rule: MaxRisk, everyone).
+	PerDevice int  `json:"per_device,omitempty"`
+	MaxRisk   *int `json:"max_risk,omitempty"`
 	// Generation is 128 random bits (hex) chosen at every `shake gen`. Every derived key
 	// but the manifest's own includes it, so a campaign id generated twice under the same
 	// campaign.key never shares keys, and the ledger tells the two apart.
@@ -88,6 +94,29 @@ type Manifest struct {
 type Prize struct {
 	Amount int64  `json:"amount"`
 	Count  uint64 `json:"count"`
+}
+
+// RiskLimit is the highest risk level a campaign lets win: *maxRisk, or MaxRisk (every
+// session) when the manifest or header predates the rule.
+func RiskLimit(maxRisk *int) int {
+	if maxRisk == nil {
+		return MaxRisk
+	}
+	return *maxRisk
+}
+
+// checkRules checks per_user and per_device (0..MaxPerUser) and max_risk (0..MaxRisk).
+func checkRules(perUser, perDevice int, maxRisk *int) error {
+	if perUser < 0 || perUser > MaxPerUser {
+		return fmt.Errorf("bad per_user %d (0..%d)", perUser, MaxPerUser)
+	}
+	if perDevice < 0 || perDevice > MaxPerUser {
+		return fmt.Errorf("bad per_device %d (0..%d)", perDevice, MaxPerUser)
+	}
+	if r := RiskLimit(maxRisk); r < 0 || r > MaxRisk {
+		return fmt.Errorf("bad max_risk %d (0..%d)", r, MaxRisk)
+	}
+	return nil
 }
 
 // MaxPrizes bounds the number of distinct prizes of one campaign.
@@ -267,8 +296,11 @@ func (m *Manifest) Validate() error {
 	if m.TTLSeconds <= 0 || m.TTLSeconds > MaxTTLSeconds {
 		return fmt.Errorf("bad ttl_seconds %d", m.TTLSeconds)
 	}
-	if m.PerUser < 0 || m.PerUser > MaxPerUser || m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
-		return fmt.Errorf("bad per_user %d (0..%d) or verifiers %d (1..%d)", m.PerUser, MaxPerUser, m.Verifiers, MaxVerifiers)
+	if err := checkRules(m.PerUser, m.PerDevice, m.MaxRisk); err != nil {
+		return err
+	}
+	if m.Verifiers < 0 || m.Verifiers > MaxVerifiers {
+		return fmt.Errorf("bad verifiers %d (1..%d)", m.Verifiers, MaxVerifiers)
 	}
 	if m.ExpiresAt.Before(m.IssueUntil) {
 		return fmt.Errorf("expires_at %s before issue_until %s", m.ExpiresAt, m.IssueUntil)
@@ -374,6 +406,7 @@ func (m *Manifest) CheckHeader(h *ShardHeader) error {
 	}
 	s := &m.Shards[h.Shard]
 	if h.Campaign != m.Campaign || h.Generation != m.Generation || h.PerUser != m.PerUser ||
+		h.PerDevice != m.PerDevice || RiskLimit(h.MaxRisk) != RiskLimit(m.MaxRisk) ||
 		h.Shards != len(m.Shards) || h.FirstTicket != s.FirstTicket ||
 		h.Count != s.Count || h.Amount != s.Amount || h.TTLSeconds != m.TTLSeconds {
 		return fmt.Errorf("shard %d header disagrees with the manifest", h.Shard)

@@ -94,6 +94,10 @@ type ShardHeader struct {
 	PerUser int `json:"per_user"`
 	// Generation is the campaign generation the shard belongs to (see Manifest.Generation).
 	Generation string `json:"generation"`
+	// PerDevice and MaxRisk are the campaign's device and risk rules (see
+	// Manifest.PerDevice): the edge's defaults.
+	PerDevice int  `json:"per_device,omitempty"`
+	MaxRisk   *int `json:"max_risk,omitempty"`
 }
 
 // Validate checks the header's internal consistency.
@@ -119,8 +123,8 @@ func (h *ShardHeader) Validate() error {
 	if h.Amount < 0 || h.TTLSeconds <= 0 || h.TTLSeconds > MaxTTLSeconds {
 		return fmt.Errorf("bad amount %d or ttl %d", h.Amount, h.TTLSeconds)
 	}
-	if h.PerUser < 0 || h.PerUser > MaxPerUser {
-		return fmt.Errorf("bad per_user %d (0..%d)", h.PerUser, MaxPerUser)
+	if err := checkRules(h.PerUser, h.PerDevice, h.MaxRisk); err != nil {
+		return err
 	}
 	if err := validateWindows(h.Rounds); err != nil {
 		return err

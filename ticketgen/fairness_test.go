@@ -78,6 +78,10 @@ var fairnessCases = []struct {
 	{"prizes", 1000, 1, 1500, func(n uint64) []Prize { return []Prize{{Amount: 8880, Count: n / 100}} }},
 }
 
+// tolerance scales a tolerance stated for 10^6 tickets to a campaign of fairnessTickets:
+// the same number of standard errors (1 at full size).
+var tolerance = math.Sqrt(1e6 / float64(fairnessTickets))
+
 // fairnessCache holds each case's amounts, generated once for all the fairness tests.
 var fairnessCache = map[string][][]uint32{}
 
@@ -115,8 +119,8 @@ func TestFairnessPositionMeans(t *testing.T) {
 		for k := range sums {
 			pm := sums[k] / float64(len(segs))
 			worst = max(worst, math.Abs(pm-mean)/mean)
-			if math.Abs(pm-mean) > 0.01*mean {
-				t.Errorf("position %d: mean %.2f, campaign mean %.2f (%+.2f%%, allowed ±1%%)", k, pm, mean, 100*(pm-mean)/mean)
+			if math.Abs(pm-mean) > 0.01*tolerance*mean {
+				t.Errorf("position %d: mean %.2f, campaign mean %.2f (%+.2f%%, allowed ±%.2f%%)", k, pm, mean, 100*(pm-mean)/mean, tolerance)
 			}
 		}
 		t.Logf("%d windows: mean %.2f, the furthest position mean is %.3f%% off it", len(segs), mean, 100*worst)
@@ -147,8 +151,8 @@ func TestFairnessLargestOfWindow(t *testing.T) {
 		for k, w := range wins {
 			p := w / float64(len(segs))
 			lo, hi = min(lo, p), max(hi, p)
-			if math.Abs(p-1.0/fairWindow) > 0.005 {
-				t.Errorf("position %d holds the largest of its window %.2f%% of the time, want %.1f%% ± 0.5 pp", k, 100*p, 100.0/fairWindow)
+			if math.Abs(p-1.0/fairWindow) > 0.005*tolerance {
+				t.Errorf("position %d holds the largest of its window %.2f%% of the time, want %.1f%% ± %.2f pp", k, 100*p, 100.0/fairWindow, 0.5*tolerance)
 			}
 		}
 		t.Logf("%d windows: each position holds the largest %.2f%% to %.2f%% of the time", len(segs), 100*lo, 100*hi)

@@ -89,6 +89,11 @@ type Config struct {
 	// Verifiers is the number of uid shards of the verifier fleet, recorded in the
 	// manifest; 0 means 1.
 	Verifiers int
+	// PerDevice is the campaign's device rule, at most PerDevice wins per device per
+	// round on each edge (0 = no rule); MaxRisk the highest session risk level that may
+	// win (nil: ticket.MaxRisk, everyone).
+	PerDevice int
+	MaxRisk   *int
 	// Generation is the campaign generation id; empty means a fresh random one
 	// (ticket.NewGeneration), which is what every real run wants.
 	Generation string
@@ -113,17 +118,6 @@ type plan struct {
 func shardFile(i int) string { return fmt.Sprintf("edge-%03d.tickets", i) }
 func keyFile(i int) string   { return fmt.Sprintf("edge-%03d.key", i) }
 
-// checkFleetRules checks the per-user rule and the verifier fleet's size.
-func checkFleetRules(cfg Config) error {
-	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
-		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
-	}
-	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
-		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
-	}
-	return nil
-}
-
 // check validates cfg, applies defaults and computes the per-shard and per-round split.
 func check(cfg Config) (*plan, error) {
 	p := &plan{cfg: cfg}
@@ -141,7 +135,7 @@ func check(cfg Config) (*plan, error) {
 	if cfg.OutDir == "" {
 		return nil, configErr("out", "an output directory is required")
 	}
-	if err := checkFleetRules(cfg); err != nil {
+	if err := checkRules(&cfg); err != nil {
 		return nil, err
 	}
 	p.gen = cfg.Generation
@@ -307,6 +301,7 @@ func (p *plan) manifest() *ticket.Manifest {
 		TTL: p.ttl.String(), TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds,
 		IssueUntil: iu, ExpiresAt: iu.Add(p.ttl), SeedSHA256: SeedCommitment(&p.seed), CreatedAt: p.created,
 		PerUser: p.cfg.PerUser, Verifiers: max(p.cfg.Verifiers, 1), Generation: p.gen, Shards: p.shards,
+		PerDevice: p.cfg.PerDevice, MaxRisk: p.maxRisk(),
 	}
 	if len(p.cfg.Prizes) > 0 {
 		// Min and Max bound every ticket, prizes included; the lucky bounds are apart.
@@ -515,6 +510,7 @@ func (p *plan) writeShard(ctx context.Context, dir string, i int, tm *ticket.Tic
 		Shard: i, Shards: len(p.shards), FirstTicket: s.FirstTicket, Count: s.Count, Amount: s.Amount,
 		TTLSeconds: int64(p.ttl / time.Second), Rounds: p.rounds, RoundRanges: s.Rounds, CreatedAt: p.created,
 		KeyCheck: s.KeyCheck, PerUser: p.cfg.PerUser, Generation: p.gen,
+		PerDevice: p.cfg.PerDevice, MaxRisk: p.maxRisk(),
 	}
 	sw, err := ticket.NewShardWriter(io.MultiWriter(f, sum), h)
 	if err != nil {

@@ -153,3 +153,27 @@ func prizeAmounts(prizes []Prize) []int64 {
 	}
 	return a
 }
+
+// maxRisk is the manifest's max_risk: always written, so a reader need not know the
+// default.
+func (p *plan) maxRisk() *int {
+	r := ticket.RiskLimit(p.cfg.MaxRisk)
+	return &r
+}
+
+// checkRules checks the campaign's rules: per-user, verifiers, per-device, max-risk.
+func checkRules(cfg *Config) error {
+	if cfg.PerUser < 0 || cfg.PerUser > ticket.MaxPerUser {
+		return configErr("per-user", "must be between 0 (no limit) and %d, have %d", ticket.MaxPerUser, cfg.PerUser)
+	}
+	if cfg.Verifiers < 0 || cfg.Verifiers > ticket.MaxVerifiers {
+		return configErr("verifiers", "must be between 1 and %d, have %d", ticket.MaxVerifiers, cfg.Verifiers)
+	}
+	if cfg.PerDevice < 0 || cfg.PerDevice > ticket.MaxPerUser {
+		return configErr("per-device", "must be between 0 (no rule) and %d, have %d", ticket.MaxPerUser, cfg.PerDevice)
+	}
+	if r := ticket.RiskLimit(cfg.MaxRisk); r < 0 || r > ticket.MaxRisk {
+		return configErr("max-risk", "must be between 0 and %d, have %d", ticket.MaxRisk, r)
+	}
+	return nil
+}

@@ -15,9 +15,9 @@ import (
 // the files, and the reveal holds.
 func TestGeneratePrizesProperties(t *testing.T) {
 	rng := rand.New(rand.NewPCG(25, 8))
-	iters := 40
-	if testing.Short() {
-		iters = 10
+	iters := 20
+	if testing.Short() || raceEnabled {
+		iters = 8
 	}
 	for iter := 0; iter < iters; iter++ {
 		cfg := baseConfig(t)
@@ -132,7 +132,11 @@ func TestAmountStatsPercentiles(t *testing.T) {
 // gets more than its share plus one.
 func TestAllocatePrizesShares(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 25))
-	for iter := 0; iter < 3000; iter++ {
+	iters := 3000
+	if raceEnabled {
+		iters = 500
+	}
+	for iter := 0; iter < iters; iter++ {
 		shards := make([]ticket.ManifestShard, 1+rng.IntN(40))
 		rounds := 1 + rng.IntN(30)
 		var total uint64

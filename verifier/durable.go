@@ -373,21 +373,10 @@ func (d *durable) replayer(ctx context.Context) {
 		err = d.w.WriteMessages(wctx, msgs...)
 		cancel()
 		if err != nil {
-			d.mKafkaErr.Inc()
 			buf = nil // kafka-go may still hold the old buffer
-			d.log.Warn("spool replay failed", "claims", len(recs), "err", err)
-			if leaderMoved(err) {
-				// Kafka is up; the metadata is at most MetadataTTL old: retry soon.
-				if !sleep(d.cfg.ReplayBackoff) {
-					return
-				}
-				continue
-			}
-			d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
-			if !sleep(backoff) {
+			if !d.replayFailed(err, len(recs), &backoff, sleep) {
 				return
 			}
-			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}
 		d.mProduce.ObserveDuration(time.Since(start))
@@ -399,6 +388,21 @@ func (d *durable) replayer(ctx context.Context) {
 		d.downUntil.Store(0)
 		d.log.Info("replayed spooled claims", "claims", len(recs), "left", d.sp.pendingRecs.Load())
 	}
+}
+
+// replayFailed counts and logs a failed replay of n claims and waits before the next
+// attempt: briefly after a leader move (Kafka is up and the metadata at most MetadataTTL
+// old), else backoff, which doubles up to 2 s. It returns false when stopped meanwhile.
+func (d *durable) replayFailed(err error, n int, backoff *time.Duration, sleep func(time.Duration) bool) bool {
+	d.mKafkaErr.Inc()
+	d.log.Warn("spool replay failed", "claims", n, "err", err)
+	if leaderMoved(err) {
+		return sleep(d.cfg.ReplayBackoff)
+	}
+	d.downUntil.Store(time.Now().Add(d.cfg.DownFor).UnixNano())
+	ok := sleep(*backoff)
+	*backoff = min(*backoff*2, 2*time.Second)
+	return ok
 }
 
 // close stops taking claims, lets the writers flush or spool everything queued, stops

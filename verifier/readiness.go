@@ -29,6 +29,12 @@ const (
 var notReadyLabels = []string{NotReadyRebuilding, NotReadyKafkaAtRebuild, ikafka.GateUnchecked, ikafka.GateUnreachable,
 	ikafka.GateAccess, "topic_refused", NotReadyNotDurable}
 
+// topicGate is the verifier's topic gate: nil without a TopicPolicy.
+type topicGate struct {
+	gate     *ikafka.Gate
+	stopGate func()
+}
+
 // notReady returns "" when the verifier can do its job now, else why not.
 func (s *Server) notReady() string {
 	switch {
@@ -82,6 +88,15 @@ func (s *Server) startGate() {
 		defer close(done)
 		s.gate.Run(ctx)
 	}()
+}
+
+// stopBackground stops what New started besides the servers: the rebuild and the topic
+// gate's checks, and waits for them.
+func (s *Server) stopBackground() {
+	s.stopRebuild()
+	if s.stopGate != nil {
+		s.stopGate()
+	}
 }
 
 // topicOpen is the durable writers' view of the gate: true when there is none.

@@ -337,9 +337,10 @@ func (r *rebuildState) restored() uint64 {
 	return r.counts[restoreCounted].Load() + r.counts[restoreMarked].Load()
 }
 
-// startRebuild reads the claims topic in the background and makes the server ready
-// when it is done.
+// startRebuild starts the topic gate's checks and reads the claims topic in the
+// background, and makes the server ready when it is done.
 func (s *Server) startRebuild() {
+	s.startGate()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.rb.cancel = cancel
 	s.rb.exited = make(chan struct{})

@@ -30,13 +30,14 @@ import (
 
 // Config configures New. Zero values take the defaults noted.
 type Config struct {
-	Manifest   string   // path of manifest.json
-	Key        string   // path of campaign.key
-	SessionKey string   // path of session.key
-	Brokers    []string // Kafka bootstrap host:port list
-	Topic      string   // claims topic, default shake.claims
-	Spool      string   // spool directory
-	Listen     string   // default 127.0.0.1:8081
+	Manifest        string   // path of manifest.json
+	Key             string   // path of campaign.key
+	SessionKey      string   // path of session.key
+	MoreSessionKeys []string // more session.key paths accepted in a key rotation
+	Brokers         []string // Kafka bootstrap host:port list
+	Topic           string   // claims topic, default shake.claims
+	Spool           string   // spool directory
+	Listen          string   // default 127.0.0.1:8081
 	// UIDShard is this verifier's share of the users (--uid-shard I/V, default 0/1):
 	// other users' opens are 421 misdirected.
 	UIDShard UIDShard
@@ -69,10 +70,8 @@ type Config struct {
 	// HTTP is the admin listener, drain and connection limits, passed to obs.Listen.
 	HTTP obs.Common
 	// Switches are the --switches file and the admin key (see switches.go).
-	Switches control.Options
-	// TopicPolicy, when set, is checked against the claims topic before any claim is
-	// written to it or replayed there (readiness.go); nil: no check (tests).
-	TopicPolicy *ikafka.Policy
+	Switches    control.Options
+	TopicPolicy *ikafka.Policy // checked before any claim goes to the topic (readiness.go); nil: never
 }
 
 // Server is a verifier bound to its listen address.
@@ -115,8 +114,7 @@ type Server struct {
 	mOpenTime *obs.Histogram
 	sw        *control.Live[verifierSwitches] // the switches in force (switches.go)
 	ctl       *control.Store
-	gate      *ikafka.Gate // nil without a TopicPolicy (readiness.go)
-	stopGate  func()
+	topicGate
 }
 
 // result is the outcome of one request; it picks the status, the body and the metric.
@@ -201,7 +199,6 @@ func New(cfg Config) (*Server, error) {
 		"per_user", man.PerUser, "claim_table_bytes", 4*man.Count, "user_table_bytes", s.users.bytes(),
 		"restored_from_spool", s.rb.restored(), "spool_pending", s.sp.pendingRecs.Load(),
 		"brokers", cfg.Brokers, "topic", cfg.Topic)
-	s.startGate()
 	s.startRebuild()
 	return s, nil
 }
@@ -233,10 +230,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 func (s *Server) Run(ctx context.Context) error {
 	err := s.srv.Serve(ctx)
 	s.ctl.Close()
-	s.stopRebuild()
-	if s.stopGate != nil {
-		s.stopGate()
-	}
+	s.stopBackground()
 	if cerr := s.dur.close(); err == nil {
 		err = cerr
 	}
@@ -247,10 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.srv.Close()
 	s.ctl.Close()
-	s.stopRebuild()
-	if s.stopGate != nil {
-		s.stopGate()
-	}
+	s.stopBackground()
 	return s.dur.close()
 }
 
@@ -535,11 +526,11 @@ func prepare(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, about(ErrManifest, err)
 	}
-	sk, err := ticket.ReadKeyFile(cfg.SessionKey)
+	sk, err := ticket.LoadSessionKeys(cfg.SessionKey, cfg.MoreSessionKeys)
 	if err != nil {
 		return nil, about(ErrSessionKey, err)
 	}
-	for _, p := range []string{cfg.Key, cfg.SessionKey} {
+	for _, p := range append([]string{cfg.Key, cfg.SessionKey}, cfg.MoreSessionKeys...) {
 		// A key other users can read lets any of them forge sessions or claims.
 		if err := ticket.CheckKeyFileMode(p); errors.Is(err, ticket.ErrKeyExposed) {
 			cfg.Logger.Warn("key file is readable by other users; chmod 600 it", "file", p, "err", err)
@@ -552,9 +543,7 @@ func prepare(cfg Config) (*Server, error) {
 	}
 	s.ttl, s.expiresAt, s.skew = man.TTLSeconds, man.ExpiresAt.Unix(), int64(ticket.ClockSkew/time.Second)
 	s.misdirected = fmt.Appendf(nil, `{"error":"misdirected","uid_shard":"%s"}`, cfg.UIDShard)
-	if s.sess, err = ticket.NewSessionKey(sk); err != nil {
-		return nil, about(ErrSessionKey, fmt.Errorf("session key %s: %w", cfg.SessionKey, err))
-	}
+	s.sess = sk
 	keys := make([][]byte, len(man.Shards))
 	firsts := make([]uint64, len(man.Shards))
 	counts := make([]uint64, len(man.Shards))

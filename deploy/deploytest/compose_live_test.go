@@ -76,7 +76,7 @@ func (s *composeStack) pausedSurvivesRestart() {
 	t := s.t
 	t.Helper()
 	ctl := func(verb string) string {
-		return s.shake("ctl", "--admin-key", filepath.Join(s.dir, "secrets", "admin.key"), "--servers",
+		return s.shake("ctl", "--admin-key", filepath.Join(s.dir, "admin.key"), "--servers",
 			s.port("EDGE0_ADMIN")+","+s.port("EDGE1_ADMIN"), verb)
 	}
 	ctl("pause")

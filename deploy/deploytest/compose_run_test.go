@@ -117,6 +117,7 @@ func newComposeStack(t *testing.T, count int) *composeStack {
 		os.Rename(filepath.Join(s.dir, "campaign", k), filepath.Join(s.dir, "secrets", k))
 	}
 	os.Rename(filepath.Join(s.dir, "campaign", "seed"), filepath.Join(s.dir, "seed"))
+	os.Rename(filepath.Join(s.dir, "secrets", "admin.key"), filepath.Join(s.dir, "admin.key"))
 	// deploy/README.md's command: the keys and the campaign readable by 65532 only.
 	s.run("sh", "-c", "chown -R 65532:65532 secrets campaign && chmod -R u=rX,go= secrets campaign")
 	sk, err := ticket.ReadKeyFile(filepath.Join(s.dir, "secrets", "session.key"))

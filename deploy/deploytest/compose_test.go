@@ -107,8 +107,8 @@ func TestComposeRoles(t *testing.T) {
 			t.Errorf("%s: healthcheck %v is not [CMD, .../shake, health, URL]", name, hc["test"])
 		}
 		env, _ := s["environment"].(map[string]any)
-		if role == "edge" || role == "verifier" || role == "settler" {
-			if sw := fmt.Sprint(env["SHAKE_SWITCHES"]); !strings.HasPrefix(sw, "/var/lib/shake/") {
+		if role == "edge" || role == "verifier" || role == "settler" || role == "query" {
+			if sw := fmt.Sprint(env["SHAKE_SWITCHES"]); role != "query" && !strings.HasPrefix(sw, "/var/lib/shake/") {
 				t.Errorf("%s: no switches file on its volume (SHAKE_SWITCHES=%q)", name, sw)
 			}
 			if k := fmt.Sprint(env["SHAKE_ADMIN_KEY"]); k != "/run/secrets/admin_"+role+"_key" {

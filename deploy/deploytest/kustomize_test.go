@@ -93,7 +93,7 @@ func TestKustomizeBase(t *testing.T) {
 			t.Errorf("the base ships a Secret (%v): keys are created by the operator, never kept in git", get(d, "metadata", "name"))
 		}
 	}
-	if kinds["StatefulSet"] != 2 || kinds["Deployment"] != 2 {
+	if kinds["StatefulSet"] != 3 || kinds["Deployment"] != 3 {
 		t.Fatalf("workloads: %v", kinds)
 	}
 	for _, w := range workloads {
@@ -179,8 +179,8 @@ func TestKustomizeBase(t *testing.T) {
 				}
 			case "verifier":
 				spool, _ := env["SHAKE_SPOOL"].(string)
-				if !claims["spool"] || !mounts[spool+"<-spool"] {
-					t.Errorf("%s: the spool %q is not on the persistent volume claim template 'spool'", cname, spool)
+				if !claims["data"] || !mounts[filepath.Dir(spool)+"<-data"] {
+					t.Errorf("%s: the spool %q is not on the persistent volume claim template 'data'", cname, spool)
 				}
 				if s, _ := env["SHAKE_UID_SHARD"].(string); !strings.HasPrefix(s, "$(") {
 					t.Errorf("%s: --uid-shard %q does not come from the ordinal", cname, s)

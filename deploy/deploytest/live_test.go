@@ -151,7 +151,7 @@ func TestLivePrometheus(t *testing.T) {
 		setArgs = append(setArgs, "--min-replication", "1")
 	}
 	if hasFlag(bin, "settler", "admin-key") {
-		setArgs = append(setArgs, "--admin-key", filepath.Join(dir, "admin.key"))
+		setArgs = append(setArgs, "--admin-key", filepath.Join(dir, "admin-settler.key"))
 	}
 	procs = append(procs, startProc(t, dir, "settler", "shake-settler", setAddr, bin, setArgs...))
 	for _, p := range procs {

@@ -63,3 +63,39 @@ func TestSystemdVerify(t *testing.T) {
 		t.Fatal("systemd-analyze accepted ProtectSystem=bogus: the check is not running")
 	}
 }
+
+// TestSystemdRoles checks what makes the units operable: every server role has a unit
+// (the query server included) and is given its own role's admin key as a credential;
+// the edge, verifier and settler a switches file in their state directory; every
+// server's admin listener is on 0.0.0.0, where Prometheus can scrape it.
+func TestSystemdRoles(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(deployDir(t), "systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for unit, role := range map[string]string{"shake-edge@.service": "edge", "shake-verifier@.service": "verifier", "shake-settler.service": "settler", "shake-query.service": "query"} {
+		text := read(unit)
+		cred := "LoadCredential=admin-" + role + ".key:/etc/shake/keys/admin-" + role + ".key"
+		if !strings.Contains(text, cred) || !strings.Contains(text, "--admin-key ${CREDENTIALS_DIRECTORY}/admin-"+role+".key") {
+			t.Errorf("%s: not given admin-%s.key as a credential", unit, role)
+		}
+		if strings.Contains(text, "/admin.key") {
+			t.Errorf("%s: given admin.key, which servers refuse", unit)
+		}
+		if role != "query" && !strings.Contains(text, "--switches /var/lib/shake/") {
+			t.Errorf("%s: no --switches file in its state directory", unit)
+		}
+	}
+	for unit, listen := range map[string]string{"shake-edge@.service": "SHAKE_ADMIN_LISTEN=0.0.0.0:9080", "shake-verifier@.service": "SHAKE_ADMIN_LISTEN=0.0.0.0:9081",
+		"shake-settler.service": "--listen 0.0.0.0:8082", "shake-reconcile.service": "--listen 0.0.0.0:8084", "shake-query.service": "SHAKE_ADMIN_LISTEN=0.0.0.0:9083"} {
+		if !strings.Contains(read(unit), listen) {
+			t.Errorf("%s: no admin listener Prometheus can reach (%s)", unit, listen)
+		}
+	}
+	if q := read("shake-query.service"); !strings.Contains(q, "shake query") || !strings.Contains(q, "--ledger-password-file ${CREDENTIALS_DIRECTORY}/ledger-readonly-password") {
+		t.Error("shake-query.service does not run the query server with its read-only credentials as a credential file")
+	}
+}

@@ -97,6 +97,9 @@ resolvers dns
 frontend admin
 	bind $ADMIN
 	http-request return status 200 content-type application/json string '{"ok":true,"role":"proxy"}' if { path /healthz }
+	# Ready while at least one edge is up: the public API can hand out tickets.
+	http-request return status 503 content-type application/json string '{"ready":false,"role":"proxy","reason":"no edge is up"}' if { path /readyz } { nbsrv(edges) lt 1 }
+	http-request return status 200 content-type application/json string '{"ready":true,"role":"proxy"}' if { path /readyz }
 	http-request use-service prometheus-exporter if { path /metrics }
 	http-request deny deny_status 404
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,9 +60,18 @@ func TestReadRoleReadinessAndRates(t *testing.T) {
 	if first := Compare(r1, Reading{}); !math.IsNaN(first.Rate) {
 		t.Errorf("a first reading has a rate: %v", first.Rate)
 	}
+	// A reconcile watcher: its last result and how long ago it ran.
+	last := time.Now().Add(-42 * time.Second).Unix()
+	rec := fakeServer(t, `{"status":"ok","role":"reconcile"}`, `{"status":"ready"}`, 200,
+		"shake_reconcile_ok{campaign=\"gala\"} 0\nshake_reconcile_last_run_timestamp_seconds "+strconv.FormatInt(last, 10)+"\n")
+	recRow := Compare(Read(ctx, hc, rec), Reading{})
+	if recRow.ReconcileOK != 0 || recRow.ReconcileAge < 41*time.Second || recRow.ReconcileAge > time.Minute {
+		t.Errorf("reconcile row: ok %v, age %v", recRow.ReconcileOK, recRow.ReconcileAge)
+	}
 	var b bytes.Buffer
-	Render(&b, &Frame{At: time.Now(), Rows: []Row{row, Compare(Read(ctx, hc, "127.0.0.1:1"), Reading{})}})
-	for _, want := range []string{"SETTLER", "NOT READY: kafka_unreachable", "127.0.0.1:1 UNREACHABLE", "switches unreadable"} {
+	Render(&b, &Frame{At: time.Now(), Rows: []Row{row, recRow, Compare(Read(ctx, hc, "127.0.0.1:1"), Reading{})}})
+	for _, want := range []string{"SETTLER", "NOT READY: kafka_unreachable", "127.0.0.1:1 UNREACHABLE", "switches unreadable",
+		"RECONCILE", "FAILED", "s ago"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("frame lacks %q:\n%s", want, b.String())
 		}

@@ -22,7 +22,8 @@ Prints the bearer token a server accepts on its admin listener:
 
 where KEY is the role's admin key (admin-edge.key, ...). With the operator's admin.key,
 --role names the role whose token to print (its key is derived first, as 'shake ctl'
-does). An admin request carries it as Authorization: Bearer <token> (PUT
+does); without --role it prints admin.key's own token, which no server accepts, and says
+so on stderr. An admin request carries it as Authorization: Bearer <token> (PUT
 /admin/switches, /debug/pprof/). The token is static: whoever reads it off a server
 can replay it to servers of that role, and of no other role.
 `
@@ -55,7 +56,10 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	have := ticket.AdminKeyRole(k)
 	switch {
 	case *role == "" && have == "":
-		return usageError(stderr, "admin token: --key: %s is the operator's admin.key, which no server accepts: give --role %s, or a role's key", *key, roleList())
+		// The token this key gives, as asked; but say that no server takes it.
+		fmt.Fprintln(stdout, ticket.AdminToken(k))
+		fmt.Fprintf(stderr, "shake admin token: note: %s is no role key (the operator's admin.key?): no server accepts this token; give --role %s for a role's\n", *key, roleList())
+		return 0
 	case *role == "":
 		fmt.Fprintln(stdout, ticket.AdminToken(k))
 		return 0

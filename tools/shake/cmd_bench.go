@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +31,7 @@ Usage: shake bench --edge URL[,URL...] --verifier URL --session-key session.key
                    [--connections C] [--json FILE] [--report FILE.html]
                    [--baseline bare,redis,postgres] [--redis HOST:PORT] [--postgres URL]
                    [--query URL] [--no-open] [--no-retry] [--max-in-flight N] [--timeout D] [--seed S]
+                   [--farm ACCOUNTS:DEVICES]
 
 Simulated users shake at a fixed arrival rate (open loop): arrival i is due at i/R
 seconds (after an optional linear ramp from 0 to R over --ramp), whatever the servers are
@@ -57,6 +60,15 @@ instead, each on loopback, shakes only:
   postgres  UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1), then seal
             (--postgres or SHAKE_TEST_POSTGRES; skipped, and said so, when unset)
 and reports shake's /v1/shake throughput as a ratio of each.
+
+--farm ACCOUNTS:DEVICES adds a red-packet farm: ACCOUNTS accounts (uids after the users)
+on DEVICES devices, each session token naming its device (farm-device-NNNN). Every
+second, for the whole run, it shakes once with every account, always in the same order
+and at once, as bots do; its wins are opened like anyone's. The result shows the farm's
+shakes, tickets won and opened, its money, and its share of all tickets won and all money
+opened ("farm" in --json, a line in the summary, a section in --report). Against an edge
+with --per-device 1 it wins at most DEVICES tickets a round; with no device rule, one per
+account (the per-user rule).
 
 Prints a summary on stdout (a live progress line on stderr when it is a terminal).
 --json writes the whole result (per-endpoint counts, latency percentiles in ms, the
@@ -90,6 +102,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	noRetry := fs.Bool("no-retry", false, "do not retry a 429 shake or a 503 open once")
 	maxOpened := fs.Int("max-opened", bench.DefaultMaxOpened, "most opened tickets listed in --json (totals count all)")
 	seed := fs.Uint64("seed", 1, "seed of the user choice")
+	var farm farmFlag
+	fs.Var(&farm, "farm", "add a farm of `ACCOUNTS:DEVICES` (many accounts on few devices) shaking every second")
 	jsonPath := fs.String("json", "", "write the result as JSON to `FILE`")
 	reportPath := fs.String("report", "", "write an HTML report to `FILE.html`")
 	baselines := fs.String("baseline", "", "comma-separated baselines to run too: bare, redis, postgres")
@@ -115,13 +129,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "bench: --baseline: %v", errors.Unwrap(err))
 	}
-	for _, p := range []struct{ flag, path string }{{"json", *jsonPath}, {"report", *reportPath}} {
-		if p.path == "" {
-			continue
-		}
-		if st, err := os.Stat(filepath.Dir(p.path)); err != nil || !st.IsDir() {
-			return usageError(stderr, "bench: --%s: directory of %s does not exist", p.flag, p.path)
-		}
+	if err := checkOutDirs(map[string]string{"json": *jsonPath, "report": *reportPath}); err != nil {
+		return usageError(stderr, "bench: %v", err)
 	}
 	key, err := ticket.ReadKeyFile(*keyPath)
 	if err != nil {
@@ -130,7 +139,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	cfg := bench.Config{
 		EdgeURLs: edgeURLs, VerifierURL: *verifier, QueryURL: *queryURL, SessionKey: key, Users: *users, Rate: *rate,
 		Ramp: *ramp, Duration: *duration, Think: *think, Connections: *conns, MaxInFlight: *inflight,
-		Timeout: *timeout, NoRetry: *noRetry, MaxOpened: *maxOpened, Seed: *seed,
+		Timeout: *timeout, NoRetry: *noRetry, MaxOpened: *maxOpened, Seed: *seed, Farm: farm.farm,
 	}
 	if *noOpen {
 		cfg.VerifierURL = ""
@@ -212,6 +221,45 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return code
+}
+
+// checkOutDirs checks that the directory of every output file given (flag name to path,
+// "" when not given) exists.
+func checkOutDirs(outs map[string]string) error {
+	for _, name := range slices.Sorted(maps.Keys(outs)) {
+		if p := outs[name]; p != "" {
+			if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
+				return fmt.Errorf("--%s: directory of %s does not exist", name, p)
+			}
+		}
+	}
+	return nil
+}
+
+// farmFlag is --farm ACCOUNTS:DEVICES.
+type farmFlag struct{ farm *bench.Farm }
+
+func (f *farmFlag) String() string {
+	if f == nil || f.farm == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", f.farm.Accounts, f.farm.Devices)
+}
+
+func (f *farmFlag) Set(v string) error {
+	a, d, ok := strings.Cut(v, ":")
+	accounts, err1 := strconv.Atoi(a)
+	devices, err2 := strconv.Atoi(d)
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		return fmt.Errorf("want ACCOUNTS:DEVICES (e.g. 500:5), got %q", v)
+	case accounts < 1 || accounts > bench.MaxFarmAccounts:
+		return fmt.Errorf("accounts must be in 1..%d, have %d", bench.MaxFarmAccounts, accounts)
+	case devices < 1 || devices > accounts:
+		return fmt.Errorf("devices must be in 1..%d (the accounts), have %d", accounts, devices)
+	}
+	f.farm = &bench.Farm{Accounts: accounts, Devices: devices}
+	return nil
 }
 
 // checkBenchFlags validates numeric flags with messages naming the flag.

@@ -170,6 +170,10 @@ func TestBenchCommandUsageErrors(t *testing.T) {
 		{append(base, "--edge", "ftp://x"), "bad URL"},
 		{append(base, "stray"), "unexpected argument"},
 		{append(base, "--nope"), "nope"},
+		{append(base, "--farm", "500"), "-farm"},
+		{append(base, "--farm", "500:x"), "-farm"},
+		{append(base, "--farm", "5:6"), "-farm"},
+		{append(base, "--farm", "0:0"), "-farm"},
 	}
 	for _, tc := range tests {
 		code, out, errOut := runCLI(tc.args...)

@@ -33,8 +33,9 @@ Usage: shake demo [--out DIR] [--tickets N] [--edges E] [--users U] [--duration 
 
 Runs the whole event on this machine, with nothing installed, through the real chain:
 
-  1. writes campaign.key, session.key and admin.key and generates a campaign of N red packets
-     (budget N x 188 fen, amounts in [1, 2000] fen) split over E edge shards, into DIR,
+  1. writes the keys 'shake keys init' writes and generates a campaign of N red packets
+     (budget N x 188 fen, amounts in [1, 2000] fen, one prize of 1888 fen per 1000
+     tickets) split over E edge shards, into DIR,
      with one round that spans the load; edges pace its tickets evenly over the round
      (--pace), so wins and opens arrive at a steady rate, as at the gala;
   2. starts an embedded Kafka-protocol broker on loopback (its address is printed: any
@@ -102,15 +103,17 @@ type demoSummary struct {
 	Bench        *bench.Result `json:"bench"` // without the opened tickets: see OpenedFile
 	// OpenedFile is the file (in Out) listing every ticket a user was told was opened,
 	// one JSON object a line: {"ticket":"<id>","uid":"<uid>","amount":N}.
-	OpenedFile string            `json:"opened_file"`
-	Reconcile  *settler.Report   `json:"reconcile"`
-	CrossCheck demoCrossCheck    `json:"cross_check"`
-	Servers    map[string]string `json:"servers"`
-	Admin      map[string]string `json:"admin"` // each server's admin listener
-	Pause      *demoPause        `json:"pause,omitempty"`
-	Targets    []bench.Check     `json:"targets"`
-	OK         bool              `json:"ok"`
-	Failures   []string          `json:"failures"`
+	OpenedFile string `json:"opened_file"`
+	// ServersSeries is the servers' own counters about once a second (see demoReading).
+	ServersSeries []demoReading     `json:"servers_series,omitempty"`
+	Reconcile     *settler.Report   `json:"reconcile"`
+	CrossCheck    demoCrossCheck    `json:"cross_check"`
+	Servers       map[string]string `json:"servers"`
+	Admin         map[string]string `json:"admin"` // each server's admin listener
+	Pause         *demoPause        `json:"pause,omitempty"`
+	Targets       []bench.Check     `json:"targets"`
+	OK            bool              `json:"ok"`
+	Failures      []string          `json:"failures"`
 }
 
 // demoCrossCheck compares the tickets users were told they opened with the ledger.
@@ -260,6 +263,7 @@ func (d *demo) run(ctx context.Context) int {
 	m, err := ticketgen.Generate(ctx, ticketgen.Config{
 		Campaign: "demo", CampaignKey: campaignKey, Budget: int64(c.tickets) * 188, Count: c.tickets,
 		Edges: c.edges, Min: 1, Max: 2000, Rounds: []ticket.RoundWindow{round}, OutDir: c.out, Now: genStart,
+		Prizes: demoPrizes(c.tickets),
 	})
 	if err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: generating the campaign: %v\n", err)
@@ -372,8 +376,7 @@ func (d *demo) run(ctx context.Context) int {
 	s.TotalSeconds = time.Since(start).Seconds()
 	s.Targets = d.verdict(res, rep)
 	s.OK = len(s.Failures) == 0 && len(failedTargets(s.Targets)) == 0
-	if err := d.writeOutputs(res, m, rep, &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count,
-		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, c.args, loadBefore), Samples: samples}); err != nil {
+	if err := d.writeOutputs(res, m, rep, d.event(m, loadBefore, samples)); err != nil {
 		fmt.Fprintf(d.stderr, "shake demo: writing the summary and report into %s: %v\n", c.out, err)
 		s.OK = false
 	}
@@ -580,7 +583,7 @@ func (d *demo) reportSections(m *ticket.Manifest, rep *settler.Report, res *benc
 			{"refunded", ticket.FormatAmount(rep.RefundedAmount, m.Currency)},
 			{"outstanding", ticket.FormatAmount(rep.OutstandingAmount, m.Currency)},
 			{"duplicates / mismatches / unknown tickets", fmt.Sprintf("%d / %d / %d", rep.Duplicates, rep.Mismatches, rep.UnknownTickets)},
-			{"account balances sum to", fmt.Sprintf("%d", rep.BalanceSum)},
+			{"account balances sum to (double entry: zero)", ticket.FormatAmount(rep.BalanceSum, m.Currency)},
 		}},
 		bench.ReportSection{Title: "Every opened ticket against the ledger", Verdict: &ccOK, Rows: [][2]string{
 			{"opened (answered 200)", fmt.Sprintf("%d tickets, %s", cc.OpenedTickets, ticket.FormatAmount(cc.OpenedAmount, m.Currency))},
@@ -610,19 +613,5 @@ func (d *demo) printSummary(m *ticket.Manifest, res *bench.Result, rep *settler.
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
-	switch missed := failedTargets(s.Targets); {
-	case s.OK:
-		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
-	case len(missed) > 0:
-		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
-	default:
-		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
-	}
-}
-
-func okWord(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "NOT OK"
+	writeOutcome(w, s)
 }

@@ -20,8 +20,9 @@ func init() {
 const edgeUsage = `
 Usage: shake edge --tickets DIR/edge-NNN.tickets --key DIR/edge-NNN.key
                   --session-key session.key --state FILE [--init-state]
-                  [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin.key]
-                  [--switches FILE] [--drain 2s] [--per-user N] [--pace] [--log-format text|json]
+                  [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--admin-key admin-edge.key]
+                  [--switches FILE] [--drain 2s] [--per-user N] [--per-device N] [--pace]
+                  [--log-format text|json]
                   [--log-level info]
 
 Holds one shard of precomputed tickets in memory and hands them out on POST /v1/shake,
@@ -49,6 +50,11 @@ out again. After the first start, drop --init-state from the command line.
 --init-only (with --init-state) creates the state file and exits 0 without serving: the
 first start as a one-shot step (compose run, a Kubernetes Job) before the edge is
 started for good without --init-state.
+
+--per-device N caps wins per device per round on this edge, for sessions whose token
+names a device (default: the campaign's per_device; 0 = no rule). Sessions whose risk
+level is above the campaign's max_risk get miss. Both refusals are plain misses to the
+client and are counted by reason in shake_edge_refused_total{reason}.
 
 --per-user N caps wins per user per round on this edge (0 = no limit; default: the
 campaign's per_user from the shard header) in a fixed table of 8-byte entries
@@ -78,13 +84,14 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("edge", edgeUsage, stderr)
 	tickets := fs.String("tickets", "", "shard `file` (DIR/edge-NNN.tickets)")
 	key := fs.String("key", "", "the shard's AEAD key `file` (DIR/edge-NNN.key)")
-	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system")
+	sessionKeys := addSessionKeyFlag(fs)
 	state := fs.String("state", "", "state `file` (must exist unless --init-state)")
 	initState := fs.Bool("init-state", false, "create the state file: the shard's very first start only (refuses an existing file)")
 	initOnly := fs.Bool("init-only", false, "with --init-state: create the state file and exit 0 without serving (a one-shot first start)")
 	listen := fs.String("listen", edge.DefaultListen, "listen `address` host:port")
-	var perUser perUserFlag
+	var perUser, perDevice perUserFlag
 	fs.Var(&perUser, "per-user", "at most `N` wins per user per round (0 = no limit; default: the campaign's per_user)")
+	fs.Var(&perDevice, "per-device", "at most `N` wins per device per round (0 = no rule; default: the campaign's per_device)")
 	pace := fs.Bool("pace", false, "spread each timed round's tickets evenly over its window")
 	maxInFlight := fs.Int("max-in-flight", edge.DefaultMaxInFlight, "concurrent shakes before answering 429")
 	perUserCap := fs.Int("per-user-capacity", 0, "per-user table `entries` (0 = 1.25 x the shard's tickets)")
@@ -105,6 +112,9 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if perUser.set && (perUser.n < 0 || perUser.n > edge.MaxPerUser) {
 		return usageError(stderr, "edge: --per-user must be in 0..%d", edge.MaxPerUser)
 	}
+	if perDevice.set && (perDevice.n < 0 || perDevice.n > edge.MaxPerUser) {
+		return usageError(stderr, "edge: --per-device must be in 0..%d", edge.MaxPerUser)
+	}
 	if *maxInFlight <= 0 {
 		return usageError(stderr, "edge: --max-in-flight must be > 0")
 	}
@@ -113,8 +123,8 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	cfg := edge.Config{
-		Tickets: *tickets, Key: *key, SessionKey: *sessionKey, State: *state, InitState: *initState, Listen: *listen,
-		PerUser: perUser.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
+		Tickets: *tickets, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, State: *state, InitState: *initState, Listen: *listen,
+		PerUser: perUser.value(), PerDevice: perDevice.value(), Pace: *pace, MaxInFlight: *maxInFlight, PerUserCapacity: *perUserCap,
 		Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}
 	if *initOnly && (!*initState || *dryRun) {

@@ -23,7 +23,7 @@ const genUsage = `
 Usage: shake gen --campaign ID --key campaign.key --budget AMOUNT --count N --edges E --out DIR
                  [--min AMOUNT] [--max AMOUNT] [--weights w1,w2,...] [--round START/END]...
                  [--ttl 24h] [--seed S] [--currency CNY] [--per-user N]
-                 [--prize AMOUNTxCOUNT]... [--dry-run]
+                 [--prize AMOUNTxCOUNT]... [--per-device N] [--max-risk N] [--dry-run]
 
 Splits AMOUNT (an integer in minor units, e.g. fen) into exactly N tickets whose amounts
 sum exactly to AMOUNT, each between --min and --max, and writes them as one shard per edge:
@@ -53,6 +53,11 @@ Every run picks a new random generation id (manifest "generation", in every shar
 header) that every derived key includes: generating the same campaign id again, even
 with the same campaign.key, gives new keys, so tokens of the old generation never open
 in the new one, and a ledger refuses to mix the two.
+
+--per-device N (default 0 = no rule) is the campaign's device rule: at most N wins per
+device (as the session token names it) per round on each edge. --max-risk N (default 9 =
+everyone) refuses sessions whose risk level is above N (they get "miss"). Both are
+written into the manifest and every shard header (the edges' defaults).
 
 --prize AMOUNTxCOUNT (repeatable) sets aside exactly COUNT tickets of exactly AMOUNT,
 spread over the shards in proportion to their tickets and over each shard's rounds, so
@@ -151,6 +156,8 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "random `seed` for a reproducible split (default random, recorded in the manifest)")
 	currency := fs.String("currency", ticket.DefaultCurrency, "ISO 4217 currency `code`")
 	perUser := fs.Int("per-user", 1, fmt.Sprintf("at most `N` tickets opened per user per round, across every edge (0 = no limit, at most %d)", ticket.MaxPerUser))
+	perDevice := fs.Int("per-device", 0, fmt.Sprintf("at most `N` wins per device per round on each edge (0 = no rule, at most %d)", ticket.MaxPerUser))
+	maxRisk := fs.Int("max-risk", ticket.MaxRisk, "the highest session risk `level` that may win, 0..9 (9 = everyone)")
 	var prizes prizesFlag
 	fs.Var(&prizes, "prize", "a fixed prize `AMOUNTxCOUNT` (e.g. 88800x8): exactly COUNT tickets of exactly AMOUNT, repeatable")
 	verifiers := fs.Int("verifiers", 1, fmt.Sprintf("the number `V` of uid shards of the verifier fleet (1..%d): each verifier must run --uid-shard I/V with this V", ticket.MaxVerifiers))
@@ -176,8 +183,7 @@ func runGen(args []string, stdout, stderr io.Writer) int {
 	cfg := ticketgen.Config{
 		Campaign: *campaign, Currency: *currency, Budget: *budget, Count: *count, Edges: *edges,
 		Min: *minA, Max: *maxA, Rounds: rounds, TTL: *ttl, Seed: *seed, OutDir: *out, PerUser: *perUser,
-		Prizes:    prizes,
-		Verifiers: *verifiers,
+		Prizes: prizes, Verifiers: *verifiers, PerDevice: *perDevice, MaxRisk: maxRisk,
 	}
 	if *weights != "" {
 		ws, err := parseWeights(*weights)

@@ -62,7 +62,7 @@ or SIGINT: stops accepting, finishes in-flight requests, exits 0.
 func runQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query", queryUsage, stderr)
 	lf := addLedgerFlags(fs, "ledger `URL`: postgres://... or sqlite:///path/ledger.db (required)")
-	sessionKey := fs.String("session-key", "", "session.key `file` shared with the login system (required)")
+	sessionKeys := addSessionKeyFlag(fs)
 	listen := fs.String("listen", query.DefaultListen, "listen `address` host:port")
 	adminListen := fs.String("admin-listen", "", "admin listener `address` for /metrics and /debug/pprof/ (default 127.0.0.1:<port of --listen + 1000>)")
 	adminKey := fs.String("admin-key", "", "admin-query.key `file`: /debug/pprof/ needs its token (without it no profile is served)")
@@ -85,12 +85,12 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	case *dbTimeout <= 0:
 		return usageError(stderr, "query: --db-timeout must be > 0")
 	}
-	ledgerURL, sk, ak, err := queryInputs(lf, *sessionKey, *adminKey)
+	ledgerURL, sk, moreSK, ak, err := queryInputs(lf, sessionKeys, *adminKey)
 	if err != nil {
 		return usageError(stderr, "query: %v", err)
 	}
 	chk := newStartCheck(fs, *dryRun, stdout)
-	chk.ok("session-key", "%s", *sessionKey)
+	chk.ok("session-key", "%s", sessionKeys)
 	log := obs.NewLogger(stderr, *logFormat, slog.LevelInfo)
 	openTimeout := 15 * time.Second
 	if *dryRun {
@@ -136,7 +136,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return queryDryRunListen(chk, *listen, *adminListen)
 	}
 	srv, err := query.New(query.Config{
-		HTTP: httpCfg, Reader: rd, SessionKey: sk, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
+		HTTP: httpCfg, Reader: rd, SessionKey: sk, MoreSessionKeys: moreSK, Listen: *listen, MaxInFlight: *maxInFlight, DBTimeout: *dbTimeout, Logger: log,
 	})
 	if err != nil {
 		rd.Close()
@@ -179,15 +179,13 @@ func queryDryRunListen(chk *startCheck, listen, adminListen string) int {
 
 // queryInputs reads the query server's secrets: the ledger URL (no password on the
 // command line), the session key and the optional admin-query.key.
-func queryInputs(lf *ledgerFlags, sessionKey, adminKey string) (string, []byte, []byte, error) {
-	u, err := lf.resolve()
-	if err != nil {
-		return "", nil, nil, err
+func queryInputs(lf *ledgerFlags, sessionKeys *sessionKeysFlag, adminKey string) (ledgerURL string, sk []byte, moreSK [][]byte, ak []byte, err error) {
+	if ledgerURL, err = lf.resolve(); err != nil {
+		return "", nil, nil, nil, err
 	}
-	sk, err := ticket.ReadKeyFile(sessionKey)
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("--session-key: %w", err)
+	if sk, moreSK, err = sessionKeys.read(); err != nil {
+		return "", nil, nil, nil, fmt.Errorf("--session-key: %w", err)
 	}
-	ak, err := optionalRoleKey(adminKey, ticket.RoleQuery)
-	return u, sk, ak, err
+	ak, err = optionalRoleKey(adminKey, ticket.RoleQuery)
+	return ledgerURL, sk, moreSK, ak, err
 }

@@ -13,12 +13,20 @@ func init() {
 }
 
 const sessionUsage = `
-Usage: shake session mint --key session.key --uid N [--ttl 1h]
+Usage: shake session mint --key session.key --uid N [--ttl 1h] [--device ID] [--risk N]
 
 Prints one session token for user N, valid for --ttl from now:
 
   <uid>.<expires_unix>.<sig>   sig = base64url, no padding, of
                                HMAC-SHA256(session.key, "shake-session-v1|<uid>|<expires_unix>")
+
+With --device (1..64 characters of [A-Za-z0-9_-]) or a --risk level above 0 (0..9), the
+token carries them, signed with the same key:
+
+  <uid>.<expires_unix>.<device>~<risk>.<sig>   sig of
+      "shake-session-v2|<uid>|<expires_unix>|<device>|<risk>" (device may be empty)
+
+Edges enforce --per-device per device and refuse sessions above the campaign's max_risk.
 
 This is what the app's login system hands its users; edges and the verifier check it with
 the same session.key. Useful for tests and demos.
@@ -46,6 +54,8 @@ func runSessionMint(args []string, stdout, stderr io.Writer) int {
 	keyPath := fs.String("key", "", "session.key `file` (required)")
 	uidS := fs.String("uid", "", "user id `N`, a decimal uint64 (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token stays valid")
+	device := fs.String("device", "", "device `ID` signed into the token, 1..64 characters of [A-Za-z0-9_-] (default none)")
+	risk := fs.Int("risk", 0, fmt.Sprintf("risk level `N` signed into the token, 0..%d", ticket.MaxRisk))
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -59,6 +69,12 @@ func runSessionMint(args []string, stdout, stderr io.Writer) int {
 	if *ttl < time.Second {
 		return usageError(stderr, "session mint: --ttl: must be at least 1s, have %v", *ttl)
 	}
+	if *device != "" && !ticket.ValidDevice([]byte(*device)) {
+		return usageError(stderr, "session mint: --device: %q is not 1..%d characters of [A-Za-z0-9_-]", *device, ticket.MaxDeviceLen)
+	}
+	if *risk < 0 || *risk > ticket.MaxRisk {
+		return usageError(stderr, "session mint: --risk: must be between 0 and %d, have %d", ticket.MaxRisk, *risk)
+	}
 	key, err := ticket.ReadKeyFile(*keyPath)
 	if err != nil {
 		return usageError(stderr, "session mint: --key: %v", err)
@@ -67,7 +83,11 @@ func runSessionMint(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "session mint: --key: %v", err)
 	}
-	tok := sk.Mint(nil, uid, sessionNow().Add(*ttl).Unix())
+	var dev []byte
+	if *device != "" {
+		dev = []byte(*device)
+	}
+	tok := sk.MintAttrs(nil, uid, sessionNow().Add(*ttl).Unix(), dev, uint8(*risk))
 	fmt.Fprintf(stdout, "%s\n", tok)
 	return 0
 }

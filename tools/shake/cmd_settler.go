@@ -26,7 +26,7 @@ func init() {
 const settlerUsage = `
 Usage: shake settler --brokers HOST:PORT[,...] --ledger URL --manifest DIR/manifest.json
                      --key campaign.key [--topic shake.claims] [--group shake-settler]
-                     [--listen 127.0.0.1:8082] [--admin-key admin.key] [--switches FILE]
+                     [--listen 127.0.0.1:8082] [--admin-key admin-settler.key] [--switches FILE]
                      [--batch 2000] [--linger 50ms] [--min-replication 3] [Kafka security flags]
                      [--ledger-wait 60s] [--dry-run]
 
@@ -260,8 +260,7 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 		return chk.fail("--ledger: %v", err)
 	}
 	defer l.Close()
-	// Kafka last: every local input (files, the ledger) is judged first, whatever state
-	// Kafka is in.
+	// Kafka last: every local input (files, the ledger) is judged first, whatever Kafka's state.
 	policy := ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
 	if err := checkClaimsTopicAtStart(ctx, log, sec, bl, *topic, policy, false); err != nil {
 		stopServing()

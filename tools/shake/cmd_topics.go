@@ -110,20 +110,9 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if verb == "create" && *manifestPath != "" {
-		return flagError(fs, "--manifest is for check: create always keeps every claim (retention.ms=-1)")
-	}
 	if verb == "create" {
-		if !set["min-insync"] && *replication == 1 {
-			*minInsync = 1
-		}
-		switch {
-		case *partitions < 1 || *partitions > 1<<14:
-			return flagError(fs, "--partitions must be in 1..16384, not %d", *partitions)
-		case *replication < 1 || *replication > 32767:
-			return flagError(fs, "--replication must be in 1..32767, not %d", *replication)
-		case *minInsync < 1 || *minInsync > *replication:
-			return flagError(fs, "--min-insync must be in 1..--replication (%d), not %d", *replication, *minInsync)
+		if err := checkCreateFlags(set, *partitions, *replication, minInsync, *manifestPath); err != nil {
+			return flagError(fs, "%v", err)
 		}
 	}
 	ctx, stop := obs.SignalContext(context.Background())
@@ -134,15 +123,7 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	if verb == "create" {
 		reports, err = createTopics(ctx, admin, names, *partitions, *replication, *minInsync, *timeout)
 	} else {
-		policy := ikafka.Policy{MinReplication: *kf.minRepl}
-		if *manifestPath != "" {
-			m, err := ticket.LoadManifest(*manifestPath)
-			if err != nil {
-				return flagError(fs, "--manifest: %v", err)
-			}
-			policy = ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
-		}
-		reports, err = checkTopics(ctx, admin, names, policy, *timeout)
+		reports, err = checkTopics(ctx, admin, names, *kf.minRepl, *manifestPath, *timeout)
 	}
 	if err != nil {
 		return flagError(fs, "%v", err)
@@ -161,7 +142,35 @@ func runTopics(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func checkTopics(ctx context.Context, admin *ikafka.Admin, names []string, policy ikafka.Policy, timeout time.Duration) ([]topicReport, error) {
+// checkCreateFlags checks create's flags; --min-insync defaults to 1 with --replication 1.
+func checkCreateFlags(set map[string]bool, partitions, replication int, minInsync *int, manifest string) error {
+	if !set["min-insync"] && replication == 1 {
+		*minInsync = 1
+	}
+	switch {
+	case manifest != "":
+		return errors.New("--manifest is for check: create always keeps every claim (retention.ms=-1)")
+	case partitions < 1 || partitions > 1<<14:
+		return fmt.Errorf("--partitions must be in 1..16384, not %d", partitions)
+	case replication < 1 || replication > 32767:
+		return fmt.Errorf("--replication must be in 1..32767, not %d", replication)
+	case *minInsync < 1 || *minInsync > replication:
+		return fmt.Errorf("--min-insync must be in 1..--replication (%d), not %d", replication, *minInsync)
+	}
+	return nil
+}
+
+// checkTopics describes the topics and applies the policy of --min-replication and, with
+// manifest, of the campaign's expires_at (without it, retention must be -1).
+func checkTopics(ctx context.Context, admin *ikafka.Admin, names []string, minRepl int, manifest string, timeout time.Duration) ([]topicReport, error) {
+	policy := ikafka.Policy{MinReplication: minRepl}
+	if manifest != "" {
+		m, err := ticket.LoadManifest(manifest)
+		if err != nil {
+			return nil, fmt.Errorf("--manifest: %w", err)
+		}
+		policy = ikafka.PolicyFor(minRepl, m.ExpiresAt)
+	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	infos, err := admin.Describe(cctx, names...)
@@ -188,6 +197,27 @@ func problem(err error) string {
 		return msg[len(p):]
 	}
 	return msg
+}
+
+// topicDiff says how t differs from what create asked for (nil: not at all).
+func topicDiff(t *ikafka.TopicInfo, partitions, replication, minInsync int) []string {
+	if !t.Exists {
+		return []string{"the brokers do not report it yet"}
+	}
+	var diff []string
+	if len(t.Partitions) != partitions {
+		diff = append(diff, fmt.Sprintf("partitions %d, not --partitions %d", len(t.Partitions), partitions))
+	}
+	if t.Replication != replication {
+		diff = append(diff, fmt.Sprintf("replication %d, not --replication %d", t.Replication, replication))
+	}
+	if t.MinInsync != minInsync {
+		diff = append(diff, fmt.Sprintf("min.insync.replicas %d, not --min-insync %d", t.MinInsync, minInsync))
+	}
+	if err := t.CheckRetention(time.Time{}, time.Now()); err != nil {
+		diff = append(diff, problem(err))
+	}
+	return diff
 }
 
 func createTopics(ctx context.Context, admin *ikafka.Admin, names []string, partitions, replication, minInsync int, timeout time.Duration) ([]topicReport, error) {
@@ -239,23 +269,7 @@ func createTopics(ctx context.Context, admin *ikafka.Admin, names []string, part
 		t := &infos[i]
 		r := newTopicReport(t)
 		r.Action = action[t.Name]
-		var diff []string
-		if !t.Exists {
-			diff = append(diff, "the brokers do not report it yet")
-		} else {
-			if len(t.Partitions) != partitions {
-				diff = append(diff, fmt.Sprintf("partitions %d, not --partitions %d", len(t.Partitions), partitions))
-			}
-			if t.Replication != replication {
-				diff = append(diff, fmt.Sprintf("replication %d, not --replication %d", t.Replication, replication))
-			}
-			if t.MinInsync != minInsync {
-				diff = append(diff, fmt.Sprintf("min.insync.replicas %d, not --min-insync %d", t.MinInsync, minInsync))
-			}
-			if err := t.CheckRetention(time.Time{}, time.Now()); err != nil {
-				diff = append(diff, problem(err))
-			}
-		}
+		diff := topicDiff(t, partitions, replication, minInsync)
 		if len(diff) == 0 {
 			r.OK = true
 		} else {

@@ -22,7 +22,7 @@ const verifierUsage = `
 Usage: shake verifier --manifest DIR/manifest.json --key campaign.key --session-key session.key
                       --brokers HOST:PORT[,...] --spool DIR [--topic shake.claims]
                       [--listen 127.0.0.1:8081] [--uid-shard I/V] [--spool-max-bytes 1073741824]
-                      [--admin-listen ADDR] [--admin-key admin.key] [--switches FILE] [--drain 2s]
+                      [--admin-listen ADDR] [--admin-key admin-verifier.key] [--switches FILE] [--drain 2s]
                       [--min-replication 3] [Kafka security flags] [--log-format text|json] [--log-level info]
 
 Serves POST /v1/open (Authorization: Bearer <session token>, body {"token":"..."}). It
@@ -85,7 +85,7 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("verifier", verifierUsage, stderr)
 	manifest := fs.String("manifest", "", "campaign manifest.json (required)")
 	key := fs.String("key", "", "campaign.key (required)")
-	sessionKey := fs.String("session-key", "", "session.key shared with the login system (required)")
+	sessionKeys := addSessionKeyFlag(fs)
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,...] (required)")
 	topic := fs.String("topic", ikafka.ClaimsTopic, "claims topic")
 	spool := fs.String("spool", "", "spool directory for claims while Kafka is unreachable (required)")
@@ -127,24 +127,18 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	cfg := verifier.Config{
-		Manifest: *manifest, Key: *key, SessionKey: *sessionKey, Brokers: bl, Topic: *topic, Kafka: sec,
+		Manifest: *manifest, Key: *key, SessionKey: sessionKeys.first, MoreSessionKeys: sessionKeys.more, Brokers: bl, Topic: *topic, Kafka: sec,
 		Spool: *spool, Listen: *listen, SpoolMaxBytes: *spoolMax, UIDShard: us, Logger: log, HTTP: httpCfg, Switches: swOpts,
 	}
 	// Bad local files are reported before Kafka is asked anything: at once, whatever
 	// state Kafka is in. verifier.New checks them fully.
-	m, err := ticket.LoadManifest(*manifest)
-	if err != nil && !*dryRun {
+	if cfg.TopicPolicy, err = topicPolicy(*manifest, *kf.minRepl); err != nil && !*dryRun {
 		return usageError(stderr, "verifier: %v", err)
 	}
-	policy := ikafka.Policy{MinReplication: *kf.minRepl}
-	if m != nil {
-		policy = ikafka.PolicyFor(*kf.minRepl, m.ExpiresAt)
-	}
-	cfg.TopicPolicy = &policy
 	if *dryRun {
 		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *sf.adminKey)
 	}
-	for _, k := range []string{*key, *sessionKey} {
+	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
 		if _, err := ticket.ReadKeyFile(k); err != nil {
 			return usageError(stderr, "verifier: %v", err)
 		}
@@ -165,6 +159,17 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// topicPolicy is the claims topic's policy for the campaign of manifestPath (with
+// --min-replication only when the manifest cannot be read: the dry run reports that).
+func topicPolicy(manifestPath string, minRepl int) (*ikafka.Policy, error) {
+	m, err := ticket.LoadManifest(manifestPath)
+	if err != nil {
+		return &ikafka.Policy{MinReplication: minRepl}, err
+	}
+	p := ikafka.PolicyFor(minRepl, m.ExpiresAt)
+	return &p, nil
 }
 
 // verifierDryRun is the verifier's --dry-run: verifier.Check (keys, manifest, spool,

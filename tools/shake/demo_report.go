@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/url"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,6 +30,7 @@ func (d *demo) writeOutputs(res *bench.Result, m *ticket.Manifest, rep *settler.
 	lean.Opened = nil
 	s := d.summary
 	s.Bench = &lean
+	s.ServersSeries = readings(res.Started, ev.Samples)
 	b, err := json.MarshalIndent(&s, "", "  ")
 	if err != nil {
 		return err
@@ -91,25 +92,6 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
-// redactURL drops a password from a URL, for the record of what ran.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
-func perUserRule(n int) string {
-	if n == 0 {
-		return "per_user 0: no limit on the tickets a user opens"
-	}
-	return fmt.Sprintf("per_user %d: at most %d tickets opened per user per round", n, n)
-}
-
 // whatRan is the report's record of the run: the program, the command, the campaign and
 // its commitment, the chain and the machine.
 func (d *demo) whatRan(m *ticket.Manifest, args []string, loadBefore string) [][2]string {
@@ -121,7 +103,7 @@ func (d *demo) whatRan(m *ticket.Manifest, args []string, loadBefore string) [][
 	}
 	cmd := make([]string, len(args))
 	for i, a := range args {
-		cmd[i] = redactURL(a)
+		cmd[i] = redactLedgerURL(a)
 	}
 	rounds := make([]string, len(m.Rounds))
 	for i, r := range m.Rounds {
@@ -134,12 +116,75 @@ func (d *demo) whatRan(m *ticket.Manifest, args []string, loadBefore string) [][
 		{"campaign", fmt.Sprintf("%s, generation %s: %d red packets, budget %s, amounts %s to %s, %d edge shards",
 			m.Campaign, m.Generation, m.Count, ticket.FormatAmount(m.Budget, m.Currency),
 			ticket.FormatAmount(m.Min, m.Currency), ticket.FormatAmount(m.Max, m.Currency), len(m.Shards))},
-		{"commitment", "manifest.json SHA-256 " + digest + " (the manifest, published before the event, fixes every amount)"},
+		{"commitment", seedCommitment(m, digest)},
 		{"rules", perUserRule(m.PerUser) + "; tickets paced evenly over each round (edge --pace)"},
 		{"rounds", strings.Join(rounds, ", ")},
 		{"load", fmt.Sprintf("%d users, %.0f shakes/s offered for %v, open loop", d.cfg.users, d.cfg.rate, d.cfg.duration)},
-		{"chain", fmt.Sprintf("broker %s, ledger %s", d.summary.Brokers, redactURL(d.summary.Ledger))},
+		{"chain", fmt.Sprintf("broker %s, ledger %s", d.summary.Brokers, d.summary.Ledger)},
 		{"machine", fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), load average %s before the run and %s after",
 			host, runtime.NumCPU(), runtime.GOMAXPROCS(0), loadBefore, loadAverage())},
 	}
+}
+
+// seedCommitment says what was published before the event that fixes every amount.
+func seedCommitment(m *ticket.Manifest, manifestDigest string) string {
+	if m.SeedSHA256 == "" {
+		return "manifest.json SHA-256 " + manifestDigest + " (this manifest carries its seed, not a commitment)"
+	}
+	return "seed_sha256 " + m.SeedSHA256 + " in manifest.json (SHA-256 " + manifestDigest +
+		"); after the event, shake inspect --reveal DIR/seed DIR/manifest.json recomputes every amount"
+}
+
+func perUserRule(n int) string {
+	if n == 0 {
+		return "per_user 0: no limit on the tickets a user opens"
+	}
+	return fmt.Sprintf("per_user %d: at most %d tickets opened per user per round", n, n)
+}
+
+// demoPrizes is the demo campaign's fixed prizes: one of ¥18.88 per thousand tickets
+// (none under a thousand), for the report's list of prizes.
+func demoPrizes(tickets uint64) []ticket.Prize {
+	if tickets < 1000 {
+		return nil
+	}
+	return []ticket.Prize{{Amount: 1888, Count: tickets / 1000}}
+}
+
+// event is what the report shows of the event beyond the load.
+func (d *demo) event(m *ticket.Manifest, loadBefore string, samples []bench.EventSample) *bench.Event {
+	return &bench.Event{Campaign: m.Campaign, Currency: m.Currency, Budget: m.Budget, Tickets: m.Count, Prizes: m.Prizes,
+		Shards: shardNames(len(m.Shards)), Ran: d.whatRan(m, d.cfg.args, loadBefore), Samples: samples}
+}
+
+// demoReading is one sample of the servers' counters in summary.json: seconds since the
+// load started, each shard's tickets left, the settler's posted totals (amount in minor
+// units), the p99 from claim to commit of the claims committed since the previous
+// reading (ms), and the consumer lag; null where a server could not be read.
+type demoReading struct {
+	T              float64    `json:"t"`
+	TicketsLeft    []*float64 `json:"tickets_left"`
+	SettledTickets *float64   `json:"settled_tickets"`
+	SettledAmount  *float64   `json:"settled_amount"`
+	SettleLagP99MS *float64   `json:"settle_lag_p99_ms"`
+	KafkaLag       *float64   `json:"kafka_lag"`
+}
+
+func readings(start time.Time, samples []bench.EventSample) []demoReading {
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	out := make([]demoReading, len(samples))
+	for i, s := range samples {
+		r := demoReading{T: math.Round(s.At.Sub(start).Seconds()*1000) / 1000, SettledTickets: num(s.SettledTickets),
+			SettledAmount: num(s.SettledAmount), SettleLagP99MS: num(s.SettleLagP99 * 1000), KafkaLag: num(s.KafkaLag)}
+		for _, v := range s.TicketsLeft {
+			r.TicketsLeft = append(r.TicketsLeft, num(v))
+		}
+		out[i] = r
+	}
+	return out
 }

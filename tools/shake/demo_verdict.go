@@ -95,8 +95,11 @@ func latencyCheck(name, flagName string, ep *bench.EndpointResult, limit time.Du
 }
 
 func fmtLatency(d time.Duration) string {
-	if d < time.Millisecond {
+	switch {
+	case d < time.Millisecond:
 		return d.Round(time.Microsecond).String()
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
 	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 }
@@ -189,4 +192,23 @@ func failedTargets(checks []bench.Check) []string {
 		}
 	}
 	return names
+}
+
+func okWord(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "NOT OK"
+}
+
+// writeOutcome prints the demo's last line: OK, or FAILED with the targets missed.
+func writeOutcome(w io.Writer, s *demoSummary) {
+	switch missed := failedTargets(s.Targets); {
+	case s.OK:
+		fmt.Fprintf(w, "demo OK: the money reconciles and every target held, in %.1fs\n", s.TotalSeconds)
+	case len(missed) > 0:
+		fmt.Fprintf(w, "demo FAILED in %.1fs: missed %s\n", s.TotalSeconds, strings.Join(missed, ", "))
+	default:
+		fmt.Fprintf(w, "demo FAILED in %.1fs\n", s.TotalSeconds)
+	}
 }

@@ -85,6 +85,16 @@ func TestSessionMint(t *testing.T) {
 	if _, err := sk.Verify(tok, time.Now().Add(2*time.Hour+time.Minute).Unix()); err == nil {
 		t.Fatal("token outlives --ttl")
 	}
+	code, out, _ = runCLI("session", "mint", "--key", kp, "--uid", "1234", "--device", "phone_A-1", "--risk", "6")
+	var sess ticket.Session
+	if err := sk.VerifySession([]byte(strings.TrimSpace(out)), time.Now().Unix(), &sess); code != 0 || err != nil ||
+		sess.UID != 1234 || string(sess.Device) != "phone_A-1" || sess.Risk != 6 {
+		t.Fatalf("minted token with attributes: %d %q %+v %v", code, out, sess, err)
+	}
+	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "1", "--device", "a.b"}, "shake session mint: --device", "A-Za-z0-9_-")
+	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "1", "--device", strings.Repeat("x", 65)}, "shake session mint: --device", "64")
+	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "1", "--risk", "10"}, "shake session mint: --risk", "0 and 9")
+	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "1", "--risk", "-1"}, "shake session mint: --risk", "0 and 9")
 	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "-1"}, "shake session mint: --uid", "decimal")
 	wantUsage(t, []string{"session", "mint", "--key", kp, "--uid", "007"}, "shake session mint: --uid", "decimal")
 	wantUsage(t, []string{"session", "mint", "--key", kp}, "shake session mint: ", "--uid is required")
@@ -216,6 +226,10 @@ func TestGenBadInput(t *testing.T) {
 		{[]string{"--key", filepath.Join(keys, "missing.key")}, "--key"},
 		{[]string{"--count", "ten"}, "-count"},
 		{[]string{"stray"}, "stray"},
+		{[]string{"--per-device", "-1"}, "--per-device"},
+		{[]string{"--per-device", "65536"}, "--per-device"},
+		{[]string{"--max-risk", "10"}, "--max-risk"},
+		{[]string{"--max-risk", "-1"}, "--max-risk"},
 		{[]string{"--prize", "888"}, "-prize"},
 		{[]string{"--prize", "0x8"}, "-prize"},
 		{[]string{"--prize", "888x0"}, "-prize"},

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"shake/ticket"
 )
 
 // Commit and reveal from the command line: gen writes DIR/seed (0600) and only its
@@ -87,5 +89,23 @@ func TestGenPrizesDryRunAndInspect(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("inspect lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// The device and risk rules go into the manifest and every shard header.
+func TestGenDeviceRules(t *testing.T) {
+	t.Parallel()
+	keys := keysDir(t)
+	out := filepath.Join(t.TempDir(), "camp")
+	if code, _, errOut := runCLI(genArgs(keys, out, "--per-device", "2", "--max-risk", "5")...); code != 0 {
+		t.Fatalf("gen: %d %s", code, errOut)
+	}
+	m, err := ticket.LoadManifest(filepath.Join(out, "manifest.json"))
+	if err != nil || m.PerDevice != 2 || ticket.RiskLimit(m.MaxRisk) != 5 {
+		t.Fatalf("manifest: %v %+v", err, m)
+	}
+	sh, err := ticket.LoadShard(filepath.Join(out, "edge-001.tickets"))
+	if err != nil || sh.Header.PerDevice != 2 || ticket.RiskLimit(sh.Header.MaxRisk) != 5 {
+		t.Fatalf("shard header: %v %+v", err, sh.Header)
 	}
 }
