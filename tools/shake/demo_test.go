@@ -15,9 +15,12 @@ import (
 )
 
 // loadedBoxTargets are verdict thresholds that a demo on a loaded 2-core CI machine
-// (eight test binaries at once) holds: the tests that expect success check the money
-// and the wiring of the verdict, not this machine's latency.
-var loadedBoxTargets = []string{"--max-shake-p99", "5s", "--max-open-p99", "10s", "--max-drop-rate", "0.2", "--max-settle-lag", "30s"}
+// holds: the tests that expect success check the money and the wiring of the verdict,
+// not this machine's latency. They are wide on purpose: with this package's tests in
+// parallel beside seven other engineers' (load average 30 on 2 cores), a 3 s demo at
+// 1,500 shakes/s saw shake p50 632 ms, p99 1.83 s and 45% of its requests dropped by
+// the load generator's bound of requests in flight, while its money reconciled.
+var loadedBoxTargets = []string{"--max-shake-p99", "1m", "--max-open-p99", "1m", "--max-drop-rate", "0.95", "--max-settle-lag", "1m"}
 
 // runDemoProcess runs `shake demo` as a real process with small settings and the
 // loaded-box targets (extra may override them) and returns its exit code, stdout and

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -113,9 +113,10 @@ func TestTopInTmux(t *testing.T) {
 	}
 	t.Parallel()
 	c := startChain(t, 200, 1)
-	sock := fmt.Sprintf("shake-top-test-%d", time.Now().UnixNano())
+	// A server of its own, on a socket in the test's directory: nothing is left behind.
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
 	tmux := func(args ...string) (string, error) {
-		out, err := exec.Command("tmux", append([]string{"-L", sock}, args...)...).CombinedOutput()
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
 		return string(out), err
 	}
 	cmd := shakeBinary(t) + " top --servers " + strings.Join(c.admins(), ",") + "; echo top-exited-$?; sleep 30"
