@@ -148,7 +148,7 @@ func TestShardBudgetsNoHotRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := open(t, u)
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	start := time.Now()
 	if r, err := other.Post(pctx, []Posting{shardPosting("hot", 2, 1, 5, 1), shardPosting("hot", 4, 1, 5, 2)}); err != nil || r.Posted != 2 {
