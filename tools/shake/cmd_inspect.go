@@ -182,6 +182,7 @@ func printManifestReport(w io.Writer, r *ticketgen.ManifestReport, withKey bool)
 	fmt.Fprintf(w, "  campaign  %s (%s)\n", m.Campaign, m.Currency)
 	fmt.Fprintf(w, "  budget    %d in %d tickets, each %d..%d\n", m.Budget, m.Count, m.Min, m.Max)
 	fmt.Fprintf(w, "  ttl       %s\n", m.TTL)
+	fmt.Fprintf(w, "  rules     per_user %d, per_device %d, max_risk %d\n", m.PerUser, m.PerDevice, ticket.RiskLimit(m.MaxRisk))
 	for _, rw := range m.Rounds {
 		fmt.Fprintf(w, "  round %-3d %s\n", rw.Index, fmtWindow(rw))
 	}

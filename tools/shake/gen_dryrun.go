@@ -20,6 +20,7 @@ func printGenPlan(w io.Writer, m *ticket.Manifest, outDir string) {
 	fmt.Fprintf(w, "dry run: nothing written\n")
 	fmt.Fprintf(w, "campaign %s: %d tickets, budget %d (minor units, %s), amounts in [%d, %d], mean %.2f, per_user %d, ttl %s, seed_sha256 %s\n",
 		m.Campaign, m.Count, m.Budget, m.Currency, m.Min, m.Max, float64(m.Budget)/float64(max(m.Count, 1)), m.PerUser, m.TTL, m.SeedSHA256)
+	fmt.Fprintf(w, "rules: per_user %d, per_device %d, max_risk %d\n", m.PerUser, m.PerDevice, ticket.RiskLimit(m.MaxRisk))
 	if len(m.Rounds) == 0 || len(m.Rounds) == 1 && m.Rounds[0].AlwaysOpen() {
 		fmt.Fprintf(w, "rounds: none, always open until %s\n", m.IssueUntil.UTC().Format("2006-01-02T15:04:05Z07:00"))
 	} else {

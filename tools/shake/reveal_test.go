@@ -108,4 +108,8 @@ func TestGenDeviceRules(t *testing.T) {
 	if err != nil || sh.Header.PerDevice != 2 || ticket.RiskLimit(sh.Header.MaxRisk) != 5 {
 		t.Fatalf("shard header: %v %+v", err, sh.Header)
 	}
+	code, stdout, _ := runCLI("inspect", filepath.Join(out, "manifest.json"))
+	if code != 0 || !strings.Contains(stdout, "rules     per_user 1, per_device 2, max_risk 5") {
+		t.Fatalf("inspect: %d\n%s", code, stdout)
+	}
 }
