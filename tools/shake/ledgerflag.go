@@ -27,7 +27,16 @@ func (v *ledgerURLValue) String() string {
 	return redactLedgerURL(v.raw)
 }
 
-func (v *ledgerURLValue) Set(s string) error { v.raw, v.fromEnv = s, false; return nil }
+// Set takes the one ledger. A second --ledger is refused: ledger sets (shard k settling
+// in ledger k mod S) are not built, and silently keeping only the last URL would settle,
+// reconcile or read one ledger while the operator believes they named several.
+func (v *ledgerURLValue) Set(s string) error {
+	if v.raw != "" && !v.fromEnv {
+		return errors.New("given twice: ledger sets (a repeated --ledger) are not built yet; give one ledger")
+	}
+	v.raw, v.fromEnv = s, false
+	return nil
+}
 
 // markFromEnv is called by applyEnv after it set the flag from the environment.
 func (v *ledgerURLValue) markFromEnv() { v.fromEnv = true }

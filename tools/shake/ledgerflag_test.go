@@ -51,3 +51,20 @@ func TestLedgerPasswordNeverOnArgv(t *testing.T) {
 		t.Errorf("redacted: %s", r)
 	}
 }
+
+// TestLedgerGivenTwiceRefused: ledger sets (a repeated --ledger) are not built, so a
+// second --ledger is refused (exit 2 naming the flag) rather than silently replacing the
+// first: an operator who lists two ledgers must not settle into one of them unawares.
+func TestLedgerGivenTwiceRefused(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"settler", "--brokers", "127.0.0.1:1", "--manifest", "m.json", "--key", "k"},
+		{"reconcile", "--manifest", "m.json"},
+		{"query", "--session-key", "s.key"},
+	} {
+		args := append(cmd, "--ledger", "sqlite:///tmp/a.db", "--ledger", "sqlite:///tmp/b.db")
+		code, out, e := runCLI(args...)
+		if code != 2 || out != "" || strings.Count(e, "\n") != 1 || !strings.Contains(e, "--ledger") || !strings.Contains(e, "not built") {
+			t.Errorf("%s with two --ledger: exit %d stdout %q stderr %q", cmd[0], code, out, e)
+		}
+	}
+}
