@@ -25,7 +25,6 @@ import (
 	"shake/bench"
 	"shake/internal/testproxy"
 	"shake/settler/ledger"
-	"shake/ticket"
 )
 
 // Fault kinds, each injected at least once per run.
