@@ -138,6 +138,9 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *sf.adminKey)
 	}
+	if code := refuseBadSwitches(fs, cfg.Switches.File); code != 0 {
+		return code
+	}
 	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
 		if _, err := ticket.ReadKeyFile(k); err != nil {
 			return usageError(stderr, "verifier: %v", err)
