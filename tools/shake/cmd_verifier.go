@@ -141,10 +141,12 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if code := refuseBadSwitches(fs, cfg.Switches.File); code != 0 {
 		return code
 	}
-	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
-		if _, err := ticket.ReadKeyFile(k); err != nil {
-			return usageError(stderr, "verifier: %v", err)
-		}
+	// The keys, the manifest (its signature, the key checks) and the spool, read-only:
+	// a wrong campaign.key is one line, before any topic-check log line.
+	quiet := cfg
+	quiet.Logger = nil // verifier.New logs its warnings (an exposed key) once
+	if _, err := verifier.Check(quiet); err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()

@@ -81,3 +81,27 @@ func TestBadSwitchesFileVerifierWritesNothing(t *testing.T) {
 		t.Errorf("the refused verifier created its spool %s (stat: %v)", spool, err)
 	}
 }
+
+// TestVerifierWrongKeyOneLine: a verifier given a campaign.key that is not the
+// manifest's is refused on one line naming the manifest, before it asks Kafka anything
+// (no topic-check log lines ahead of the message) and before it creates its spool.
+func TestVerifierWrongKeyOneLine(t *testing.T) {
+	t.Parallel()
+	e := newSettlerEnv(t, 20)
+	spool := filepath.Join(t.TempDir(), "spool")
+	cmd := exec.Command(e.bin, "verifier", "--manifest", e.manifest, "--key", filepath.Join(e.dir, "session.key"),
+		"--session-key", filepath.Join(e.dir, "session.key"), "--brokers", e.broker, "--min-replication", "1",
+		"--spool", spool, "--listen", "127.0.0.1:0")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.Run()
+	lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+	if code := cmd.ProcessState.ExitCode(); code != 2 || len(lines) != 1 || !strings.Contains(lines[0], e.manifest) ||
+		!strings.Contains(lines[0], "key") {
+		t.Errorf("verifier with the wrong campaign key: exit %d, want 2 and one line naming %s and the key:\n%s",
+			code, e.manifest, stderr.String())
+	}
+	if _, err := os.Stat(spool); !os.IsNotExist(err) {
+		t.Errorf("the refused verifier created its spool %s (stat: %v)", spool, err)
+	}
+}
