@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -176,6 +177,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.state = st
+	started := false
+	defer func() {
+		if !started && cfg.InitState {
+			// This first start created the file and handed nothing out: take it back,
+			// so that the same --init-state start succeeds once the problem is fixed.
+			if err := os.Remove(cfg.State); err != nil {
+				s.log.Warn("a failed first start could not remove the state file it created", "state", cfg.State, "err", err)
+			}
+		}
+	}()
 	s.disp = newDispenser(&s.hdr, st, cfg.Pace, cfg.ReserveWait, s.now, s.log)
 	s.expiresCap = s.disp.issueUntil/1e9 + s.ttl
 	if s.expiresCap > 1<<32-1 {
@@ -217,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("%w: %w", ErrListen, err)
 	}
 	s.srv = srv
+	started = true
 	issued, lost, left := s.disp.totals()
 	s.log.Info("shard loaded", "campaign", s.hdr.Campaign, "shard", s.hdr.Shard, "tickets", s.hdr.Count,
 		"rounds", len(s.hdr.Rounds), "issued", issued, "lost", lost, "left", left,

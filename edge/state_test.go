@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -305,4 +306,35 @@ func TestStateBlankFileRefused(t *testing.T) {
 	if _, err := openState(torn, h, false); !errors.Is(err, ErrStateCorrupt) {
 		t.Fatalf("torn slot: %v, want ErrStateCorrupt", err)
 	}
+}
+
+// TestStateInitUndoneWhenStartFails: a first start (--init-state) that fails after
+// creating its state file (here its listen address is taken) removes the file again,
+// since it handed nothing out; the same first start, once the address is free, then
+// succeeds instead of being refused for a file the failed one left behind.
+func TestStateInitUndoneWhenStartFails(t *testing.T) {
+	f := newFixture(t, shardSpec{count: 10})
+	path := filepath.Join(t.TempDir(), "edge.state")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config(path)
+	cfg.Listen = busy.Addr().String()
+	if _, err := New(cfg); !errors.Is(err, ErrListen) {
+		t.Fatalf("start on a taken address: %v, want ErrListen", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed first start left its state file: %v", err)
+	}
+	busy.Close()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("the same first start once the address is free: %v", err)
+	}
+	s.Close()
+	if s, err = New(f.resume(path)); err != nil {
+		t.Fatalf("resume after the first start: %v", err)
+	}
+	s.Close()
 }

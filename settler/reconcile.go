@@ -60,7 +60,7 @@ type Report struct {
 
 // The reasons a reconciliation is not ok, most fundamental first.
 const (
-	ReasonLedgerMissing   = "ledger_missing"   // the SQLite file does not exist
+	ReasonLedgerMissing   = "ledger_missing"   // the SQLite file or PostgreSQL database does not exist
 	ReasonNoSchema        = "no_schema"        // no settler ever migrated this database
 	ReasonSchemaNewer     = "schema_newer"     // migrated by a newer shake
 	ReasonSchemaOlder     = "schema_older"     // migrated by an older shake

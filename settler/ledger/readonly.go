@@ -9,13 +9,15 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Errors of OpenReadOnly: a ledger that is not there to be read. They are permanent
 // (Transient is false): waiting does not make a typo'd path or an empty database the
 // settler's ledger.
 var (
-	// ErrNoLedger reports a SQLite ledger file that does not exist.
+	// ErrNoLedger reports a SQLite ledger file, or a PostgreSQL database, that does not
+	// exist.
 	ErrNoLedger = errors.New("the ledger does not exist")
 	// ErrNoSchema reports a database with no shake schema in it (no migration applied):
 	// no settler ever used it.
@@ -67,6 +69,10 @@ func dialReadOnly(ctx context.Context, url string) (*pgx.Conn, error) {
 		return nil, err
 	}
 	c, err := pgx.ConnectConfig(ctx, cfg)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "3D000" { // invalid_catalog_name: no such database
+		return nil, fmt.Errorf("postgres ledger: database %q: %w", cfg.Database, ErrNoLedger)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to postgres ledger: %w", err)
 	}

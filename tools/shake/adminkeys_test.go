@@ -28,7 +28,8 @@ func TestAdminTokenPerRole(t *testing.T) {
 	}
 	// The operator's key without --role: its own token, which no server accepts, said.
 	code, out, e := runCLI("admin", "token", "--key", filepath.Join(dir, "admin.key"))
-	if code != 0 || strings.TrimSpace(out) != ticket.AdminToken(op) || !strings.Contains(e, "no server accepts this token") {
+	if code != 0 || strings.TrimSpace(out) != ticket.AdminToken(op) || !strings.Contains(e, "no server accepts this token") ||
+		!strings.HasSuffix(e, "for the token servers of that role accept\n") {
 		t.Errorf("admin token --key admin.key: %d %q %q", code, out, e)
 	}
 	wantUsage(t, []string{"admin", "token", "--key", filepath.Join(dir, "admin-edge.key"), "--role", "verifier"}, "shake admin token: --key: ", "edge's admin key")

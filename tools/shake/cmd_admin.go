@@ -58,7 +58,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	case *role == "" && have == "":
 		// The token this key gives, as asked; but say that no server takes it.
 		fmt.Fprintln(stdout, ticket.AdminToken(k))
-		fmt.Fprintf(stderr, "shake admin token: note: %s is no role key (the operator's admin.key?): no server accepts this token; give --role %s for a role's\n", *key, roleList())
+		fmt.Fprintf(stderr, "shake admin token: note: %s is no role key (the operator's admin.key?): no server accepts this token; give --role %s for the token servers of that role accept\n", *key, roleList())
 		return 0
 	case *role == "":
 		fmt.Fprintln(stdout, ticket.AdminToken(k))

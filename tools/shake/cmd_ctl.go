@@ -185,7 +185,7 @@ func ctlReport(stdout io.Writer, res []control.Result, keys []string) int {
 		case r.Role == "":
 			where = "applies: unknown (its role could not be learned)"
 		case len(applies) == 0:
-			where = fmt.Sprintf("applies: nothing (a %s acts on %s.* only)", role, role)
+			where = fmt.Sprintf("applies: nothing (the %s acts on %s.* only)", role, role)
 		}
 		if r.Err != nil {
 			code = 1

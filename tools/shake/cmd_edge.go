@@ -133,6 +133,9 @@ func runEdge(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		return edgeDryRun(newStartCheck(fs, true, stdout), cfg, *sf.adminKey)
 	}
+	if code := refuseBadSwitches(fs, cfg.Switches.File); code != 0 {
+		return code
+	}
 	srv, err := edge.New(cfg)
 	if err != nil {
 		return usageError(stderr, "edge: %v", err)

@@ -41,8 +41,8 @@ reconcile only reads: it opens the ledger read-only (a SQLite file read-only, a
 PostgreSQL session with default_transaction_read_only) and never creates, migrates or
 writes it, except for the one refund of --refund. A ledger that is not this campaign's
 to reconcile is ok:false, exit 1, with "reason" and a problem saying which:
-ledger_missing (no such SQLite file), no_schema (no settler ever used it), schema_newer
-or schema_older (migrated by another shake), not_registered (this campaign and
+ledger_missing (no such SQLite file or PostgreSQL database), no_schema (no settler ever
+used it), schema_newer or schema_older (migrated by another shake), not_registered (this campaign and
 generation were never registered there: is --ledger the settler's?), other_generation,
 manifest_changed (the manifest's digest is not the one the campaign was funded with:
 expires_at moved, say), not_funded. A failed money check is reason "money". --key also

@@ -165,11 +165,10 @@ func runSettler(args []string, stdout, stderr io.Writer) int {
 	if *sf.adminKey != "" {
 		chk.ok("admin key", "%s", *sf.adminKey)
 	}
-	if *dryRun {
-		// A real start loads the file in settler.New (control.New).
-		if code := 0; !chk.switches(swOpts.File, &code) {
-			return code
-		}
+	// Before the ledger is opened (a start creates and migrates it): a bad file writes
+	// nothing. settler.New loads it again (control.New).
+	if code := 0; !chk.switches(swOpts.File, &code) {
+		return code
 	}
 	log := obs.NewLogger(stderr, *logFormat, logLvl.Level())
 	key, err := ticket.ReadKeyFile(*keyPath)

@@ -138,10 +138,15 @@ func runVerifier(args []string, stdout, stderr io.Writer) int {
 	if *dryRun {
 		return verifierDryRun(newStartCheck(fs, true, stdout), cfg, log, *sf.adminKey)
 	}
-	for _, k := range append([]string{*key, sessionKeys.first}, sessionKeys.more...) {
-		if _, err := ticket.ReadKeyFile(k); err != nil {
-			return usageError(stderr, "verifier: %v", err)
-		}
+	if code := refuseBadSwitches(fs, cfg.Switches.File); code != 0 {
+		return code
+	}
+	// The keys, the manifest (its signature, the key checks) and the spool, read-only:
+	// a wrong campaign.key is one line, before any topic-check log line.
+	quiet := cfg
+	quiet.Logger = nil // verifier.New logs its warnings (an exposed key) once
+	if _, err := verifier.Check(quiet); err != nil {
+		return usageError(stderr, "verifier: %v", err)
 	}
 	ctx, stop := obs.SignalContext(context.Background())
 	defer stop()

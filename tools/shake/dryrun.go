@@ -129,6 +129,18 @@ func checkSwitchesFile(path string) (string, error) {
 	return fmt.Sprintf("%s: version %d", path, d.Version), nil
 }
 
+// refuseBadSwitches checks a server's --switches file before the server writes anything
+// (an edge's state file, a verifier's spool, a settler's ledger): a file that is not
+// trusted or does not parse is one line naming it and exit 2, with nothing written, so
+// the corrected start is the same command line. 0 when the file (or its absence) is fine.
+// The server loads it again, with the campaign's bounds, when it starts.
+func refuseBadSwitches(fs *flag.FlagSet, path string) int {
+	if _, err := checkSwitchesFile(path); err != nil {
+		return flagError(fs, "--switches: %v", err)
+	}
+	return 0
+}
+
 // dirWritable reports whether the process may create files in dir, without creating
 // any.
 func dirWritable(dir string) error {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,6 +174,14 @@ func TestReconcileNeverCreatesOrMigrates(t *testing.T) {
 		t.Logf("%s unset: the PostgreSQL cases are not run here (CI sets it)", testpg.Env)
 		return
 	}
+	t.Run("postgres database that does not exist", func(t *testing.T) {
+		u, err := url.Parse(os.Getenv(testpg.Env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = fmt.Sprintf("/shake_typo_%d", time.Now().UnixNano())
+		reconcileRefused(t, "does not exist", "--manifest", man, "--ledger", u.String())
+	})
 	t.Run("empty postgres schema", func(t *testing.T) {
 		url := testpg.URL(t)
 		reconcileRefused(t, "no shake schema", "--manifest", man, "--ledger", url)
