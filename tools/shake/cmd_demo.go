@@ -54,7 +54,7 @@ Runs the whole event on this machine, with nothing installed, through the real c
      (SIGTERM), and reconciles the ledger against the manifest;
   6. checks every ticket a user was told it opened against the ledger, ticket by ticket;
   7. gives its verdict, target by target (k6 style): shake p99 (--max-shake-p99, default
-     5ms), open p99 (--max-open-p99, 10ms), drop rate (--max-drop-rate, 0.001: the share
+     25ms), open p99 (--max-open-p99, 50ms), drop rate (--max-drop-rate, 0.001: the share
      of shakes and opens never answered: "dropped" because the load generator's bound of
      requests in flight was full, timed out, or not connected), settlement lag p99 (from
      a claim reaching Kafka to its posting committed; --max-settle-lag, 5s) and money
