@@ -64,7 +64,9 @@ prints without producing or committing. Restart the settlers with the corrected
 manifest before a redrive, or they dead-letter the claims again.
 
 The Kafka TLS and SASL flags are those of the settler (--kafka-tls-ca, --kafka-sasl, ...).
-Exit: 0 done, 2 bad usage, a missing topic or an unreachable broker.
+Exit: 0 done (redrive: at least one claim moved, or would be with --dry-run), 1 a
+redrive that moved nothing (it says so), 2 bad usage, a missing topic or an unreachable
+broker.
 `
 
 // dlqEnvelope is the settler's dead-letter record (settler.deadLetter).
@@ -133,6 +135,11 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		d.validator, d.group, d.dryRun = v, *group, *dryRun
 		if err := d.redrive(ctx); err != nil {
 			return flagError(fs, "redrive: %v", err)
+		}
+		if d.moved == 0 {
+			// A redrive that changed nothing must not look like one that did.
+			fmt.Fprintf(stderr, "shake dlq: redrive: nothing moved (%d left, %d scanned)\n", d.left, d.all)
+			return 1
 		}
 		return 0
 	default:

@@ -115,11 +115,13 @@ func TestDLQListAndRedrive(t *testing.T) {
 		t.Fatalf("list --reason bad_mac: %d %q", code, out)
 	}
 
-	redrive := func() (moved, left int, lines []map[string]any) {
+	// A redrive that moved something exits 0; one that moved nothing says so on one
+	// line and exits 1 (a command that changed nothing must not look like one that did).
+	redrive := func(wantCode int) (moved, left int, lines []map[string]any) {
 		t.Helper()
 		code, out, errOut := runCLI("dlq", "--brokers", e.broker, "redrive", "--manifest", e.manifest, "--key", filepath.Join(e.dir, "campaign.key"))
-		if code != 0 {
-			t.Fatalf("redrive: exit %d: %s", code, errOut)
+		if code != wantCode || (code == 1) != strings.Contains(errOut, "nothing moved") {
+			t.Fatalf("redrive: exit %d, want %d: %s", code, wantCode, errOut)
 		}
 		lines = jsonLines(t, out)
 		sum := lines[len(lines)-1]
@@ -142,14 +144,14 @@ func TestDLQListAndRedrive(t *testing.T) {
 		}
 		return moved, left, lines
 	}
-	moved, left, _ := redrive()
+	moved, left, _ := redrive(0)
 	if left != 5 || int64(moved) != total-5 {
 		t.Fatalf("first redrive moved %d and left %d of %d, want %d and 5", moved, left, total, total-5)
 	}
 	if got := topicSize(t, e.broker, "shake.claims"); got != total+int64(moved) {
 		t.Fatalf("claims topic grew to %d, want %d + %d", got, total, moved)
 	}
-	moved2, left2, _ := redrive()
+	moved2, left2, _ := redrive(1)
 	if moved2 != 0 || left2 != 0 {
 		t.Fatalf("second redrive moved %d and left %d: each dead letter must move once", moved2, left2)
 	}
