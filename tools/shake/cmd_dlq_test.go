@@ -59,6 +59,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 // were tampered with), lists them, redrives them against the right manifest twice, and
 // checks that the good ones are moved back exactly once, the tampered ones are left,
 // and a settler with the right manifest then posts every good ticket once.
+// A redrive that moved something exits 0; one that moved nothing says so and exits 1.
 func TestDLQListAndRedrive(t *testing.T) {
 	t.Parallel()
 	const count = 500
@@ -115,8 +116,6 @@ func TestDLQListAndRedrive(t *testing.T) {
 		t.Fatalf("list --reason bad_mac: %d %q", code, out)
 	}
 
-	// A redrive that moved something exits 0; one that moved nothing says so on one
-	// line and exits 1 (a command that changed nothing must not look like one that did).
 	redrive := func(wantCode int) (moved, left int, lines []map[string]any) {
 		t.Helper()
 		code, out, errOut := runCLI("dlq", "--brokers", e.broker, "redrive", "--manifest", e.manifest, "--key", filepath.Join(e.dir, "campaign.key"))
