@@ -44,33 +44,16 @@ WITH ins AS (
 )
 SELECT (SELECT COUNT(*) FROM ins), (SELECT COALESCE(SUM(amount), 0) FROM ins)::BIGINT, (SELECT COUNT(*) FROM upd)`
 
-// stagingSource feeds a batch to CopyFrom without building a [][]any up front.
-type stagingSource struct {
-	batch  []Posting
-	debits *debits
-	i      int
-	row    [10]any
-}
-
-func (s *stagingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
-func (s *stagingSource) Err() error { return nil }
-func (s *stagingSource) Values() ([]any, error) {
-	p := &s.batch[s.i-1]
-	s.row = [10]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
-		strconv.FormatUint(p.UID, 10), s.debits.account(p), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt)}
-	return s.row[:], nil
-}
-
-// postingColumns are the columns the fast path copies into postings (id is generated).
-var postingColumns = []string{"campaign", "ticket", "shard", "round", "amount", "currency", "uid", "debit", "credit", "opened_at", "posted_at"}
-
-// postingSource feeds a batch straight to the postings table.
+// postingSource feeds a batch to CopyFrom row by row, without building a [][]any up
+// front: into the staging table (the careful path, stagingColumns) or, with
+// withPostedAt, straight into postings (the fast path, postingColumns).
 type postingSource struct {
-	batch    []Posting
-	debits   *debits
-	postedAt int64
-	i        int
-	row      [11]any
+	batch        []Posting
+	debits       *debits
+	withPostedAt bool
+	postedAt     int64
+	i            int
+	row          [11]any
 }
 
 func (s *postingSource) Next() bool { s.i++; return s.i <= len(s.batch) }
@@ -79,8 +62,14 @@ func (s *postingSource) Values() ([]any, error) {
 	p := &s.batch[s.i-1]
 	s.row = [11]any{p.Campaign, int64(p.Ticket), int32(p.Shard), int32(p.Round), p.Amount, p.Currency,
 		strconv.FormatUint(p.UID, 10), s.debits.account(p), WalletAccount(p.Currency, p.UID), micros(p.OpenedAt), s.postedAt}
+	if !s.withPostedAt {
+		return s.row[:10], nil
+	}
 	return s.row[:], nil
 }
+
+// postingColumns are the columns the fast path copies into postings (id is generated).
+var postingColumns = []string{"campaign", "ticket", "shard", "round", "amount", "currency", "uid", "debit", "credit", "opened_at", "posted_at"}
 
 func (l *pgLedger) Post(ctx context.Context, batch []Posting) (Result, error) {
 	var res Result
@@ -143,7 +132,7 @@ func (l *pgLedger) postNew(ctx context.Context, tx pgx.Tx, batch []Posting, res 
 		return err
 	}
 	now := time.Now().UnixMicro()
-	src := &postingSource{batch: batch, debits: debits, postedAt: now}
+	src := &postingSource{batch: batch, debits: debits, withPostedAt: true, postedAt: now}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"postings"}, postingColumns, src); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
@@ -177,7 +166,7 @@ func pgPostStaged(ctx context.Context, tx pgx.Tx, batch []Posting, res *Result) 
 	if err != nil {
 		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &stagingSource{batch: batch, debits: debits}); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"shake_staging"}, stagingColumns, &postingSource{batch: batch, debits: debits}); err != nil {
 		return fmt.Errorf("copy to staging: %w", err)
 	}
 	var n, upd int64
